@@ -1,0 +1,294 @@
+"""Run a local PostgreSQL server in a data directory: for tests, development and a single box.
+
+Binaries come from PATH, then ``/usr/lib/postgresql/*/bin``, then the ``pgserver`` wheel (which ships
+a full PostgreSQL under its package directory). PostgreSQL refuses to run as root, so as root the
+server runs as the ``postgres`` system user, which then owns the data directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["PostgresError", "PostgresServer", "find_postgres_bin_dir"]
+
+_READY_TIMEOUT_S = 60.0
+# Unix socket paths are limited to about 107 bytes; leave room for "/.s.PGSQL.<port>".
+_MAX_SOCKET_DIR_LEN = 80
+_SERVICE_USER = "postgres"
+
+
+class PostgresError(RuntimeError):
+    """The embedded PostgreSQL could not be found, initialised, started or stopped."""
+
+
+def _has_server_binaries(directory: Path) -> bool:
+    return all((directory / name).is_file() for name in ("initdb", "pg_ctl", "postgres"))
+
+
+def find_postgres_bin_dir() -> Path:
+    """The directory holding ``initdb``, ``pg_ctl`` and ``postgres``, or a clear error."""
+    explicit = os.environ.get("RESERVATIONS_PG_BIN")
+    if explicit:
+        if _has_server_binaries(Path(explicit)):
+            return Path(explicit)
+        raise PostgresError(f"RESERVATIONS_PG_BIN={explicit!r} holds no initdb/pg_ctl/postgres")
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        directory = Path(on_path).resolve().parent
+        if _has_server_binaries(directory):
+            return directory
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if _has_server_binaries(Path(candidate)):
+            return Path(candidate)
+    try:
+        import pgserver  # type: ignore[import-untyped]
+    except ImportError:
+        pass
+    else:
+        bundled = Path(pgserver.__file__).parent / "pginstall" / "bin"
+        if _has_server_binaries(bundled):
+            return bundled
+    raise PostgresError(
+        "no PostgreSQL server binaries found (looked on PATH, in /usr/lib/postgresql/*/bin and in "
+        "the 'pgserver' package): install PostgreSQL or the 'pgserver' package, or set "
+        "RESERVATIONS_PG_BIN"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class PostgresServer:
+    """One PostgreSQL server with its data in ``data_dir`` (kept between runs: it is persistent
+    unless the caller throws the directory away).
+
+    ``url`` is a SQLAlchemy asyncpg URL for the ``postgres`` superuser with trust authentication,
+    reachable on 127.0.0.1 only.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        port: int | None = None,
+        database: str = "postgres",
+        bin_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir).absolute()
+        self.port = port or _free_port()
+        self.database = database
+        self._bin_dir = Path(bin_dir) if bin_dir else None
+        self._socket_dir: Path | None = None
+        self._own_socket_dir = False
+        self._started = False
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{self.database}"
+
+    @property
+    def dsn(self) -> str:
+        """The same server as a libpq/asyncpg DSN (no SQLAlchemy driver suffix)."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
+
+    @property
+    def bin_dir(self) -> Path:
+        if self._bin_dir is None:
+            self._bin_dir = find_postgres_bin_dir()
+        return self._bin_dir
+
+    # -- running commands, as the service user when we are root -----------------------------------
+
+    def _run_as(self) -> list[str]:
+        if os.geteuid() != 0:
+            return []
+        try:
+            pwd.getpwnam(_SERVICE_USER)
+        except KeyError:
+            raise PostgresError(
+                "PostgreSQL refuses to run as root and there is no 'postgres' user to run it as: "
+                "create one (useradd --system postgres) or run as an unprivileged user"
+            ) from None
+        runuser = shutil.which("runuser")
+        if runuser:
+            return [runuser, "-u", _SERVICE_USER, "--"]
+        setpriv = shutil.which("setpriv")
+        if setpriv:
+            entry = pwd.getpwnam(_SERVICE_USER)
+            return [setpriv, f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups"]
+        raise PostgresError(
+            "running as root, but neither 'runuser' nor 'setpriv' is available to start "
+            "PostgreSQL as the 'postgres' user"
+        )
+
+    def _command(self, name: str, *args: str) -> list[str]:
+        return [*self._run_as(), str(self.bin_dir / name), *args]
+
+    def _check(self, name: str, *args: str) -> str:
+        result = subprocess.run(
+            self._command(name, *args),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise PostgresError(
+                f"{name} failed with exit code {result.returncode}: "
+                f"{(result.stderr or result.stdout).strip()[-2000:]}"
+            )
+        return result.stdout
+
+    def _prepare_dirs(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        socket_dir = self.data_dir / "sockets"
+        if len(str(socket_dir)) > _MAX_SOCKET_DIR_LEN:
+            socket_dir = Path(tempfile.mkdtemp(prefix="pgsock-"))
+            self._own_socket_dir = True
+        else:
+            socket_dir.mkdir(exist_ok=True)
+        self._socket_dir = socket_dir
+        if os.geteuid() == 0:
+            entry = pwd.getpwnam(_SERVICE_USER) if self._run_as() else None
+            if entry is not None:
+                for path in (self.data_dir, socket_dir):
+                    os.chown(path, entry.pw_uid, entry.pw_gid)
+                probe = subprocess.run(
+                    [*self._run_as(), "test", "-w", str(self.data_dir)], check=False
+                )
+                if probe.returncode != 0:
+                    raise PostgresError(
+                        f"the 'postgres' user cannot write to {self.data_dir}: a parent directory "
+                        "is not accessible to it; choose a data directory it can reach "
+                        "(e.g. under /tmp or /var/lib)"
+                    )
+
+    @property
+    def _pgdata(self) -> Path:
+        return self.data_dir / "pgdata"
+
+    def _initdb(self) -> None:
+        if (self._pgdata / "PG_VERSION").exists():
+            return
+        self._check(
+            "initdb",
+            "-D", str(self._pgdata),
+            "-U", "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-locale",
+        )  # fmt: skip
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> PostgresServer:
+        if self._started:
+            return self
+        self._prepare_dirs()
+        self._initdb()
+        assert self._socket_dir is not None
+        options = (
+            f"-p {self.port} -k {self._socket_dir} -h 127.0.0.1 "
+            "-c fsync=on -c max_connections=200 -c shared_buffers=128MB"
+        )
+        # -W: don't let pg_ctl wait; we poll a real connection below and report the log on failure.
+        self._check(
+            "pg_ctl", "start", "-D", str(self._pgdata), "-W",
+            "-l", str(self.data_dir / "postgres.log"), "-o", options,
+        )  # fmt: skip
+        self._started = True
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _ready(self) -> bool:
+        pg_isready = self.bin_dir / "pg_isready"
+        if pg_isready.is_file():
+            result = subprocess.run(
+                [str(pg_isready), "-h", "127.0.0.1", "-p", str(self.port), "-d", "postgres",
+                 "-U", "postgres", "-t", "1"],
+                stdin=subprocess.DEVNULL, capture_output=True, check=False,
+            )  # fmt: skip
+            return result.returncode == 0
+        return self._ready_asyncpg()
+
+    def _ready_asyncpg(self) -> bool:
+        import asyncio
+
+        import asyncpg
+
+        async def probe() -> None:
+            conn = await asyncpg.connect(self.dsn, timeout=1)
+            await conn.close()
+
+        try:
+            asyncio.run(probe())
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            return False
+        return True
+
+    def _wait_ready(self) -> None:
+        started = time.monotonic()
+        deadline = started + _READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._ready():
+                return
+            # The postmaster appears a moment after pg_ctl returns; a longer absence is a failure.
+            if time.monotonic() - started > 2.0 and not self._postmaster_running():
+                raise PostgresError(f"PostgreSQL did not start: {self._log_tail()}")
+            time.sleep(0.05)
+        raise PostgresError(
+            f"PostgreSQL on port {self.port} not ready in {_READY_TIMEOUT_S:.0f}s: {self._log_tail()}"
+        )
+
+    def _postmaster_running(self) -> bool:
+        result = subprocess.run(
+            self._command("pg_ctl", "status", "-D", str(self._pgdata)),
+            stdin=subprocess.DEVNULL, capture_output=True, check=False,
+        )  # fmt: skip
+        return result.returncode != 3
+
+    def _log_tail(self) -> str:
+        log = self.data_dir / "postgres.log"
+        try:
+            return log.read_text(errors="replace")[-2000:]
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        """Fast shutdown (rolls back open transactions, writes a checkpoint); harmless twice."""
+        if not self._started:
+            return
+        self._started = False
+        with contextlib.suppress(PostgresError):
+            self._check("pg_ctl", "stop", "-D", str(self._pgdata), "-m", "fast", "-w", "-t", "60")
+        if self._own_socket_dir and self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+    def __enter__(self) -> PostgresServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

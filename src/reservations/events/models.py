@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, DateTime, Identity, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from reservations.db import Base, Timestamps
+
+
+class Event(Timestamps, Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        CheckConstraint("max_tickets >= 0", name="max_tickets_not_negative"),
+        # The last line of defence against overselling, whatever the code above it does.
+        CheckConstraint("reserved >= 0 AND reserved <= max_tickets", name="reserved_within_capacity"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False, unique=True)
+    date: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    location: Mapped[str] = mapped_column(String(200), nullable=False)
+    max_tickets: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Tickets held by RESERVED reservations, kept in the same transaction as every insert or cancel.
+    reserved: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")

@@ -1,0 +1,80 @@
+"""Service settings, read from the environment and from ``environments/.env.<ENVIRONMENT>``.
+
+The variable names are the seed's (``SERVICE_PORT``, ``ENVIRONMENT``, ``DATABASE_URL``, ``REDIS_HOST``,
+``REDIS_PORT``, ``REDIS_PASSWORD``); real environment variables win over the file. Anything that can
+hold a password is a ``SecretStr`` so that printing the settings never leaks it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "env_file_for"]
+
+
+def env_file_for(environment: str) -> Path:
+    """The settings file of an environment, relative to the current directory (it may not exist)."""
+    return Path("environments") / f".env.{environment}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        populate_by_name=True,
+    )
+
+    environment: str = Field(default="development", validation_alias="ENVIRONMENT")
+    service_port: int = Field(default=8080, validation_alias="SERVICE_PORT", ge=1, le=65535)
+    database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
+    redis_url: SecretStr | None = Field(default=None, validation_alias="REDIS_URL")
+    redis_host: str = Field(default="127.0.0.1", validation_alias="REDIS_HOST")
+    redis_port: int = Field(default=6379, validation_alias="REDIS_PORT", ge=1, le=65535)
+    redis_password: SecretStr | None = Field(default=None, validation_alias="REDIS_PASSWORD")
+    workers: int = Field(default=3, validation_alias="WORKERS", ge=1)
+    worker_concurrency: int = Field(default=64, validation_alias="WORKER_CONCURRENCY", ge=1)
+    admin_token: SecretStr | None = Field(default=None, validation_alias="ADMIN_TOKEN")
+    data_dir: str = Field(default="data", validation_alias="DATA_DIR")
+    log_format: Literal["json", "console", "auto"] = Field(
+        default="auto", validation_alias="LOG_FORMAT"
+    )
+    log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
+    db_pool_size: int = Field(default=10, validation_alias="DB_POOL_SIZE", ge=1)
+
+    def __init__(self, **values: Any) -> None:
+        # The environment variable picks the file, so it is read before pydantic-settings loads it.
+        if "_env_file" not in values:
+            environment = values.get("environment") or os.environ.get("ENVIRONMENT", "development")
+            values["_env_file"] = env_file_for(str(environment))
+        super().__init__(**values)
+
+    @property
+    def effective_redis_url(self) -> str:
+        """``REDIS_URL`` when given, else one built from the seed's ``REDIS_HOST``/``PORT``/``PASSWORD``."""
+        if self.redis_url is not None and self.redis_url.get_secret_value():
+            return self.redis_url.get_secret_value()
+        password = self.redis_password.get_secret_value() if self.redis_password else ""
+        auth = f":{quote(password, safe='')}@" if password else ""
+        return f"redis://{auth}{self.redis_host}:{self.redis_port}/0"
+
+    @property
+    def effective_database_url(self) -> str | None:
+        """``DATABASE_URL`` in the SQLAlchemy asyncpg spelling, or None when not configured."""
+        if self.database_url is None or not self.database_url.get_secret_value():
+            return None
+        from .db import async_database_url
+
+        return async_database_url(self.database_url.get_secret_value())
+
+    @property
+    def json_logs(self) -> bool:
+        if self.log_format == "auto":
+            return self.environment not in {"development", "dev", "local", "test"}
+        return self.log_format == "json"
