@@ -1,0 +1,35 @@
+"""brokerq: a typed broker queue that keeps its promises.
+
+Durable produces, one consumer per message under a renewed lease, done on return, retries with
+backoff into inspectable dead letters, exactly-once deduplication, priorities and delays, on
+Redis (single or Cluster) or in memory.
+"""
+
+from .adapter import Adapter
+from .channel import Channel, Handler
+from .consumer import Consumer, ConsumerState
+from .errors import BrokerError, ChannelError, ConsumerError, MessageTypeError
+from .messages import ChannelStats, DeadLetter, Message, ProduceResult
+from .options import Duration, Processing
+from .queue import BrokerQueue
+from .worker import Worker
+
+__all__ = [
+    "Adapter",
+    "BrokerError",
+    "BrokerQueue",
+    "Channel",
+    "ChannelError",
+    "ChannelStats",
+    "Consumer",
+    "ConsumerError",
+    "ConsumerState",
+    "DeadLetter",
+    "Duration",
+    "Handler",
+    "Message",
+    "MessageTypeError",
+    "Processing",
+    "ProduceResult",
+    "Worker",
+]

@@ -1,0 +1,130 @@
+"""The storage contract every engine implements; the channel and consumer do the bookkeeping.
+
+Times are the broker's (Redis ``TIME`` for Redis), so clients with skewed clocks agree on leases
+and delays. A message id is ``"<produced_ms>-<sequence>"``: unique even if the broker's data is
+wiped, ordered by arrival within a channel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .messages import ChannelStats
+
+__all__ = ["Adapter", "Delivery", "Exchange", "Outgoing", "RawDeadLetter", "Settlement"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    payload: bytes
+    priority: int = 0
+    delay_ms: int = 0
+    dedup_key: str | None = None
+    """Set only for exactly-once produces; the message is dropped if the key is held."""
+    dedup_ms: int = 0
+
+    @property
+    def plain(self) -> bool:
+        return self.priority == 0 and self.delay_ms == 0 and self.dedup_key is None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    id: str
+    payload: bytes
+    tries: int
+
+    @property
+    def produced_at_ms(self) -> int:
+        return int(self.id.partition("-")[0])
+
+
+@dataclass(slots=True)
+class Settlement:
+    """What a consumer reports back about messages it holds."""
+
+    acks: list[str] = field(default_factory=list)
+    retries: list[tuple[str, int, str]] = field(default_factory=list)
+    """(id, delay_ms, error): retried after the delay, or dead-lettered after the last attempt."""
+    dead: list[tuple[str, str]] = field(default_factory=list)
+    """(id, reason): dead-lettered at once (e.g. a payload that does not decode)."""
+    releases: list[str] = field(default_factory=list)
+    """Given back untried, e.g. at shutdown; the attempt does not count."""
+
+    def __bool__(self) -> bool:
+        return bool(self.acks or self.retries or self.dead or self.releases)
+
+    def extend(self, other: Settlement) -> None:
+        self.acks.extend(other.acks)
+        self.retries.extend(other.retries)
+        self.dead.extend(other.dead)
+        self.releases.extend(other.releases)
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    deliveries: list[Delivery]
+    lost: list[str]
+    """Settled ids this consumer no longer held: its lease had expired and another took over."""
+    wait_hint_ms: int
+    """Milliseconds until a delayed message is due or a lease expires; -1 when neither."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawDeadLetter:
+    id: str
+    payload: bytes
+    error: str
+    tries: int
+    dead_at_ms: int
+
+
+class Adapter(Protocol):
+    """Storage operations of one engine. Each is atomic for the channel it names."""
+
+    async def produce(self, channel: str, items: Sequence[Outgoing]) -> list[tuple[str, bool]]:
+        """Store the messages in order; for each, (id, deduplicated)."""
+        ...
+
+    async def exchange(
+        self,
+        channel: str,
+        consumer: str,
+        settle: Settlement,
+        fetch: int,
+        lease_ms: int,
+        max_attempts: int,
+    ) -> Exchange:
+        """Apply ``settle``, take back expired leases, promote due delayed messages, then lease
+        up to ``fetch`` waiting messages to ``consumer``, highest priority and oldest first."""
+        ...
+
+    async def renew(
+        self, channel: str, consumer: str, ids: Sequence[str], lease_ms: int
+    ) -> list[str]:
+        """Extend the leases ``consumer`` still holds; returns the ids it no longer holds."""
+        ...
+
+    async def wait(self, channel: str, timeout_ms: int) -> None:
+        """Return when a message may be waiting, or after ``timeout_ms``."""
+        ...
+
+    async def stats(self, channel: str) -> ChannelStats: ...
+
+    async def dead_letters(self, channel: str, offset: int, limit: int) -> list[RawDeadLetter]: ...
+
+    async def redrive(self, channel: str, ids: Sequence[str] | None) -> int:
+        """Move dead letters (all when ``ids`` is None) back to waiting with a fresh try count."""
+        ...
+
+    async def delete_dead(self, channel: str, ids: Sequence[str] | None) -> int: ...
+
+    async def purge(self, channel: str) -> None:
+        """Delete every message of the channel, in any state."""
+        ...
+
+    async def channels(self) -> list[str]: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,270 @@
+"""A typed channel: validates and encodes messages, coalesces produces, starts consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from .adapter import Adapter, Outgoing
+from .codec import DECODE_ERRORS, ENCODE_ERRORS, codec_for
+from .errors import ChannelError, MessageTypeError
+from .messages import ChannelStats, DeadLetter, Message, ProduceResult
+from .options import (
+    DEFAULT_DEDUP_MS,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    Duration,
+    Processing,
+    duration_ms,
+)
+
+if TYPE_CHECKING:
+    from .consumer import Consumer
+    from .queue import BrokerQueue
+
+__all__ = ["Channel", "Handler"]
+
+T = TypeVar("T")
+
+Handler = Callable[[T], Awaitable[Any]] | Callable[[Message[T]], Awaitable[Any]]
+
+# One Lua call stores at most this many messages, so no call holds Redis for long.
+MAX_BATCH = 1000
+
+
+class Channel(Generic[T]):
+    """Messages of one type under one name; create with ``BrokerQueue.channel``."""
+
+    def __init__(
+        self,
+        queue: BrokerQueue,
+        name: str,
+        type_: Any,
+        *,
+        process: Processing = Processing.AT_LEAST_ONCE,
+        deduplication_interval: Duration | None = None,
+        lease: Duration = "30s",
+        max_attempts: int = 5,
+        retry_backoff: Duration = "1s",
+        max_retry_backoff: Duration = "5m",
+    ) -> None:
+        self.queue = queue
+        self.name = name
+        self.type = type_
+        self.codec = codec_for(type_)
+        self.process = _processing(process, name)
+        self.dedup_ms = self._dedup_ms(self.process, deduplication_interval)
+        self.lease_ms = duration_ms(lease, what="lease")
+        if self.lease_ms < 100:
+            raise ChannelError("lease must be at least 100ms", channel=name)
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ChannelError(
+                f"max_attempts must be an int >= 1, got {max_attempts!r}", channel=name
+            )
+        self.max_attempts = max_attempts
+        self.retry_backoff_ms = duration_ms(retry_backoff, what="retry_backoff")
+        self.max_retry_backoff_ms = duration_ms(max_retry_backoff, what="max_retry_backoff")
+        self._adapter: Adapter = queue.adapter
+        self._pending: list[tuple[Outgoing, asyncio.Future[ProduceResult]]] = []
+        self._flush_scheduled = False
+
+    def __repr__(self) -> str:
+        return f"Channel({self.name!r}, {getattr(self.type, '__name__', self.type)!r})"
+
+    def _dedup_ms(self, process: Processing, interval: Duration | None) -> int:
+        if process is Processing.AT_LEAST_ONCE:
+            if interval is not None:
+                raise ChannelError(
+                    "deduplication_interval needs process=Processing.EXACTLY_ONCE",
+                    channel=self.name,
+                )
+            return 0
+        if interval is None:
+            return DEFAULT_DEDUP_MS
+        ms = duration_ms(interval, what="deduplication_interval")
+        if ms < 1:
+            raise ChannelError("deduplication_interval must be at least 1ms", channel=self.name)
+        return ms
+
+    # -- producing ---------------------------------------------------------------------------
+
+    def _outgoing(
+        self,
+        message: T,
+        hash: str | bytes | None,
+        delay: Duration | None,
+        priority: int | None,
+        process: Processing | None,
+        deduplication_interval: Duration | None,
+    ) -> Outgoing:
+        try:
+            payload = self.codec.encode(message)
+        except ENCODE_ERRORS as exc:
+            raise MessageTypeError(
+                f"message does not fit {getattr(self.type, '__name__', self.type)}: {exc}",
+                channel=self.name,
+            ) from exc
+        dedup_ms = self.dedup_ms
+        if process is not None or deduplication_interval is not None:
+            mode = self.process if process is None else _processing(process, self.name)
+            dedup_ms = self._dedup_ms(mode, deduplication_interval)
+        dedup_key = None
+        if dedup_ms:
+            if hash is None:
+                dedup_key = "h:" + hashlib.blake2b(payload, digest_size=16).hexdigest()
+            else:
+                dedup_key = "k:" + (hash.hex() if isinstance(hash, bytes) else str(hash))
+        elif hash is not None:
+            raise ChannelError(
+                "a deduplication hash needs process=Processing.EXACTLY_ONCE", channel=self.name
+            )
+        delay_ms = 0 if delay is None else duration_ms(delay, what="delay")
+        prio = 0 if priority is None else priority
+        if (
+            isinstance(prio, bool)
+            or not isinstance(prio, int)
+            or not (PRIORITY_MIN <= prio <= PRIORITY_MAX)
+        ):
+            raise ChannelError(
+                f"priority must be an int in [{PRIORITY_MIN}, {PRIORITY_MAX}], got {priority!r}",
+                channel=self.name,
+            )
+        return Outgoing(payload, prio, delay_ms, dedup_key, dedup_ms)
+
+    async def produce(
+        self,
+        message: T,
+        *,
+        hash: str | bytes | None = None,
+        delay: Duration | None = None,
+        priority: int | None = None,
+        process: Processing | None = None,
+        deduplication_interval: Duration | None = None,
+    ) -> ProduceResult:
+        """Store one message; returns once the broker has it.
+
+        Produces issued in the same event-loop tick travel together in one round trip.
+        Options given here replace the channel's for this message.
+        """
+        item = self._outgoing(message, hash, delay, priority, process, deduplication_interval)
+        future: asyncio.Future[ProduceResult] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, []
+        for start in range(0, len(pending), MAX_BATCH):
+            batch = pending[start : start + MAX_BATCH]
+            task = asyncio.ensure_future(self._store(batch))
+            self.queue._track(task)
+
+    async def _store(self, batch: list[tuple[Outgoing, asyncio.Future[ProduceResult]]]) -> None:
+        try:
+            results = await self._adapter.produce(self.name, [item for item, _ in batch])
+        except BaseException as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, future), (id_, duplicate) in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(ProduceResult(id_, duplicate))
+
+    async def produce_many(
+        self,
+        messages: Iterable[T],
+        *,
+        delay: Duration | None = None,
+        priority: int | None = None,
+        process: Processing | None = None,
+        deduplication_interval: Duration | None = None,
+    ) -> list[ProduceResult]:
+        """Store many messages in order, in as few round trips as possible.
+
+        Every message is validated before anything is written; exactly-once dedup uses each
+        message's own content hash.
+        """
+        items = [
+            self._outgoing(m, None, delay, priority, process, deduplication_interval)
+            for m in messages
+        ]
+        results: list[ProduceResult] = []
+        for start in range(0, len(items), MAX_BATCH):
+            stored = await self._adapter.produce(self.name, items[start : start + MAX_BATCH])
+            results.extend(ProduceResult(id_, dup) for id_, dup in stored)
+        return results
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    async def consume(
+        self,
+        handler: Handler[T],
+        *,
+        max_parallel: int = 10,
+        envelope: bool | None = None,
+        grace: Duration = "30s",
+    ) -> Consumer[T]:
+        """Start a consumer in the background and return it at once.
+
+        The handler receives the decoded message, or the ``Message`` envelope when its first
+        parameter is annotated ``Message[...]`` (or ``envelope=True``). Returning marks the
+        message done; raising retries it with exponential backoff, and after ``max_attempts``
+        it goes to the dead letters.
+        """
+        from .consumer import Consumer
+
+        consumer = Consumer(
+            self, handler, max_parallel=max_parallel, envelope=envelope, grace=grace
+        )
+        await consumer.start()
+        return consumer
+
+    # -- inspecting --------------------------------------------------------------------------
+
+    async def stats(self) -> ChannelStats:
+        return await self._adapter.stats(self.name)
+
+    async def dead_letters(self, *, limit: int = 100, offset: int = 0) -> list[DeadLetter[T]]:
+        letters = []
+        for raw in await self._adapter.dead_letters(self.name, offset, limit):
+            try:
+                data: T | None = self.codec.decode(raw.payload)
+            except DECODE_ERRORS:
+                data = None
+            letters.append(
+                DeadLetter(
+                    id=raw.id,
+                    payload=raw.payload,
+                    data=data,
+                    error=raw.error,
+                    tries=raw.tries,
+                    dead_at_ms=raw.dead_at_ms,
+                    produced_at_ms=int(raw.id.partition("-")[0]),
+                )
+            )
+        return letters
+
+    async def redrive(self, ids: Sequence[str] | None = None) -> int:
+        """Put dead letters (all, or those ids) back in the queue with a fresh try count."""
+        return await self._adapter.redrive(self.name, ids)
+
+    async def delete_dead(self, ids: Sequence[str] | None = None) -> int:
+        return await self._adapter.delete_dead(self.name, ids)
+
+    async def purge(self) -> None:
+        """Delete every message of this channel, whatever its state."""
+        await self._adapter.purge(self.name)
+
+
+def _processing(value: Any, channel: str) -> Processing:
+    if not isinstance(value, Processing):
+        raise ChannelError(f"process must be a Processing, got {value!r}", channel=channel)
+    return value

@@ -1,0 +1,351 @@
+"""The consumer: leases messages in batches, runs the handler, settles results in batches.
+
+Lifecycle: CREATED -> RUNNING -> STOPPING -> STOPPED. Stopping stops taking messages, gives
+running handlers a grace period, cancels the rest (their messages are released untried), sends
+every outstanding settlement, and is harmless to repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import inspect
+import logging
+import os
+import random
+import secrets
+import socket
+import typing
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from .adapter import Delivery, Settlement
+from .codec import DECODE_ERRORS
+from .errors import ConsumerError
+from .messages import Message
+from .options import Duration, duration_ms
+
+if TYPE_CHECKING:
+    from .channel import Channel, Handler
+
+__all__ = ["Consumer", "ConsumerState"]
+
+T = TypeVar("T")
+log = logging.getLogger("brokerq.consumer")
+
+MAX_IDLE_WAIT_MS = 1000
+FINAL_FLUSH_TIMEOUT_S = 10.0
+MAX_ERROR_LENGTH = 2000
+
+
+class ConsumerState(enum.Enum):
+    CREATED = "created"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class Consumer(Generic[T]):
+    def __init__(
+        self,
+        channel: Channel[T],
+        handler: Handler[T],
+        *,
+        max_parallel: int = 10,
+        envelope: bool | None = None,
+        grace: Duration = "30s",
+    ) -> None:
+        if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
+            raise ValueError(f"max_parallel must be an int >= 1, got {max_parallel!r}")
+        self.channel = channel
+        self.max_parallel = max_parallel
+        self.grace_s = duration_ms(grace, what="grace") / 1000
+        self.state = ConsumerState.CREATED
+        host = socket.gethostname().replace("|", "_")[:40]
+        self.id = f"{host}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.processed = 0
+        self.failed = 0
+        self.lost = 0
+        self._adapter = channel.queue.adapter
+        self._handler: Any = handler
+        self._envelope = _wants_envelope(handler) if envelope is None else envelope
+        self._held: dict[str, asyncio.Task[None]] = {}
+        self._settle = Settlement()
+        self._wakeup = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._in_broker_wait = False
+        self._flush_task: asyncio.Task[None] | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._renew_task: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"Consumer({self.channel.name!r}, id={self.id!r}, state={self.state.value})"
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._held)
+
+    async def start(self) -> None:
+        if self.state is not ConsumerState.CREATED:
+            raise ConsumerError(f"consumer {self.id} was already started")
+        self.state = ConsumerState.RUNNING
+        self._loop_task = asyncio.create_task(self._loop(), name=f"brokerq-fetch-{self.id}")
+        self._renew_task = asyncio.create_task(self._renew(), name=f"brokerq-renew-{self.id}")
+        self.channel.queue._consumers.add(self)
+
+    async def wait_idle(self) -> None:
+        """Return once this consumer holds nothing, has settled everything, and found no
+        message waiting. Delayed messages that are not yet due do not count."""
+        await self._idle.wait()
+
+    # -- fetching ----------------------------------------------------------------------------
+
+    def _take(self) -> Settlement:
+        settle, self._settle = self._settle, Settlement()
+        return settle
+
+    async def _loop(self) -> None:
+        ch = self.channel
+        failures = 0
+        while not self._stop.is_set():
+            free = self.max_parallel - len(self._held)
+            if free <= 0 and not self._settle:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            settle = self._take()
+            try:
+                ex = await self._adapter.exchange(
+                    ch.name, self.id, settle, max(free, 0), ch.lease_ms, ch.max_attempts
+                )
+            except Exception:
+                self._settle.extend(settle)
+                failures += 1
+                log.warning("channel %s: fetch failed, retrying", ch.name, exc_info=True)
+                await self._pause(min(2.0, 0.05 * 2**failures))
+                continue
+            failures = 0
+            self._note_lost(ex.lost)
+            if self._stop.is_set():
+                self._settle.releases.extend(d.id for d in ex.deliveries)
+                break
+            if ex.deliveries:
+                self._idle.clear()
+                for delivery in ex.deliveries:
+                    self._held[delivery.id] = asyncio.create_task(self._handle(delivery))
+                continue
+            if free <= 0:
+                continue
+            if not self._held and not self._settle and self._flush_task is None:
+                self._idle.set()
+            timeout = MAX_IDLE_WAIT_MS if ex.wait_hint_ms < 0 else ex.wait_hint_ms
+            await self._wait_for_messages(min(timeout, MAX_IDLE_WAIT_MS))
+
+    async def _wait_for_messages(self, timeout_ms: int) -> None:
+        self._in_broker_wait = True
+        if self._settle:
+            self._flush_soon()
+        waiting = asyncio.ensure_future(self._adapter.wait(self.channel.name, timeout_ms))
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._in_broker_wait = False
+            for task in (waiting, stopping):
+                task.cancel()
+            await asyncio.gather(waiting, stopping, return_exceptions=True)
+        if waiting.done() and not waiting.cancelled() and waiting.exception() is not None:
+            log.warning("channel %s: wait failed: %s", self.channel.name, waiting.exception())
+            await self._pause(0.5)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    # -- handling ----------------------------------------------------------------------------
+
+    async def _handle(self, delivery: Delivery) -> None:
+        ch = self.channel
+        try:
+            try:
+                data = ch.codec.decode(delivery.payload)
+            except DECODE_ERRORS as exc:
+                log.error("channel %s: message %s does not decode: %s", ch.name, delivery.id, exc)
+                self._settle.dead.append((delivery.id, _error(f"undecodable payload: {exc}")))
+                self.failed += 1
+                return
+            arg: Any = (
+                Message(data, delivery.id, delivery.tries, ch.name, delivery.produced_at_ms)
+                if self._envelope
+                else data
+            )
+            result = self._handler(arg)
+            if inspect.isawaitable(result):
+                await result
+        except asyncio.CancelledError:
+            # Only a shutdown past its grace period cancels a handler: give the message back.
+            self._settle.releases.append(delivery.id)
+            raise
+        except Exception as exc:
+            self.failed += 1
+            delay = self._retry_delay_ms(delivery.tries)
+            last = delivery.tries >= ch.max_attempts
+            log.warning(
+                "channel %s: message %s failed on try %d%s: %r",
+                ch.name, delivery.id, delivery.tries,
+                " (dead-lettered)" if last else f", retry in {delay}ms", exc,
+            )  # fmt: skip
+            self._settle.retries.append(
+                (delivery.id, delay, _error(f"{type(exc).__name__}: {exc}"))
+            )
+        else:
+            self.processed += 1
+            self._settle.acks.append(delivery.id)
+        finally:
+            self._held.pop(delivery.id, None)
+            if self._in_broker_wait or self._stop.is_set():
+                self._flush_soon()
+            else:
+                self._wakeup.set()
+
+    def _retry_delay_ms(self, tries: int) -> int:
+        ch = self.channel
+        delay = min(ch.max_retry_backoff_ms, ch.retry_backoff_ms * 2 ** min(tries - 1, 30))
+        # Equal jitter: spreads a burst of failures without ever retrying sooner than half.
+        return int(delay / 2 + random.random() * delay / 2)
+
+    def _note_lost(self, ids: list[str]) -> None:
+        if ids:
+            self.lost += len(ids)
+            log.warning(
+                "channel %s: consumer %s no longer held %s (lease expired and taken over)",
+                self.channel.name, self.id, ids,
+            )  # fmt: skip
+
+    # -- settling outside the fetch loop ------------------------------------------------------
+
+    def _flush_soon(self) -> None:
+        if self._flush_task is None:
+            self._flush_task = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        ch = self.channel
+        try:
+            while self._settle:
+                settle = self._take()
+                try:
+                    ex = await self._adapter.exchange(
+                        ch.name, self.id, settle, 0, ch.lease_ms, ch.max_attempts
+                    )
+                except Exception:
+                    self._settle.extend(settle)
+                    log.warning("channel %s: settle failed, retrying", ch.name, exc_info=True)
+                    await asyncio.sleep(0.2)
+                    continue
+                self._note_lost(ex.lost)
+        finally:
+            self._flush_task = None
+            if not self._held and not self._settle and self._in_broker_wait:
+                self._idle.set()
+
+    async def _renew(self) -> None:
+        ch = self.channel
+        interval_s = ch.lease_ms / 3000
+        while True:
+            await asyncio.sleep(interval_s)
+            if not self._held:
+                continue
+            try:
+                lost = await self._adapter.renew(ch.name, self.id, list(self._held), ch.lease_ms)
+            except Exception:
+                log.warning("channel %s: lease renewal failed", ch.name, exc_info=True)
+                continue
+            if lost:
+                log.error(
+                    "channel %s: consumer %s lost the lease of %s while handling it",
+                    ch.name, self.id, lost,
+                )  # fmt: skip
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    async def close(self, grace: Duration | None = None) -> None:
+        """Stop gracefully: take no more messages, let running handlers finish within the
+        grace period, release the rest, and send every outstanding settlement."""
+        if self.state is ConsumerState.STOPPED:
+            return
+        if self.state is ConsumerState.CREATED:
+            self.state = ConsumerState.STOPPED
+            return
+        if self._closing is None:
+            grace_s = self.grace_s if grace is None else duration_ms(grace, what="grace") / 1000
+            self._closing = asyncio.create_task(self._shutdown(grace_s))
+        await asyncio.shield(self._closing)
+
+    async def _shutdown(self, grace_s: float) -> None:
+        self.state = ConsumerState.STOPPING
+        self._stop.set()
+        self._wakeup.set()
+        if self._loop_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        running = list(self._held.values())
+        if running:
+            _, pending = await asyncio.wait(running, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+        if self._flush_task is not None:
+            with contextlib.suppress(Exception):
+                await self._flush_task
+        try:
+            await asyncio.wait_for(self._final_flush(), FINAL_FLUSH_TIMEOUT_S)
+        except TimeoutError:
+            log.error(
+                "channel %s: could not settle before shutdown; leases will expire and the "
+                "messages will be delivered again",
+                self.channel.name,
+            )
+        if self._renew_task is not None:
+            self._renew_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renew_task
+        self.state = ConsumerState.STOPPED
+        self.channel.queue._consumers.discard(self)
+
+    async def _final_flush(self) -> None:
+        ch = self.channel
+        while self._settle:
+            settle = self._take()
+            try:
+                ex = await self._adapter.exchange(
+                    ch.name, self.id, settle, 0, ch.lease_ms, ch.max_attempts
+                )
+            except Exception:
+                self._settle.extend(settle)
+                await asyncio.sleep(0.2)
+                continue
+            self._note_lost(ex.lost)
+
+
+def _error(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_LENGTH else text[: MAX_ERROR_LENGTH - 3] + "..."
+
+
+def _wants_envelope(handler: Any) -> bool:
+    """True when the handler's first parameter is annotated ``Message[...]``."""
+    try:
+        params = list(inspect.signature(handler).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if not params:
+        return False
+    annotation = params[0].annotation
+    if isinstance(annotation, str):
+        try:
+            annotation = typing.get_type_hints(handler).get(params[0].name, annotation)
+        except Exception:
+            base = annotation.split("[", 1)[0].strip()
+            return base in {"Message", "brokerq.Message"}
+    return annotation is Message or typing.get_origin(annotation) is Message

@@ -1,0 +1,216 @@
+"""The Redis engine: one sorted set per state, one Lua script per state change."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
+
+from ..adapter import Delivery, Exchange, Outgoing, RawDeadLetter, Settlement
+from ..messages import ChannelStats
+from . import scripts
+from .keys import ChannelKeys, channel_of
+
+__all__ = ["RedisAdapter"]
+
+# Blocking waits stay well under any socket timeout a caller may configure.
+MAX_BLOCK_MS = 1000
+
+
+class RedisAdapter:
+    """brokerq on Redis (single server or Redis Cluster).
+
+    ``RedisAdapter("redis://:password@host:6379/0")``, ``"rediss://..."`` for TLS (extra
+    ``ssl_*`` options pass through to redis-py), ``cluster=True`` for Redis Cluster, or
+    ``RedisAdapter(client=...)`` with a ``redis.asyncio`` client of your own (it must not
+    decode responses). Nothing connects until the first command.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: aioredis.Redis | RedisCluster | None = None,
+        cluster: bool = False,
+        password: str | None = None,
+        **options: Any,
+    ) -> None:
+        if (url is None) == (client is None):
+            raise ValueError("give either a Redis URL or a client")
+        if client is None:
+            assert url is not None
+            options.setdefault("socket_connect_timeout", 5)
+            options.setdefault("socket_timeout", 30)
+            options.setdefault("health_check_interval", 15)
+            if password is not None:
+                options["password"] = password
+            if cluster:
+                options.pop("health_check_interval")
+                client = RedisCluster.from_url(url, **options)
+            else:
+                client = aioredis.Redis.from_url(url, **options)
+        self._client: Any = client
+        self._keys: dict[str, ChannelKeys] = {}
+
+    @property
+    def client(self) -> aioredis.Redis | RedisCluster:
+        client: aioredis.Redis | RedisCluster = self._client
+        return client
+
+    def _k(self, channel: str) -> ChannelKeys:
+        keys = self._keys.get(channel)
+        if keys is None:
+            keys = self._keys[channel] = ChannelKeys(channel)
+        return keys
+
+    async def _run(self, script: scripts.Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # First use on this server (or after SCRIPT FLUSH / failover): EVAL caches it.
+            return await self._client.eval(script.text, len(keys), *keys, *args)
+
+    async def produce(self, channel: str, items: Sequence[Outgoing]) -> list[tuple[str, bool]]:
+        k = self._k(channel)
+        keys = [k.seq, k.msg, k.ready, k.delayed, k.wake, k.stats]
+        args: list[Any]
+        if all(item.plain for item in items):
+            args = ["p"]
+            args.extend(item.payload for item in items)
+        else:
+            args = ["x"]
+            for item in items:
+                args += (item.payload, item.priority, item.delay_ms, item.dedup_ms)
+                if item.dedup_key is not None:
+                    keys.append(k.dedup(item.dedup_key))
+        reply = await self._run(scripts.PRODUCE, keys, args)
+        results = []
+        for raw in reply:
+            text = raw.decode()
+            if text[0] == "=":
+                results.append((text[1:], True))
+            else:
+                results.append((text, False))
+        return results
+
+    async def exchange(
+        self,
+        channel: str,
+        consumer: str,
+        settle: Settlement,
+        fetch: int,
+        lease_ms: int,
+        max_attempts: int,
+    ) -> Exchange:
+        k = self._k(channel)
+        args: list[Any] = [
+            consumer, fetch, lease_ms, max_attempts,
+            len(settle.acks), len(settle.retries), len(settle.dead), len(settle.releases),
+        ]  # fmt: skip
+        args.extend(settle.acks)
+        for retry in settle.retries:
+            args.extend(retry)
+        for dead in settle.dead:
+            args.extend(dead)
+        args.extend(settle.releases)
+        keys = [k.msg, k.ready, k.delayed, k.lease, k.dead, k.err, k.wake, k.stats]
+        flat, lost, hint = await self._run(scripts.EXCHANGE, keys, args)
+        deliveries = []
+        for i in range(0, len(flat), 2):
+            value: bytes = flat[i + 1]
+            cut = value.index(b"\n")
+            failures = int(value[: value.index(b" ")])
+            deliveries.append(Delivery(flat[i].decode(), value[cut + 1 :], failures + 1))
+        return Exchange(deliveries, [x.decode() for x in lost], int(hint))
+
+    async def renew(
+        self, channel: str, consumer: str, ids: Sequence[str], lease_ms: int
+    ) -> list[str]:
+        if not ids:
+            return []
+        lost = await self._run(scripts.RENEW, [self._k(channel).lease], [consumer, lease_ms, *ids])
+        return [x.decode() for x in lost]
+
+    async def wait(self, channel: str, timeout_ms: int) -> None:
+        timeout_ms = min(max(timeout_ms, 1), MAX_BLOCK_MS)
+        await self._client.blpop([self._k(channel).wake], timeout=timeout_ms / 1000)
+
+    async def stats(self, channel: str) -> ChannelStats:
+        k = self._k(channel)
+        waiting, in_flight, delayed, dead, pairs, head, now = await self._run(
+            scripts.STATS, [k.ready, k.lease, k.delayed, k.dead, k.stats], []
+        )
+        counters = {pairs[i].decode(): int(pairs[i + 1]) for i in range(0, len(pairs), 2)}
+        lag = max(0, now - int(head.split(b"-")[0])) if head else 0
+        return ChannelStats(
+            channel=channel,
+            waiting=waiting,
+            in_flight=in_flight,
+            delayed=delayed,
+            dead=dead,
+            produced=counters.get("produced", 0),
+            processed=counters.get("processed", 0),
+            retried=counters.get("retried", 0),
+            redelivered=counters.get("redelivered", 0),
+            dead_lettered=counters.get("dead_lettered", 0),
+            lag_ms=lag,
+        )
+
+    async def dead_letters(self, channel: str, offset: int, limit: int) -> list[RawDeadLetter]:
+        k = self._k(channel)
+        flat = await self._run(scripts.DEAD_LETTERS, [k.msg, k.dead, k.err], [offset, limit])
+        letters = []
+        for i in range(0, len(flat), 4):
+            value: bytes = flat[i + 2]
+            head, _, payload = value.partition(b"\n")
+            failures = int(head.split(b" ")[0]) if head else 0
+            letters.append(
+                RawDeadLetter(
+                    id=flat[i].decode(),
+                    payload=payload,
+                    error=flat[i + 3].decode(errors="replace"),
+                    tries=failures,
+                    dead_at_ms=int(float(flat[i + 1])),
+                )
+            )
+        return letters
+
+    async def _drain(
+        self, script: scripts.Script, keys: list[str], ids: Sequence[str] | None
+    ) -> int:
+        if ids is not None:
+            return int(await self._run(script, keys, list(ids))) if ids else 0
+        total = 0
+        while True:  # the script takes up to 1000 per call to keep each call short
+            moved = int(await self._run(script, keys, []))
+            total += moved
+            if moved == 0:
+                return total
+
+    async def redrive(self, channel: str, ids: Sequence[str] | None) -> int:
+        k = self._k(channel)
+        return await self._drain(scripts.REDRIVE, [k.msg, k.ready, k.dead, k.err, k.wake], ids)
+
+    async def delete_dead(self, channel: str, ids: Sequence[str] | None) -> int:
+        k = self._k(channel)
+        return await self._drain(scripts.DELETE_DEAD, [k.msg, k.dead, k.err], ids)
+
+    async def purge(self, channel: str) -> None:
+        await self._client.delete(*self._k(channel).all())
+
+    async def channels(self) -> list[str]:
+        found: set[str] = set()
+        async for key in self._client.scan_iter(match="bq:{*}:seq", count=1000):
+            name = channel_of(key.decode() if isinstance(key, bytes) else key)
+            if name is not None:
+                found.add(name)
+        return sorted(found)
+
+    async def close(self) -> None:
+        close = getattr(self._client, "aclose", None) or self._client.close
+        await close()
+        await asyncio.sleep(0)

