@@ -47,7 +47,7 @@ class PydanticCodec(Generic[T]):
         # round-trip it through JSON like every other message.
         if not isinstance(obj, self._type):
             obj = self._adapter.validate_python(obj)
-        data = self._adapter.dump_json(obj)
+        data = self._adapter.dump_json(obj, warnings=False)
         self._adapter.validate_json(data)
         return data
 
