@@ -1,0 +1,17 @@
+"""``reservations loadtest``: drive a running service over HTTP and check its promises."""
+
+from .runner import Check, LoadTestError, Outcomes, Progress, RunResult, run_loadtest, wait_healthy
+from .scenario import SCENARIOS, Scenario, scenario
+
+__all__ = [
+    "SCENARIOS",
+    "Check",
+    "LoadTestError",
+    "Outcomes",
+    "Progress",
+    "RunResult",
+    "Scenario",
+    "run_loadtest",
+    "scenario",
+    "wait_healthy",
+]

@@ -1,0 +1,148 @@
+"""``reservations loadtest``: progress bar, summary table, plot and exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from . import runner
+from .report import plot, summary_table
+from .scenario import scenario as get_scenario
+
+__all__ = ["run_loadtest_command"]
+
+
+class RichProgress(runner.Progress):
+    def __init__(self, progress: Progress, console: Console) -> None:
+        self._progress = progress
+        self._console = console
+        self._task: TaskID | None = None
+
+    def phase(self, name: str, total: int | None) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, visible=True)
+            self._progress.stop_task(self._task)
+        self._task = self._progress.add_task(name, total=total)
+
+    def advance(self, done: int) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, completed=done)
+
+    def note(self, text: str) -> None:
+        self._console.print(text)
+
+
+def _figures(r: runner.RunResult) -> dict[str, Any]:
+    def clean(d: dict[str, float]) -> dict[str, float | None]:
+        return {k: (None if math.isnan(v) else round(v, 3)) for k, v in d.items()}
+
+    return {
+        "scenario": r.scenario.name,
+        "base_url": r.base_url,
+        "event_id": r.event_id,
+        "requests": r.scenario.requests,
+        "users": r.scenario.users,
+        "tickets": r.scenario.tickets,
+        "connections": min(r.scenario.connections, r.scenario.requests),
+        "accepted": r.accepted,
+        "failed": r.errors,
+        "send_duration_s": round(r.fire_duration_s, 3),
+        "accepted_rps": round(r.accepted_rps, 1),
+        "post_ms": clean(r.post_percentiles_ms()),
+        "time_to_final_ms": clean(r.final_percentiles_ms()),
+        "final_after_last_post_s": r.final_after_last_s,
+        "outcomes_per_s": None if math.isnan(r.outcomes_per_s) else round(r.outcomes_per_s, 1),
+        "reservations_per_s": None
+        if math.isnan(r.reservations_per_s)
+        else round(r.reservations_per_s, 1),
+        "reserved": r.outcomes.reserved,
+        "rejected": r.outcomes.rejected,
+        "pending": r.outcomes.pending,
+        "reasons": r.outcomes.reasons,
+        "checks": [
+            {"name": c.name, "ok": c.ok, "detail": c.detail, "target": c.target} for c in r.checks
+        ],
+        "ok": r.ok,
+        "targets_ok": r.targets_ok,
+    }
+
+
+def run_loadtest_command(
+    console: Console,
+    *,
+    scenario_name: str,
+    base_url: str,
+    overrides: dict[str, Any],
+    plot_path: Path | None,
+    json_path: Path | None,
+    strict: bool,
+    seed: int | None,
+    data_dir: Path,
+) -> int:
+    """Run one scenario; 0 when every invariant holds (and, with ``strict``, every target)."""
+    try:
+        chosen = get_scenario(scenario_name).with_overrides(**overrides)
+    except ValueError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        return 2
+    console.print(
+        f"[bold]{chosen.name}[/]: {chosen.requests:,} reservation requests "
+        f"({chosen.users:,} users, {chosen.repeats:,} repeats) for {chosen.tickets:,} tickets, "
+        f"{min(chosen.connections, chosen.requests):,} connections, against {base_url}"
+    )
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            result = _run(base_url, chosen, RichProgress(progress, console), seed)
+    except runner.LoadTestError as exc:
+        console.print(f"[bold red]load test aborted:[/] {exc}")
+        return 1
+    except OSError as exc:
+        console.print(f"[bold red]load test aborted:[/] cannot talk to {base_url}: {exc}")
+        return 1
+    console.print(summary_table(result))
+    path = plot_path or data_dir / f"loadtest-{chosen.name}.png"
+    plot(result, path)
+    console.print(f"plot: {path}")
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(_figures(result), indent=2) + "\n")
+        console.print(f"figures: {json_path}")
+    if not result.ok:
+        console.print("[bold red]FAILED: an invariant does not hold[/]")
+        return 1
+    if strict and not result.targets_ok:
+        console.print("[bold yellow]a throughput target was missed (--strict)[/]")
+        return 2
+    console.print("[bold green]all invariants hold[/]")
+    return 0
+
+
+def _run(
+    base_url: str, chosen: Any, progress: runner.Progress, seed: int | None
+) -> runner.RunResult:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency of uvicorn[standard]
+        return asyncio.run(runner.run_loadtest(base_url, chosen, progress, seed))
+    return uvloop.run(runner.run_loadtest(base_url, chosen, progress, seed))

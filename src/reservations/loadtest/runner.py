@@ -1,0 +1,644 @@
+"""Drive a running reservation service over HTTP and check what it promises.
+
+One run: create an event with ``tickets`` tickets and the users through the API, then fire the
+reservation POSTs over ``connections`` keep-alive connections (closed loop), while a monitor polls
+``GET /event/{id}/outcomes`` to see the requests become final. Then check the invariants against
+the outcome counts, the event, the reservation list and a sample of the individual requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from .http import Connection, HttpError, Pool, Response, parse_base_url
+from .scenario import Scenario
+
+__all__ = ["Check", "LoadTestError", "Outcomes", "Progress", "RunResult", "run_loadtest"]
+
+_decode = msgspec.json.Decoder().decode
+
+_MONITOR_INTERVAL_S = 0.02
+_SETUP_CONNECTIONS = 32
+_JOB_SAMPLE = 2_000
+
+
+class LoadTestError(Exception):
+    """The run could not be carried out (service unreachable, setup refused, ...)."""
+
+
+class Progress:
+    """What the run reports as it goes; the CLI draws it with Rich, tests ignore it."""
+
+    def phase(self, name: str, total: int | None) -> None: ...
+
+    def advance(self, done: int) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+
+@dataclass(slots=True)
+class Outcomes:
+    """Counts of one event's reservation requests by status, and of the rejections by reason."""
+
+    pending: int = 0
+    reserved: int = 0
+    rejected: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def final(self) -> int:
+        return self.reserved + self.rejected
+
+    @classmethod
+    def parse(cls, data: Any) -> Outcomes:
+        """Accept a flat ``{STATUS: n}`` shape, or counts split by status and by reason."""
+        if not isinstance(data, dict):
+            raise LoadTestError(f"unexpected outcomes payload: {data!r}")
+        statuses: dict[str, Any] = {}
+        reasons: dict[str, int] = {}
+        for key in ("byStatus", "statuses", "status", "counts"):
+            if isinstance(data.get(key), dict):
+                statuses.update(data[key])
+        for key in ("byReason", "reasons", "rejectedByReason", "rejections"):
+            if isinstance(data.get(key), dict):
+                reasons.update({str(k): int(v) for k, v in data[key].items()})
+        if not statuses:
+            statuses = data
+        norm = {str(k).upper(): v for k, v in statuses.items()}
+
+        def count(name: str) -> int:
+            value = norm.get(name, 0)
+            if isinstance(value, dict):
+                reasons.update({str(k): int(v) for k, v in value.items()})
+                return sum(int(v) for v in value.values())
+            return int(value or 0)
+
+        rejected = count("REJECTED")
+        if not rejected and reasons:
+            rejected = sum(reasons.values())
+        return cls(pending=count("PENDING"), reserved=count("RESERVED"), rejected=rejected,
+                   reasons=reasons)  # fmt: skip
+
+
+@dataclass(slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    target: bool = False  # a performance target rather than a correctness invariant
+
+
+@dataclass
+class RunResult:
+    scenario: Scenario
+    base_url: str
+    event_id: int
+    user_ids: list[int]
+    # Per POST, in send order: start (s since the first send), latency (s), HTTP status
+    # (0: no answer).
+    starts_s: np.ndarray
+    latencies_s: np.ndarray
+    statuses: np.ndarray
+    job_ids: list[str | None]
+    # The monitor's samples: time (s since the first send), final count, reserved count.
+    monitor_t_s: np.ndarray
+    monitor_final: np.ndarray
+    monitor_reserved: np.ndarray
+    fire_duration_s: float
+    last_response_s: float
+    all_final_s: float | None
+    outcomes: Outcomes
+    event: dict[str, Any]
+    reserved_user_ids: list[int]
+    sampled_jobs: dict[str, int]
+    checks: list[Check] = field(default_factory=list)
+    setup_s: float = 0.0
+
+    @property
+    def accepted_mask(self) -> np.ndarray:
+        return (self.statuses >= 200) & (self.statuses < 300)
+
+    @property
+    def accepted(self) -> int:
+        return int(self.accepted_mask.sum())
+
+    @property
+    def errors(self) -> int:
+        return int(self.scenario.requests - self.accepted)
+
+    @property
+    def expected_final(self) -> int:
+        ids = [j for j, ok in zip(self.job_ids, self.accepted_mask, strict=True) if ok and j]
+        return len(set(ids)) if len(ids) == self.accepted else self.accepted
+
+    @property
+    def expected_reserved(self) -> int:
+        return min(self.scenario.tickets, len(set(self.user_ids)))
+
+    @property
+    def accepted_rps(self) -> float:
+        return self.accepted / self.fire_duration_s if self.fire_duration_s > 0 else 0.0
+
+    def post_percentiles_ms(self) -> dict[str, float]:
+        lat = self.latencies_s[self.statuses > 0] * 1000.0
+        if lat.size == 0:
+            return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan"),
+                    "max": float("nan")}  # fmt: skip
+        p50, p95, p99 = np.percentile(lat, [50, 95, 99])
+        return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "max": float(lat.max())}
+
+    def time_to_final_s(self) -> np.ndarray:
+        """Estimated time from each accepted POST's answer to its outcome being final.
+
+        The k-th answered request (in answer order) is paired with the k-th final outcome seen by
+        the monitor: requests are served first come, first served, so this is the queueing delay
+        as seen from outside, to within the monitor's polling interval.
+        """
+        mask = self.accepted_mask
+        accepted_at = np.sort((self.starts_s + self.latencies_s)[mask])
+        if accepted_at.size == 0 or self.monitor_t_s.size == 0:
+            return np.empty(0)
+        final = np.maximum.accumulate(self.monitor_final)
+        scale = accepted_at.size / max(self.expected_final, 1)
+        # k-th request (1-based) is final when the final count reaches ceil(k / scale).
+        ks = np.ceil(np.arange(1, accepted_at.size + 1) / scale)
+        idx = np.searchsorted(final, ks, side="left")
+        seen = idx < final.size
+        final_at = np.full(accepted_at.size, np.nan)
+        final_at[seen] = self.monitor_t_s[idx[seen]]
+        return np.clip(final_at - accepted_at, 0.0, None)
+
+    def final_percentiles_ms(self) -> dict[str, float]:
+        ttf = self.time_to_final_s()
+        ttf = ttf[~np.isnan(ttf)] * 1000.0
+        if ttf.size == 0:
+            return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan"),
+                    "max": float("nan")}  # fmt: skip
+        p50, p95, p99 = np.percentile(ttf, [50, 95, 99])
+        return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "max": float(ttf.max())}
+
+    @property
+    def final_after_last_s(self) -> float | None:
+        if self.all_final_s is None:
+            return None
+        return max(0.0, self.all_final_s - self.last_response_s)
+
+    @property
+    def outcomes_per_s(self) -> float:
+        end = self.all_final_s if self.all_final_s is not None else float("nan")
+        return self.outcomes.final / end if end and end > 0 else float("nan")
+
+    @property
+    def reservations_per_s(self) -> float:
+        """Reservations written per second, from the first send to the last reservation seen."""
+        if self.monitor_reserved.size == 0 or self.outcomes.reserved == 0:
+            return float("nan")
+        reserved = np.maximum.accumulate(self.monitor_reserved)
+        idx = int(np.searchsorted(reserved, reserved[-1], side="left"))
+        t = float(self.monitor_t_s[idx])
+        return float(reserved[-1]) / t if t > 0 else float("nan")
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks if not c.target)
+
+    @property
+    def targets_ok(self) -> bool:
+        return all(c.ok for c in self.checks if c.target)
+
+
+def _first_int(data: dict[str, Any], *keys: str) -> int | None:
+    for key in keys:
+        value = data.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _job_id(body: bytes) -> str | None:
+    try:
+        data = _decode(body)
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    value = data.get("jobId", data.get("id"))
+    return None if value is None else str(value)
+
+
+async def _expect(resp: Response, what: str, *ok: int) -> Any:
+    if resp.status not in ok:
+        raise LoadTestError(
+            f"{what}: HTTP {resp.status}: {resp.body[:500].decode(errors='replace')}"
+        )
+    return resp.json()
+
+
+async def wait_healthy(base_url: str, timeout_s: float = 10.0) -> None:
+    """Poll ``GET /health`` until it answers 200, or raise after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    async with Pool(base_url, 1) as pool:
+        while time.monotonic() < deadline:
+            try:
+                resp = await pool.get("/health")
+            except (OSError, HttpError) as exc:
+                last = str(exc)
+            else:
+                if resp.status == 200:
+                    return
+                last = f"HTTP {resp.status}"
+            await asyncio.sleep(0.1)
+    raise LoadTestError(f"service at {base_url} not healthy after {timeout_s:.0f}s: {last}")
+
+
+async def _bounded(
+    pool: Pool, count: int, make: Callable[[int], Any], progress: Progress
+) -> list[Any]:
+    """Run ``make(i)`` for i in range(count), at most ``pool.size`` at a time, in order."""
+    results: list[Any] = [None] * count
+    next_i = 0
+    done = 0
+
+    async def run() -> None:
+        nonlocal next_i, done
+        while next_i < count:
+            i = next_i
+            next_i += 1
+            results[i] = await make(i)
+            done += 1
+            if done % 256 == 0 or done == count:
+                progress.advance(done)
+
+    await asyncio.gather(*(run() for _ in range(pool.size)))
+    return results
+
+
+async def _create_event(pool: Pool, run_id: str, scenario: Scenario) -> int:
+    date = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    body = {
+        "name": f"loadtest {scenario.name} {run_id}",
+        "date": date,
+        "location": "loadtest",
+        "maxTickets": scenario.tickets,
+    }
+    data = await _expect(await pool.post("/event", body), "POST /event", 200, 201)
+    event_id = _first_int(data, "id", "eventId")
+    if event_id is None:
+        raise LoadTestError(f"POST /event answered without an id: {data!r}")
+    return event_id
+
+
+async def _create_users(pool: Pool, run_id: str, count: int, progress: Progress) -> list[int]:
+    progress.phase("creating users", count)
+
+    async def make(i: int) -> int:
+        body = {"name": f"lt-{run_id}-{i}", "email": f"lt-{run_id}-{i}@loadtest.example"}
+        data = await _expect(await pool.post("/user", body), "POST /user", 200, 201)
+        user_id = _first_int(data, "id", "userId")
+        if user_id is None:
+            raise LoadTestError(f"POST /user answered without an id: {data!r}")
+        return user_id
+
+    return await _bounded(pool, count, make, progress)
+
+
+class _Monitor:
+    """Polls the event's outcome counts on its own connection until stopped."""
+
+    def __init__(self, base_url: str, event_id: int, t0: float) -> None:
+        host, port, prefix = parse_base_url(base_url)
+        self._conn = Connection(host, port)
+        self._path = f"{prefix}/event/{event_id}/outcomes"
+        self._t0 = t0
+        self.t: list[float] = []
+        self.final: list[int] = []
+        self.reserved: list[int] = []
+        self.last = Outcomes()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.error: str | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def poll(self) -> Outcomes:
+        resp = await self._conn.request("GET", self._path)
+        if resp.status != 200:
+            raise LoadTestError(f"GET {self._path}: HTTP {resp.status}: {resp.body[:300]!r}")
+        outcomes = Outcomes.parse(resp.json())
+        self.t.append(time.perf_counter() - self._t0)
+        self.final.append(outcomes.final)
+        self.reserved.append(outcomes.reserved)
+        self.last = outcomes
+        return outcomes
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.poll()
+            except (OSError, HttpError) as exc:
+                self.error = str(exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), _MONITOR_INTERVAL_S)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+        self._conn.close()
+
+
+async def _fire(
+    base_url: str,
+    scenario: Scenario,
+    event_id: int,
+    sequence: list[int],
+    t0: float,
+    progress: Progress,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None], float]:
+    host, port, prefix = parse_base_url(base_url)
+    n = len(sequence)
+    starts = [0.0] * n
+    latencies = [0.0] * n
+    statuses = [0] * n
+    bodies: list[bytes | None] = [None] * n
+    paths = [f"{prefix}/reservation/{event_id}/{user_id}" for user_id in sequence]
+    next_i = 0
+    done = 0
+    perf = time.perf_counter
+
+    async def run(conn: Connection) -> None:
+        nonlocal next_i, done
+        try:
+            while next_i < n:
+                i = next_i
+                next_i += 1
+                begin = perf()
+                try:
+                    resp = await conn.request("POST", paths[i])
+                except (OSError, HttpError):
+                    status, body = 0, None
+                else:
+                    status, body = resp.status, resp.body
+                end = perf()
+                starts[i] = begin - t0
+                latencies[i] = end - begin
+                statuses[i] = status
+                bodies[i] = body
+                done += 1
+        finally:
+            conn.close()
+
+    async def report() -> None:
+        while done < n:
+            progress.advance(done)
+            await asyncio.sleep(0.1)
+        progress.advance(done)
+
+    conns = [Connection(host, port) for _ in range(min(scenario.connections, n))]
+    # Open the connections before the clock starts: the test measures requests, not handshakes.
+    await asyncio.gather(*(c.connect() for c in conns))
+    progress.phase("reserving", n)
+    reporter = asyncio.create_task(report())
+    first = perf()
+    await asyncio.gather(*(run(c) for c in conns))
+    duration = perf() - first
+    await reporter
+    status_arr = np.asarray(statuses, dtype=np.int32)
+    job_ids = [
+        _job_id(b) if b is not None and 200 <= s < 300 else None
+        for b, s in zip(bodies, statuses, strict=True)
+    ]
+    return (np.asarray(starts), np.asarray(latencies), status_arr, job_ids, duration)
+
+
+async def _reservations(pool: Pool, event_id: int) -> list[int]:
+    """All user ids holding a reservation for the event, following the pages."""
+    users: list[int] = []
+    offset = 0
+    limit = 1000
+    for _ in range(10_000):
+        resp = await pool.get(f"/event/{event_id}/reservations?offset={offset}&limit={limit}")
+        data = await _expect(resp, "GET /event/{id}/reservations", 200)
+        items = data.get("items", data.get("reservations")) if isinstance(data, dict) else data
+        if not isinstance(items, list):
+            raise LoadTestError(f"unexpected reservations page: {str(data)[:300]}")
+        users.extend(int(item["userId"]) for item in items)
+        if len(items) < limit:
+            break
+        offset += len(items)
+    return users
+
+
+async def _sample_jobs(pool: Pool, job_ids: list[str], progress: Progress) -> dict[str, int]:
+    """Fetch each sampled request's outcome; counts by status (and 'MISSING' for a 404)."""
+    progress.phase(f"checking {len(job_ids)} requests", len(job_ids))
+    counts: dict[str, int] = {}
+
+    async def make(i: int) -> None:
+        resp = await pool.get(f"/reservation/requests/{job_ids[i]}")
+        if resp.status == 404:
+            status = "MISSING"
+        else:
+            data = await _expect(resp, "GET /reservation/requests/{jobId}", 200)
+            status = str(data.get("status", "?")).upper()
+            if status == "RESERVED" and data.get("reservationId") is None:
+                status = "RESERVED_WITHOUT_ID"
+        counts[status] = counts.get(status, 0) + 1
+
+    await _bounded(pool, len(job_ids), make, progress)
+    return counts
+
+
+def _checks(r: RunResult) -> list[Check]:
+    s = r.scenario
+    checks: list[Check] = []
+    expected_reserved = r.expected_reserved
+    checks.append(
+        Check(
+            "every POST accepted (2xx)",
+            r.errors == 0,
+            f"{r.accepted:,} of {s.requests:,} accepted; {r.errors:,} failed",
+        )
+    )
+    checks.append(
+        Check(
+            "every request final, none lost",
+            r.all_final_s is not None
+            and r.outcomes.pending == 0
+            and r.outcomes.final == r.expected_final,
+            f"{r.outcomes.final:,} final of {r.expected_final:,} accepted, "
+            f"{r.outcomes.pending:,} pending",
+        )
+    )
+    event_reserved = _first_int(r.event, "reserved", "reservedCount", "reservations")
+    event_remaining = _first_int(r.event, "remaining", "remainingTickets")
+    checks.append(
+        Check(
+            f"exactly {expected_reserved:,} reserved",
+            r.outcomes.reserved == expected_reserved
+            and len(r.reserved_user_ids) == expected_reserved
+            and event_reserved in (None, expected_reserved),
+            f"outcomes {r.outcomes.reserved:,}, list {len(r.reserved_user_ids):,}, "
+            f"event {event_reserved}",
+        )
+    )
+    if event_remaining is not None:
+        want = s.tickets - expected_reserved
+        checks.append(
+            Check(f"event remaining = {want:,}", event_remaining == want, f"{event_remaining:,}")
+        )
+    dupes = len(r.reserved_user_ids) - len(set(r.reserved_user_ids))
+    checks.append(Check("no user reserved twice", dupes == 0, f"{dupes} duplicates"))
+    ours = set(r.user_ids)
+    strangers = sum(1 for u in r.reserved_user_ids if u not in ours)
+    checks.append(Check("reserved users are the test's", strangers == 0, f"{strangers} others"))
+    if s.repeats == 0:
+        sold_out = r.outcomes.rejected
+        want = r.expected_final - expected_reserved
+        checks.append(
+            Check(
+                f"{want:,} rejected (sold out)",
+                sold_out == want,
+                f"{sold_out:,} rejected: {r.outcomes.reasons or '-'}",
+            )
+        )
+    sampled = sum(r.sampled_jobs.values())
+    bad = {k: v for k, v in r.sampled_jobs.items() if k not in ("RESERVED", "REJECTED")}
+    checks.append(
+        Check(
+            f"sampled requests final ({sampled:,})",
+            not bad,
+            ", ".join(f"{k} {v:,}" for k, v in sorted(r.sampled_jobs.items())) or "-",
+        )
+    )
+    post = r.post_percentiles_ms()
+    if s.post_p95_max_ms is not None:
+        checks.append(
+            Check(
+                f"POST p95 < {s.post_p95_max_ms:,.0f} ms",
+                post["p95"] < s.post_p95_max_ms,
+                f"{post['p95']:,.1f} ms",
+            )
+        )
+    if s.target_accepted_rps is not None:
+        checks.append(
+            Check(
+                f"accepted >= {s.target_accepted_rps:,.0f} req/s",
+                r.accepted_rps >= s.target_accepted_rps,
+                f"{r.accepted_rps:,.0f} req/s",
+                target=True,
+            )
+        )
+    if s.target_post_p99_ms is not None:
+        checks.append(
+            Check(
+                f"POST p99 < {s.target_post_p99_ms:,.0f} ms",
+                post["p99"] < s.target_post_p99_ms,
+                f"{post['p99']:,.1f} ms",
+                target=True,
+            )
+        )
+    if s.target_final_after_last_s is not None:
+        after = r.final_after_last_s
+        checks.append(
+            Check(
+                f"all final within {s.target_final_after_last_s:g} s of the last request",
+                after is not None and after <= s.target_final_after_last_s,
+                "never" if after is None else f"{after:.2f} s",
+                target=True,
+            )
+        )
+    return checks
+
+
+async def run_loadtest(
+    base_url: str, scenario: Scenario, progress: Progress | None = None, seed: int | None = None
+) -> RunResult:
+    """Run ``scenario`` against the service at ``base_url`` and check it; see the module doc."""
+    progress = progress or Progress()
+    rng = random.Random(seed)
+    run_id = uuid.uuid4().hex[:10]
+    setup_started = time.perf_counter()
+    await wait_healthy(base_url)
+    async with Pool(base_url, _SETUP_CONNECTIONS) as pool:
+        event_id = await _create_event(pool, run_id, scenario)
+        progress.note(f"event {event_id}: {scenario.tickets:,} tickets")
+        user_ids = await _create_users(pool, run_id, scenario.users, progress)
+    setup_s = time.perf_counter() - setup_started
+
+    sequence = list(user_ids) + rng.choices(user_ids, k=scenario.repeats)
+    rng.shuffle(sequence)
+
+    t0 = time.perf_counter()
+    monitor = _Monitor(base_url, event_id, t0)
+    await monitor.poll()
+    monitor.start()
+    try:
+        starts, latencies, statuses, job_ids, duration = await _fire(
+            base_url, scenario, event_id, sequence, t0, progress
+        )
+        accepted_ids = [j for j, s in zip(job_ids, statuses, strict=True) if 200 <= s < 300]
+        accepted = len(accepted_ids)
+        expected_final = len({j for j in accepted_ids if j}) if all(accepted_ids) else accepted
+        last_response = float(np.max(starts + latencies)) if len(starts) else 0.0
+        progress.phase("waiting for outcomes", expected_final)
+        deadline = time.perf_counter() + scenario.final_timeout_s
+        all_final: float | None = None
+        while time.perf_counter() < deadline:
+            last = monitor.last
+            progress.advance(last.final)
+            if last.final >= expected_final and last.pending == 0 and monitor.t:
+                all_final = monitor.t[-1]
+                break
+            await asyncio.sleep(_MONITOR_INTERVAL_S)
+    finally:
+        await monitor.stop()
+
+    async with Pool(base_url, _SETUP_CONNECTIONS) as pool:
+        # One last poll on a quiet system, so the counts checked are the settled ones.
+        outcomes = Outcomes.parse(
+            await _expect(await pool.get(f"/event/{event_id}/outcomes"), "outcomes", 200)
+        )
+        event = await _expect(await pool.get(f"/event/{event_id}"), "GET /event/{id}", 200)
+        progress.phase("listing reservations", None)
+        reserved_users = await _reservations(pool, event_id)
+        with_ids = [j for j in job_ids if j]
+        sample = rng.sample(with_ids, min(_JOB_SAMPLE, len(with_ids)))
+        sampled = await _sample_jobs(pool, sample, progress)
+
+    result = RunResult(
+        scenario=scenario,
+        base_url=base_url,
+        event_id=event_id,
+        user_ids=user_ids,
+        starts_s=starts,
+        latencies_s=latencies,
+        statuses=statuses,
+        job_ids=job_ids,
+        monitor_t_s=np.asarray(monitor.t),
+        monitor_final=np.asarray(monitor.final, dtype=np.int64),
+        monitor_reserved=np.asarray(monitor.reserved, dtype=np.int64),
+        fire_duration_s=duration,
+        last_response_s=last_response,
+        all_final_s=all_final,
+        outcomes=outcomes,
+        event=event if isinstance(event, dict) else {},
+        reserved_user_ids=reserved_users,
+        sampled_jobs=sampled,
+        setup_s=setup_s,
+    )
+    result.checks = _checks(result)
+    return result

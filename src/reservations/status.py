@@ -1,0 +1,111 @@
+"""``reservations status``: the queue channel's counts and each event's tickets, as Rich tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["collect_status", "render_status"]
+
+
+async def _channel_stats(redis_url: str) -> list[dict[str, Any]]:
+    from brokerq import BrokerQueue
+    from brokerq.redis import RedisAdapter
+
+    from .channels import reservation_channel
+
+    queue = BrokerQueue(RedisAdapter(redis_url))
+    try:
+        stats = await reservation_channel(queue).stats()
+    finally:
+        await queue.close()
+    return [
+        {
+            "channel": stats.channel,
+            "waiting": stats.waiting,
+            "in_flight": stats.in_flight,
+            "delayed": stats.delayed,
+            "dead": stats.dead,
+            "produced": stats.produced,
+            "processed": stats.processed,
+            "retried": stats.retried,
+            "redelivered": stats.redelivered,
+            "dead_lettered": stats.dead_lettered,
+            "lag_ms": stats.lag_ms,
+        }
+    ]
+
+
+async def _events(database_url: str, event_ids: list[int], limit: int) -> list[dict[str, Any]]:
+    from sqlalchemy import select
+
+    from .db import create_engine
+    from .events.models import Event
+
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        query = select(Event.id, Event.name, Event.max_tickets, Event.reserved)
+        if event_ids:
+            query = query.where(Event.id.in_(event_ids))
+        query = query.order_by(Event.id.desc()).limit(limit)
+        async with engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+    finally:
+        await engine.dispose()
+    return [
+        {
+            "id": row.id,
+            "name": row.name,
+            "capacity": row.max_tickets,
+            "reserved": row.reserved,
+            "remaining": row.max_tickets - row.reserved,
+        }
+        for row in rows
+    ]
+
+
+async def collect_status(
+    redis_url: str, database_url: str | None, event_ids: list[int], limit: int
+) -> dict[str, Any]:
+    """Everything ``status`` shows, as plain data (also what ``status --json`` prints)."""
+    report: dict[str, Any] = {"channels": [], "events": [], "errors": []}
+    try:
+        report["channels"] = await _channel_stats(redis_url)
+    except Exception as exc:
+        report["errors"].append(f"queue: {exc}")
+    if database_url is None:
+        report["errors"].append("events: DATABASE_URL is not set and no 'reservations up' runs")
+    else:
+        try:
+            report["events"] = await _events(database_url, event_ids, limit)
+        except Exception as exc:
+            report["errors"].append(f"events: {exc}")
+    return report
+
+
+def render_status(report: dict[str, Any], console: Console) -> None:
+    channels = Table(title="queue channels", header_style="bold")
+    columns = ("waiting", "in_flight", "delayed", "dead", "produced", "processed", "retried",
+               "redelivered", "dead_lettered", "lag_ms")  # fmt: skip
+    channels.add_column("channel")
+    for name in columns:
+        channels.add_column(name.replace("_", " "), justify="right")
+    for row in report["channels"]:
+        channels.add_row(row["channel"], *(f"{row[c]:,}" for c in columns))
+    console.print(channels)
+
+    events = Table(title="events", header_style="bold")
+    for name, justify in (("id", "right"), ("name", "left"), ("capacity", "right"),
+                          ("reserved", "right"), ("remaining", "right")):  # fmt: skip
+        events.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for row in report["events"]:
+        remaining = f"{row['remaining']:,}"
+        if row["remaining"] == 0:
+            remaining = f"[red]{remaining}[/] (sold out)"
+        events.add_row(str(row["id"]), row["name"], f"{row['capacity']:,}", f"{row['reserved']:,}",
+                       remaining)  # fmt: skip
+    console.print(events)
+    for error in report["errors"]:
+        console.print(f"[yellow]{error}[/]")
