@@ -1,0 +1,215 @@
+"""Promises that need a real Redis: persistence, real crashes, signals, Cluster, shared state."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from brokerq import BrokerQueue, Message, Processing
+from brokerq.redis import RedisAdapter
+from brokerq.server import RedisCluster, RedisServer
+
+from .conftest import User, until
+
+BROKERQ = str(Path(sys.executable).parent / "brokerq")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_worker(url: str, channel: str, mode: str, **env: str) -> subprocess.Popen[bytes]:
+    environ = {
+        **os.environ,
+        "BQ_TEST_REDIS_URL": url,
+        "BQ_TEST_CHANNEL": channel,
+        "BQ_TEST_MODE": mode,
+        **env,
+    }
+    return subprocess.Popen(
+        [BROKERQ, "worker", "tests.brokerq.worker_app:make_worker"],
+        cwd=ROOT,
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def next_event(client: aioredis.Redis, channel: str, timeout: float = 20.0) -> str:
+    popped = await client.blpop([f"events:{channel}"], timeout=timeout)
+    assert popped is not None, "no event from the worker process"
+    return popped[1].decode()
+
+
+async def test_acknowledged_messages_survive_a_redis_crash(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path, appendonly=True, appendfsync="always")
+    await server.start()
+    try:
+        queue = BrokerQueue(RedisAdapter(server.url))
+        ch = queue.channel("durable", User)
+        one_by_one = await asyncio.gather(*(ch.produce(User(i, "a")) for i in range(500)))
+        batched = await ch.produce_many([User(i, "b") for i in range(500, 1000)])
+        acknowledged = {r.id for r in one_by_one + batched}
+        await queue.close()
+
+        server.kill()  # SIGKILL: no shutdown save, only what the append-only file holds
+        server = RedisServer(tmp_path, port=server.port, appendonly=True, appendfsync="always")
+        await server.start()
+
+        queue = BrokerQueue(RedisAdapter(server.url))
+        ch = queue.channel("durable", User)
+        assert (await ch.stats()).waiting == 1000
+        got: list[str] = []
+
+        async def handler(msg: Message[User]) -> None:
+            got.append(msg.id)
+
+        consumer = await ch.consume(handler, max_parallel=50)
+        await consumer.wait_idle()
+        assert set(got) == acknowledged
+        assert len(got) == 1000
+        await queue.close()
+    finally:
+        await server.stop()
+
+
+async def test_a_killed_worker_process_hands_its_message_over_within_the_lease(redis_server):
+    url, name = redis_server.url, f"kill-{time.monotonic_ns()}"
+    queue = BrokerQueue(RedisAdapter(url))
+    ch = queue.channel(name, int, lease="2s")
+    events = aioredis.Redis.from_url(url)
+    produced = await ch.produce(7)
+    worker = start_worker(url, name, "hang", BQ_TEST_LEASE="2s")
+    try:
+        started = await next_event(events, name)
+        assert started.startswith(f"start:{produced.id}:1:{worker.pid}")
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        killed_at = time.monotonic()
+
+        got: list[tuple[Message[int], float]] = []
+        arrived = asyncio.Event()
+
+        async def handler(msg: Message[int]) -> None:
+            got.append((msg, time.monotonic() - killed_at))
+            arrived.set()
+
+        consumer = await ch.consume(handler)
+        await asyncio.wait_for(arrived.wait(), 10)
+        await consumer.wait_idle()
+        [(msg, after)] = got
+        assert (msg.id, msg.tries, msg.data) == (produced.id, 2, 7)
+        assert after < 2.0 + 1.0  # within the lease (plus a scheduling margin), not minutes
+        stats = await ch.stats()
+        assert (stats.processed, stats.redelivered, stats.in_flight, stats.waiting) == (1, 1, 0, 0)
+        assert await events.llen(f"events:{name}") == 0  # the killed handler never finished
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        await events.aclose()
+        await queue.close()
+
+
+async def test_sigterm_lets_the_running_handler_finish_and_leaves_the_rest(redis_server):
+    url, name = redis_server.url, f"term-{time.monotonic_ns()}"
+    queue = BrokerQueue(RedisAdapter(url))
+    ch = queue.channel(name, int)
+    events = aioredis.Redis.from_url(url)
+    first, *_ = await ch.produce_many([1, 2, 3])
+    worker = start_worker(url, name, "work", BQ_TEST_WORK_S="1.0")
+    try:
+        assert (await next_event(events, name)).startswith(f"start:{first.id}:1:")
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.to_thread(worker.communicate, timeout=30)
+        assert worker.returncode == 0, stderr.decode()[-2000:]
+        assert (await next_event(events, name, timeout=1)).startswith(f"done:{first.id}:1:")
+        assert await events.llen(f"events:{name}") == 0  # it took nothing after the signal
+        stats = await ch.stats()
+        assert (stats.processed, stats.in_flight, stats.waiting) == (1, 0, 2)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        await events.aclose()
+        await queue.close()
+
+
+async def test_deduplication_state_lives_in_redis(redis_server) -> None:
+    name = f"dedup-{time.monotonic_ns()}"
+    one = BrokerQueue(RedisAdapter(redis_server.url))
+    two = BrokerQueue(RedisAdapter(redis_server.url))
+    a = one.channel(name, int, process=Processing.EXACTLY_ONCE)
+    b = two.channel(name, int, process=Processing.EXACTLY_ONCE)
+    first = await a.produce(5)
+    second = await b.produce(5)  # another client, another connection: same window
+    assert second.deduplicated and second.id == first.id
+    raw = aioredis.Redis.from_url(redis_server.url)
+    [key] = [k async for k in raw.scan_iter(match=f"bq:{{{name}}}:d:*")]
+    assert 299_000 < await raw.pttl(key) <= 300_000  # the default window: five minutes
+    await raw.aclose()
+    await one.close()
+    await two.close()
+
+
+async def test_password_protected_redis(tmp_path: Path) -> None:
+    async with RedisServer(tmp_path, password="s3cret-pw") as server:
+        queue = BrokerQueue(RedisAdapter(server.url))
+        ch = queue.channel("secured", int)
+        assert not (await ch.produce(1)).deduplicated
+        await queue.close()
+
+        anonymous = BrokerQueue(RedisAdapter(f"redis://127.0.0.1:{server.port}/0"))
+        with pytest.raises(redis.exceptions.AuthenticationError) as info:
+            await anonymous.channel("secured", int).produce(2)
+        assert "s3cret-pw" not in str(info.value)
+        await anonymous.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    with RedisCluster(tmp_path_factory.mktemp("cluster")) as running:
+        yield running
+
+
+async def test_works_on_a_redis_cluster(cluster: RedisCluster) -> None:
+    queue = BrokerQueue(RedisAdapter(cluster.url, cluster=True))
+    names = [f"cluster/{i}" for i in range(6)]  # spread over the three nodes' slots
+    channels = [
+        queue.channel(n, int, process=Processing.EXACTLY_ONCE, max_attempts=1) for n in names
+    ]
+    for ch in channels:
+        results = await asyncio.gather(*(ch.produce(i) for i in range(100)))
+        assert sum(r.deduplicated for r in results) == 0
+        assert (await ch.produce(0)).deduplicated
+        await ch.produce(1000, delay="100ms", priority=5)
+
+    got: dict[str, list[int]] = {n: [] for n in names}
+
+    def handler_for(name: str):
+        async def handler(n: int) -> None:
+            if n == 13:
+                raise ValueError("unlucky")
+            got[name].append(n)
+
+        return handler
+
+    for ch in channels:
+        consumer = await ch.consume(handler_for(ch.name), max_parallel=20)
+        await until(lambda ch=ch: _processed(ch, 100), what=f"{ch.name} processed")
+        await consumer.wait_idle()
+        stats = await ch.stats()
+        assert (stats.processed, stats.dead, stats.waiting, stats.delayed) == (100, 1, 0, 0)
+        assert sorted(got[ch.name]) == [i for i in range(100) if i != 13] + [1000]
+        [letter] = await ch.dead_letters()
+        assert (letter.data, letter.error) == (13, "ValueError: unlucky")
+    assert sorted(await queue.channels()) == names
+    await queue.close()
+
+
+async def _processed(ch, n: int) -> bool:
+    return (await ch.stats()).processed >= n
