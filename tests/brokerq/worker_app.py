@@ -1,4 +1,4 @@
-"""A worker that tests run as a real process: ``brokerq worker tests.brokerq.worker_app:make_worker``.
+"""A worker process for tests: ``brokerq worker tests.brokerq.worker_app:make_worker``.
 
 It reports to the Redis list ``events:<channel>`` when a handler starts and finishes, so a test
 can wait for those events instead of sleeping.
