@@ -1,21 +1,26 @@
 -- KEYS: seq, msg, ready, delayed, wake, stats, then one dedup key per exactly-once message.
--- ARGV[1] = 'p': ARGV[2..] are payloads; 'x': groups of (payload, priority, delay_ms, dedup_ms).
+-- ARGV[1] = 'p': ARGV[2..] are payloads;
+--           'd': ARGV[2] is the dedup window in ms for all, ARGV[3..] are payloads;
+--           'x': groups of (payload, priority, delay_ms, dedup_ms).
 -- Returns one entry per message: its id, or '=' .. the id of the message it duplicates.
 local now = now_ms()
-local plain = ARGV[1] == 'p'
-local step = plain and 1 or 4
-local n = (#ARGV - 1) / step
+local mode = ARGV[1]
+local first = mode == 'd' and 3 or 2
+local step = mode == 'x' and 4 or 1
+local n = (#ARGV - first + 1) / step
 local seq = redis.call('INCRBY', KEYS[1], n) - n
 local was_empty = redis.call('EXISTS', KEYS[3]) == 0
 local out, stored, ranked = {}, {}, {}
 local dedup_key = 7
 local delayed = false
 for i = 0, n - 1 do
-    local base = 2 + i * step
+    local base = first + i * step
     seq = seq + 1
     local id = string.format('%d-%d', now, seq)
     local prio, delay, dedup_ms = 0, 0, 0
-    if not plain then
+    if mode == 'd' then
+        dedup_ms = tonumber(ARGV[2])
+    elseif mode == 'x' then
         prio, delay, dedup_ms = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
     end
     local duplicate = false

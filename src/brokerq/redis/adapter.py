@@ -17,6 +17,16 @@ from .keys import ChannelKeys, channel_of
 
 __all__ = ["RedisAdapter"]
 
+
+def _only_deduplicated(items: Sequence[Outgoing]) -> bool:
+    """All exactly-once with one window and nothing else: the compact argument layout."""
+    window = items[0].dedup_ms
+    return all(
+        i.dedup_key is not None and i.dedup_ms == window and i.priority == 0 and i.delay_ms == 0
+        for i in items
+    )
+
+
 # Blocking waits stay well under any socket timeout a caller may configure.
 MAX_BLOCK_MS = 1000
 
@@ -81,6 +91,11 @@ class RedisAdapter:
         if all(item.plain for item in items):
             args = ["p"]
             args.extend(item.payload for item in items)
+        elif _only_deduplicated(items):
+            args = ["d", items[0].dedup_ms]
+            for item in items:
+                args.append(item.payload)
+                keys.append(k.dedup(item.dedup_key))  # type: ignore[arg-type]
         else:
             args = ["x"]
             for item in items:
