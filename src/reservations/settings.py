@@ -1,8 +1,8 @@
 """Service settings, read from the environment and from ``environments/.env.<ENVIRONMENT>``.
 
-The variable names are the seed's (``SERVICE_PORT``, ``ENVIRONMENT``, ``DATABASE_URL``, ``REDIS_HOST``,
-``REDIS_PORT``, ``REDIS_PASSWORD``); real environment variables win over the file. Anything that can
-hold a password is a ``SecretStr`` so that printing the settings never leaks it.
+The variable names are the seed's (``SERVICE_PORT``, ``ENVIRONMENT``, ``DATABASE_URL``,
+``REDIS_HOST``, ``REDIS_PORT``, ``REDIS_PASSWORD``); real environment variables win over the file.
+Anything that can hold a password is a ``SecretStr`` so that printing the settings never leaks it.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class Settings(BaseSettings):
 
     @property
     def effective_redis_url(self) -> str:
-        """``REDIS_URL`` when given, else one built from the seed's ``REDIS_HOST``/``PORT``/``PASSWORD``."""
+        """``REDIS_URL`` if set, else one from ``REDIS_HOST``, ``REDIS_PORT``, the password."""
         if self.redis_url is not None and self.redis_url.get_secret_value():
             return self.redis_url.get_secret_value()
         password = self.redis_password.get_secret_value() if self.redis_password else ""

@@ -1,8 +1,8 @@
 """Run a local PostgreSQL server in a data directory: for tests, development and a single box.
 
-Binaries come from PATH, then ``/usr/lib/postgresql/*/bin``, then the ``pgserver`` wheel (which ships
-a full PostgreSQL under its package directory). PostgreSQL refuses to run as root, so as root the
-server runs as the ``postgres`` system user, which then owns the data directory.
+Binaries come from PATH, then ``/usr/lib/postgresql/*/bin``, then the ``pgserver`` wheel (which
+ships a full PostgreSQL under its package directory). PostgreSQL refuses to run as root, so as
+root the server runs as the ``postgres`` system user, which then owns the data directory.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def find_postgres_bin_dir() -> Path:
         if _has_server_binaries(Path(candidate)):
             return Path(candidate)
     try:
-        import pgserver  # type: ignore[import-untyped]
+        import pgserver
     except ImportError:
         pass
     else:
@@ -232,7 +232,7 @@ class PostgresServer:
     def _ready_asyncpg(self) -> bool:
         import asyncio
 
-        import asyncpg
+        import asyncpg  # type: ignore[import-untyped]
 
         async def probe() -> None:
             conn = await asyncpg.connect(self.dsn, timeout=1)
@@ -255,7 +255,8 @@ class PostgresServer:
                 raise PostgresError(f"PostgreSQL did not start: {self._log_tail()}")
             time.sleep(0.05)
         raise PostgresError(
-            f"PostgreSQL on port {self.port} not ready in {_READY_TIMEOUT_S:.0f}s: {self._log_tail()}"
+            f"PostgreSQL on port {self.port} not ready in {_READY_TIMEOUT_S:.0f}s: "
+            f"{self._log_tail()}"
         )
 
     def _postmaster_running(self) -> bool:

@@ -13,7 +13,9 @@ class Event(Timestamps, Base):
     __table_args__ = (
         CheckConstraint("max_tickets >= 0", name="max_tickets_not_negative"),
         # The last line of defence against overselling, whatever the code above it does.
-        CheckConstraint("reserved >= 0 AND reserved <= max_tickets", name="reserved_within_capacity"),
+        CheckConstraint(
+            "reserved >= 0 AND reserved <= max_tickets", name="reserved_within_capacity"
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)

@@ -1,4 +1,4 @@
-"""Alembic environment: async engine (asyncpg), one advisory lock so concurrent starters don't race."""
+"""Alembic environment: asyncpg engine; an advisory lock so concurrent starters don't race."""
 
 from __future__ import annotations
 

@@ -70,7 +70,9 @@ class ReservationRequest(Base):
     """
 
     __tablename__ = "reservation_requests"
-    __table_args__ = (Index("ix_reservation_requests_event_outcome", "event_id", "status", "reason"),)
+    __table_args__ = (
+        Index("ix_reservation_requests_event_outcome", "event_id", "status", "reason"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     message_id: Mapped[str | None] = mapped_column(String(128), nullable=True)

@@ -1,0 +1,156 @@
+"""The HTTP API: ``create_app(settings)`` builds it; connections open in the lifespan only."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis.asyncio import Redis
+from sqlalchemy import text
+
+from .deps import Resources, ResourcesDep
+from .errors import DomainError
+from .events.router import router as events_router
+from .log import configure_logging, get_logger
+from .reservations.router import router as reservations_router
+from .settings import Settings
+from .users.router import router as users_router
+
+__all__ = ["app_from_env", "create_app", "open_resources"]
+
+log = get_logger(__name__)
+
+_HEALTH_TIMEOUT_S = 2.0
+
+
+@asynccontextmanager
+async def open_resources(
+    settings: Settings, *, pool_size: int | None = None
+) -> AsyncIterator[Resources]:
+    """What the API and the workers share: database engine, Redis, the queue and its channel."""
+    from brokerq import BrokerQueue
+    from brokerq.redis import RedisAdapter
+
+    from .channels import reservation_channel
+    from .db import create_engine, create_session_factory
+    from .reservations.admission import AdmissionGate
+
+    database_url = settings.effective_database_url
+    if database_url is None:
+        raise RuntimeError("DATABASE_URL is not set")
+    engine = create_engine(database_url, pool_size=pool_size or settings.db_pool_size)
+    redis_url = settings.effective_redis_url
+    redis = Redis.from_url(redis_url, health_check_interval=30)
+    queue = BrokerQueue(RedisAdapter(redis_url))
+    try:
+        resources = Resources(
+            settings=settings,
+            engine=engine,
+            session_factory=create_session_factory(engine),
+            redis=redis,
+            queue=queue,
+            channel=reservation_channel(queue),
+            gate=AdmissionGate(redis),
+        )
+        yield resources
+    finally:
+        await queue.close()
+        await redis.aclose()
+        await engine.dispose()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_resources(settings) as resources:
+            app.state.resources = resources
+            log.info("api_started", environment=settings.environment)
+            yield
+        log.info("api_stopped")
+
+    app = FastAPI(
+        title="Event reservations",
+        description="Reservation requests go through a durable queue to PostgreSQL; first come, "
+        "first served, never oversold.",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/api",
+        openapi_url="/api-json",
+        redoc_url=None,
+    )
+    app.include_router(users_router)
+    app.include_router(events_router)
+    app.include_router(reservations_router)
+    _install_error_handlers(app)
+
+    @app.get("/health", tags=["health"])
+    async def health(resources: ResourcesDep) -> JSONResponse:
+        checks = {
+            "redis": await _check(resources.redis.ping()),
+            "postgres": await _check(_pg_ping(resources)),
+        }
+        healthy = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ok" if healthy else "unavailable", "checks": checks},
+            status_code=status.HTTP_200_OK if healthy else status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+
+    return app
+
+
+async def _pg_ping(resources: Resources) -> None:
+    async with resources.engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+async def _check(probe: Any) -> str:
+    try:
+        await asyncio.wait_for(probe, _HEALTH_TIMEOUT_S)
+    except Exception as exc:
+        # The exception text can contain a URL with a password: report only its kind.
+        return f"down ({type(exc).__name__})"
+    return "ok"
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
+        return JSONResponse(
+            {"statusCode": exc.status_code, "error": exc.code, "message": exc.message},
+            status_code=exc.status_code,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {
+                "field": ".".join(str(p) for p in err.get("loc", ())),
+                "message": err.get("msg", "invalid"),
+            }
+            for err in exc.errors()
+        ]
+        message = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return JSONResponse(
+            {"statusCode": 422, "error": "VALIDATION_ERROR", "message": message, "errors": errors},
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled_error", path=request.url.path, error=type(exc).__name__)
+        return JSONResponse(
+            {"statusCode": 500, "error": "INTERNAL", "message": "internal error"},
+            status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+
+
+def app_from_env() -> FastAPI:
+    """Zero-argument factory for ``uvicorn --factory reservations.app:app_from_env``."""
+    settings = Settings()
+    configure_logging(json=settings.json_logs, level=settings.log_level)
+    return create_app(settings)

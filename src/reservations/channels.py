@@ -1,0 +1,69 @@
+"""The queue channels of the service, declared once for the API (producer) and the workers.
+
+Every channel option lives here, so producer and consumers cannot disagree about them.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING
+
+import msgspec
+
+if TYPE_CHECKING:
+    from brokerq import BrokerQueue
+    from brokerq.channel import Channel
+
+__all__ = [
+    "JOB_NAME",
+    "QUEUE_NAME",
+    "RESERVATION_LEASE",
+    "RESERVATION_MAX_ATTEMPTS",
+    "Admission",
+    "ReserveEvent",
+    "reservation_channel",
+]
+
+QUEUE_NAME = "reservation-queue"
+JOB_NAME = "reserveEvent"
+# Live workers renew their leases, so a short lease only shortens how long a crashed worker's
+# messages wait before another worker takes them.
+RESERVATION_LEASE = "5s"
+RESERVATION_MAX_ATTEMPTS = 10
+
+
+class Admission(enum.StrEnum):
+    """What the ingress gate decided, in arrival order, before the message was queued."""
+
+    ADMITTED = "ADMITTED"
+    SOLD_OUT = "SOLD_OUT"
+    DUPLICATE = "DUPLICATE"
+
+
+class ReserveEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """One reservation request, as the seed's ``reserveEvent`` job ``{userId, eventId}`` plus what
+    the workers need to finish it without asking anyone."""
+
+    userId: int
+    eventId: int
+    requestId: str
+    """The job id the client polls; the idempotency key of the request's outcome row."""
+    admission: Admission
+    seq: int
+    """Arrival order at the gate, per event."""
+    acceptedAtMs: int
+
+
+def reservation_channel(queue: BrokerQueue) -> Channel[ReserveEvent]:
+    from brokerq import Processing
+
+    return queue.channel(
+        QUEUE_NAME,
+        ReserveEvent,
+        # Duplicates are harmless: the request id is written with the outcome in one transaction.
+        process=Processing.AT_LEAST_ONCE,
+        lease=RESERVATION_LEASE,
+        max_attempts=RESERVATION_MAX_ATTEMPTS,
+        retry_backoff="200ms",
+        max_retry_backoff="30s",
+    )

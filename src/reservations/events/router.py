@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from reservations.camel import IdPath
+from reservations.deps import SessionDep
+
+from .schemas import EventCreate, EventRead
+from .service import EventService
+
+router = APIRouter(prefix="/event", tags=["event"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=EventRead)
+async def create_event(data: EventCreate, session: SessionDep) -> EventRead:
+    event = await EventService(session).create(data)
+    await session.commit()
+    return EventService.to_read(event)
+
+
+@router.get("/{event_id}", response_model=EventRead)
+async def get_event(event_id: IdPath, session: SessionDep) -> EventRead:
+    return EventService.to_read(await EventService(session).get(event_id))

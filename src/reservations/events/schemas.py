@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field
+
+from reservations.camel import CamelModel
+
+MAX_TICKETS = 10_000_000
+
+
+class EventCreate(CamelModel):
+    name: str = Field(min_length=1, max_length=200)
+    date: datetime
+    location: str = Field(min_length=1, max_length=200)
+    max_tickets: int = Field(ge=0, le=MAX_TICKETS)
+
+
+class EventRead(CamelModel):
+    id: int
+    name: str
+    date: datetime
+    location: str
+    max_tickets: int
+    reserved_tickets: int
+    remaining_tickets: int
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,58 @@
+"""Event rules. The ticket counter (``reserved``) is changed only by the reservations domain's
+repository, in the same transaction as the reservation rows it counts."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from reservations.errors import Conflict, NotFound
+
+from .models import Event
+from .repository import EventRepository
+from .schemas import EventCreate, EventRead
+
+
+class EventService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.repository = EventRepository(session)
+
+    async def create(self, data: EventCreate) -> Event:
+        if await self.repository.name_taken(data.name):
+            raise Conflict(f"an event named {data.name!r} already exists")
+        event = Event(
+            name=data.name,
+            date=data.date,
+            location=data.location,
+            max_tickets=data.max_tickets,
+            reserved=0,
+        )
+        try:
+            async with self.session.begin_nested():
+                return await self.repository.add(event)
+        except IntegrityError:
+            raise Conflict(f"an event named {data.name!r} already exists") from None
+
+    async def get(self, event_id: int) -> Event:
+        event = await self.repository.get(event_id)
+        if event is None:
+            raise NotFound(f"event {event_id} does not exist")
+        return event
+
+    async def find(self, event_id: int) -> Event | None:
+        return await self.repository.get(event_id)
+
+    @staticmethod
+    def to_read(event: Event) -> EventRead:
+        return EventRead(
+            id=event.id,
+            name=event.name,
+            date=event.date,
+            location=event.location,
+            max_tickets=event.max_tickets,
+            reserved_tickets=event.reserved,
+            remaining_tickets=event.max_tickets - event.reserved,
+            created_at=event.created_at,
+            updated_at=event.updated_at,
+        )

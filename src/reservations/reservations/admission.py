@@ -1,0 +1,223 @@
+"""The ingress gate: decides each request's fate in arrival order, atomically, in Redis.
+
+Several workers with parallel handlers cannot preserve arrival order, so order is fixed before the
+queue: one Lua call per request gives it a per-event sequence number, remembers which users were
+admitted and counts admissions against the event's capacity. The first ``maxTickets`` distinct users
+to arrive are admitted; later ones are decided SOLD_OUT or DUPLICATE right there, and the decision
+travels in the message. PostgreSQL remains the authority: workers re-check everything there, and an
+admitted request that fails (user or event gone) hands its admission back.
+
+The state per event is recoverable: when it is missing, the API re-seeds it from PostgreSQL.
+
+Keys, all under ``rsv:``:
+- ``event:<id>``           hash: cap, count (admitted and not released), seq, accepted
+- ``event:<id>:admitted``  hash: user id -> request id holding the admission ("db" when re-seeded)
+- ``user:<id>``            the user exists (see ``reservations.cache``)
+- ``req:<request id>``     a request that is queued and not yet final (expires as a safety net)
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import msgspec
+from redis.asyncio import Redis
+
+from reservations.cache import KEY_PREFIX, user_key
+from reservations.channels import Admission
+
+__all__ = ["AdmissionGate", "GateResult", "PendingRequest", "Verdict"]
+
+PENDING_TTL_S = 7 * 24 * 3600
+
+_ADMIT = """
+if redis.call('EXISTS', KEYS[3]) == 0 then return {'NO_USER', 0} end
+local cap = redis.call('HGET', KEYS[1], 'cap')
+if not cap then return {'NO_EVENT', 0} end
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('HINCRBY', KEYS[1], 'accepted', 1)
+local verdict
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
+  verdict = 'DUPLICATE'
+elseif tonumber(redis.call('HGET', KEYS[1], 'count') or '0') >= tonumber(cap) then
+  verdict = 'SOLD_OUT'
+else
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+  redis.call('HINCRBY', KEYS[1], 'count', 1)
+  verdict = 'ADMITTED'
+end
+local marker = ARGV[4] .. ':' .. ARGV[1] .. ':' .. seq .. ':' .. ARGV[3] .. ':' .. verdict
+redis.call('SET', KEYS[4], marker, 'EX', ARGV[5])
+return {verdict, seq}
+"""
+
+# Undo an admission whose message could not be queued: the request was never accepted.
+_UNDO = """
+redis.call('DEL', KEYS[3])
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'accepted', -1) end
+if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  if tonumber(redis.call('HGET', KEYS[1], 'count') or '0') > 0 then
+    redis.call('HINCRBY', KEYS[1], 'count', -1)
+  end
+end
+return 1
+"""
+
+# Give an admission back (cancelled reservation, or admitted request rejected by the database).
+# ARGV[2] = the request id that must hold it, or '' for whoever holds it.
+_RELEASE = """
+local holder = redis.call('HGET', KEYS[2], ARGV[1])
+if not holder then return 0 end
+if ARGV[2] ~= '' and holder ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+if tonumber(redis.call('HGET', KEYS[1], 'count') or '0') > 0 then
+  redis.call('HINCRBY', KEYS[1], 'count', -1)
+end
+return 1
+"""
+
+# Seed an event's state unless another request seeded it first. The admitted users are written
+# (HSETNX) before this runs; nothing is admitted meanwhile because the event hash is missing.
+_SEED = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'cap', ARGV[1], 'count', ARGV[2], 'seq', ARGV[3], 'accepted', ARGV[4])
+return 1
+"""
+
+_SEED_CHUNK = 1000
+
+
+class Verdict(enum.StrEnum):
+    ADMITTED = "ADMITTED"
+    SOLD_OUT = "SOLD_OUT"
+    DUPLICATE = "DUPLICATE"
+    NO_USER = "NO_USER"
+    NO_EVENT = "NO_EVENT"
+
+    def admission(self) -> Admission:
+        return Admission(self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    verdict: Verdict
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRequest:
+    request_id: str
+    event_id: int
+    user_id: int
+    seq: int
+    accepted_at_ms: int
+    admission: Admission
+
+
+@dataclass(frozen=True, slots=True)
+class EventSnapshot:
+    """What PostgreSQL knows about an event, to rebuild its gate state."""
+
+    capacity: int
+    reserved_user_ids: Sequence[int]
+    last_seq: int
+    final_requests: int
+
+
+class GateCounters(msgspec.Struct, frozen=True):
+    capacity: int
+    admitted: int
+    accepted: int
+    last_seq: int
+
+
+def _event_key(event_id: int) -> str:
+    return f"{KEY_PREFIX}event:{event_id}"
+
+
+def _admitted_key(event_id: int) -> str:
+    return f"{KEY_PREFIX}event:{event_id}:admitted"
+
+
+def _pending_key(request_id: str) -> str:
+    return f"{KEY_PREFIX}req:{request_id}"
+
+
+class AdmissionGate:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._admit = redis.register_script(_ADMIT)
+        self._undo = redis.register_script(_UNDO)
+        self._release = redis.register_script(_RELEASE)
+        self._seed = redis.register_script(_SEED)
+
+    async def admit(
+        self, *, event_id: int, user_id: int, request_id: str, accepted_at_ms: int
+    ) -> GateResult:
+        keys = [
+            _event_key(event_id),
+            _admitted_key(event_id),
+            user_key(user_id),
+            _pending_key(request_id),
+        ]
+        args: list[str | int] = [user_id, request_id, accepted_at_ms, event_id, PENDING_TTL_S]
+        verdict, seq = await self._admit(keys=keys, args=args)
+        return GateResult(
+            Verdict(verdict.decode() if isinstance(verdict, bytes) else verdict), int(seq)
+        )
+
+    async def undo(self, *, event_id: int, user_id: int, request_id: str) -> None:
+        keys = [_event_key(event_id), _admitted_key(event_id), _pending_key(request_id)]
+        await self._undo(keys=keys, args=[user_id, request_id])
+
+    async def release(self, *, event_id: int, user_id: int, request_id: str | None = None) -> bool:
+        keys = [_event_key(event_id), _admitted_key(event_id)]
+        return bool(await self._release(keys=keys, args=[user_id, request_id or ""]))
+
+    async def seed(self, event_id: int, snapshot: EventSnapshot) -> bool:
+        admitted = _admitted_key(event_id)
+        users = list(snapshot.reserved_user_ids)
+        for start in range(0, len(users), _SEED_CHUNK):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for user_id in users[start : start + _SEED_CHUNK]:
+                    pipe.hsetnx(admitted, str(user_id), "db")
+                await pipe.execute()
+        args = [snapshot.capacity, len(users), snapshot.last_seq, snapshot.final_requests]
+        return bool(await self._seed(keys=[_event_key(event_id), admitted], args=args))
+
+    async def forget_event(self, event_id: int) -> None:
+        await self.redis.delete(_event_key(event_id), _admitted_key(event_id))
+
+    async def counters(self, event_id: int) -> GateCounters | None:
+        raw = await self.redis.hgetall(_event_key(event_id))
+        if not raw or b"cap" not in raw:
+            return None
+        return GateCounters(
+            capacity=int(raw[b"cap"]),
+            admitted=int(raw.get(b"count", 0)),
+            accepted=int(raw.get(b"accepted", 0)),
+            last_seq=int(raw.get(b"seq", 0)),
+        )
+
+    async def pending(self, request_id: str) -> PendingRequest | None:
+        raw = await self.redis.get(_pending_key(request_id))
+        if raw is None:
+            return None
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        event_id, user_id, seq, accepted_at_ms, verdict = text.split(":")
+        return PendingRequest(
+            request_id=request_id,
+            event_id=int(event_id),
+            user_id=int(user_id),
+            seq=int(seq),
+            accepted_at_ms=int(accepted_at_ms),
+            admission=Admission(verdict),
+        )
+
+    async def finished(self, request_ids: Iterable[str]) -> None:
+        keys = [_pending_key(r) for r in request_ids]
+        if keys:
+            await self.redis.delete(*keys)

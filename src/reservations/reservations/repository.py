@@ -1,0 +1,309 @@
+"""The SQL of reservations and request outcomes, including the workers' batch write.
+
+The batch write keeps the invariants in PostgreSQL, not in the caller: the outcome row keyed by the
+request id is claimed first (a redelivered request finds it and changes nothing), event rows are
+locked in id order, the ticket counter moves with a conditional UPDATE in the same transaction as
+the reservation rows, a CHECK keeps it within capacity and a partial unique index keeps one live
+reservation per user and event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .models import (
+    RejectReason,
+    RequestStatus,
+    Reservation,
+    ReservationRequest,
+    ReservationStatus,
+)
+
+__all__ = ["CapacityConflict", "ClaimRow", "Decision", "ReservationRepository"]
+
+
+class CapacityConflict(RuntimeError):
+    """The conditional ticket update matched fewer events than planned; the batch must roll back."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRow:
+    request_id: str
+    message_id: str
+    event_id: int
+    user_id: int
+    seq: int
+    status: RequestStatus
+    reason: RejectReason | None
+    accepted_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    request_id: str
+    status: RequestStatus
+    reason: RejectReason | None
+    reservation_id: int | None
+
+
+_CLAIM = text(
+    """
+    INSERT INTO reservation_requests
+        (id, message_id, event_id, user_id, seq, status, reason, accepted_at)
+    SELECT * FROM unnest(
+        CAST(:ids AS varchar[]), CAST(:message_ids AS varchar[]), CAST(:event_ids AS int[]),
+        CAST(:user_ids AS int[]), CAST(:seqs AS bigint[]), CAST(:statuses AS varchar[]),
+        CAST(:reasons AS varchar[]), CAST(:accepted AS timestamptz[]))
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+    """
+)
+
+_LOCK_EVENTS = text(
+    """
+    SELECT id, max_tickets, reserved FROM events
+    WHERE id = ANY(CAST(:ids AS int[])) AND deleted_at IS NULL
+    ORDER BY id
+    FOR UPDATE
+    """
+)
+
+# FOR KEY SHARE: a user cannot be deleted under a reservation being written for them.
+_LIVE_USERS = text(
+    """
+    SELECT id FROM users
+    WHERE id = ANY(CAST(:ids AS int[])) AND deleted_at IS NULL
+    ORDER BY id
+    FOR KEY SHARE
+    """
+)
+
+_HELD = text(
+    """
+    SELECT r.event_id, r.user_id FROM reservations r
+    JOIN unnest(CAST(:event_ids AS int[]), CAST(:user_ids AS int[])) AS p(event_id, user_id)
+      ON r.event_id = p.event_id AND r.user_id = p.user_id
+    WHERE r.status = 'RESERVED'
+    """
+)
+
+_INSERT_RESERVATIONS = text(
+    """
+    INSERT INTO reservations (event_id, user_id, status, request_id)
+    SELECT e, u, 'RESERVED', r FROM unnest(
+        CAST(:event_ids AS int[]), CAST(:user_ids AS int[]), CAST(:request_ids AS varchar[]))
+        AS p(e, u, r)
+    RETURNING id, request_id
+    """
+)
+
+_TAKE_TICKETS = text(
+    """
+    UPDATE events AS e SET reserved = e.reserved + p.n, updated_at = now()
+    FROM unnest(CAST(:event_ids AS int[]), CAST(:counts AS int[])) AS p(id, n)
+    WHERE e.id = p.id AND e.reserved + p.n <= e.max_tickets
+    RETURNING e.id
+    """
+)
+
+_RECORD = text(
+    """
+    UPDATE reservation_requests AS q
+    SET status = p.status, reason = p.reason, reservation_id = p.reservation_id,
+        processed_at = now()
+    FROM unnest(CAST(:ids AS varchar[]), CAST(:statuses AS varchar[]),
+                CAST(:reasons AS varchar[]), CAST(:reservation_ids AS int[]))
+        AS p(id, status, reason, reservation_id)
+    WHERE q.id = p.id
+    """
+)
+
+
+class ReservationRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def get(self, reservation_id: int, *, for_update: bool = False) -> Reservation | None:
+        query = select(Reservation).where(Reservation.id == reservation_id)
+        if for_update:
+            query = query.with_for_update()
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def find_for(self, *, event_id: int, user_id: int) -> Reservation | None:
+        """The live reservation of a user for an event, else their most recent cancelled one."""
+        query = (
+            select(Reservation)
+            .where(Reservation.event_id == event_id, Reservation.user_id == user_id)
+            .order_by(
+                (Reservation.status == ReservationStatus.RESERVED).desc(), Reservation.id.desc()
+            )
+            .limit(1)
+        )
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def list_for_event(
+        self, event_id: int, *, limit: int, offset: int, status: ReservationStatus | None
+    ) -> tuple[list[Reservation], int]:
+        conditions = [Reservation.event_id == event_id]
+        if status is not None:
+            conditions.append(Reservation.status == status)
+        total = await self.session.scalar(
+            select(func.count()).where(*conditions).select_from(Reservation)
+        )
+        rows = await self.session.execute(
+            select(Reservation)
+            .where(*conditions)
+            .order_by(Reservation.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        return list(rows.scalars()), int(total or 0)
+
+    async def reserved_user_ids(self, event_id: int) -> list[int]:
+        rows = await self.session.execute(
+            select(Reservation.user_id).where(
+                Reservation.event_id == event_id, Reservation.status == ReservationStatus.RESERVED
+            )
+        )
+        return list(rows.scalars())
+
+    async def request(self, request_id: str) -> ReservationRequest | None:
+        return await self.session.get(ReservationRequest, request_id)
+
+    async def requests(self, request_ids: Sequence[str]) -> list[ReservationRequest]:
+        rows = await self.session.execute(
+            select(ReservationRequest).where(ReservationRequest.id.in_(request_ids))
+        )
+        return list(rows.scalars())
+
+    async def request_stats(self, event_id: int) -> tuple[dict[tuple[str, str | None], int], int]:
+        """Final outcomes of an event's requests by (status, reason), and the highest seq seen."""
+        rows = await self.session.execute(
+            select(ReservationRequest.status, ReservationRequest.reason, func.count())
+            .where(ReservationRequest.event_id == event_id)
+            .group_by(ReservationRequest.status, ReservationRequest.reason)
+        )
+        counts = {(status, reason): int(n) for status, reason, n in rows}
+        last_seq = await self.session.scalar(
+            select(func.coalesce(func.max(ReservationRequest.seq), 0)).where(
+                ReservationRequest.event_id == event_id
+            )
+        )
+        return counts, int(last_seq or 0)
+
+    # -- cancelling ----------------------------------------------------------------------------
+
+    async def cancel(self, reservation: Reservation) -> bool:
+        """Mark it cancelled and give its ticket back, both or neither."""
+        result = await self.session.execute(
+            update(Reservation)
+            .where(
+                Reservation.id == reservation.id, Reservation.status == ReservationStatus.RESERVED
+            )
+            .values(status=ReservationStatus.CANCELLED, cancelled_at=func.now())
+            .returning(Reservation.cancelled_at)
+        )
+        row = result.first()
+        if row is None:
+            return False
+        await self.session.execute(
+            text(
+                "UPDATE events SET reserved = reserved - 1, updated_at = now() "
+                "WHERE id = :id AND reserved > 0"
+            ),
+            {"id": reservation.event_id},
+        )
+        reservation.status = ReservationStatus.CANCELLED
+        reservation.cancelled_at = row[0]
+        return True
+
+    # -- the workers' batch ------------------------------------------------------------------
+
+    async def claim(self, rows: Sequence[ClaimRow]) -> set[str]:
+        """Insert the outcome rows; returns the ids that were new (the others are done already).
+
+        A concurrent transaction claiming the same id makes this wait for it, then skip the id.
+        """
+        if not rows:
+            return set()
+        result = await self.session.execute(
+            _CLAIM,
+            {
+                "ids": [r.request_id for r in rows],
+                "message_ids": [r.message_id for r in rows],
+                "event_ids": [r.event_id for r in rows],
+                "user_ids": [r.user_id for r in rows],
+                "seqs": [r.seq for r in rows],
+                "statuses": [r.status.value for r in rows],
+                "reasons": [r.reason.value if r.reason else None for r in rows],
+                "accepted": [r.accepted_at for r in rows],
+            },
+        )
+        return {row[0] for row in result}
+
+    async def lock_events(self, event_ids: Sequence[int]) -> dict[int, int]:
+        """Lock the live events among ``event_ids``; returns id -> tickets left."""
+        result = await self.session.execute(_LOCK_EVENTS, {"ids": sorted(set(event_ids))})
+        return {row.id: row.max_tickets - row.reserved for row in result}
+
+    async def live_users(self, user_ids: Sequence[int]) -> set[int]:
+        result = await self.session.execute(_LIVE_USERS, {"ids": sorted(set(user_ids))})
+        return {row[0] for row in result}
+
+    async def held(self, pairs: Sequence[tuple[int, int]]) -> set[tuple[int, int]]:
+        """Which (event id, user id) pairs already hold a live reservation."""
+        if not pairs:
+            return set()
+        result = await self.session.execute(
+            _HELD,
+            {"event_ids": [e for e, _ in pairs], "user_ids": [u for _, u in pairs]},
+        )
+        return {(row[0], row[1]) for row in result}
+
+    async def insert_reservations(self, winners: Sequence[tuple[str, int, int]]) -> dict[str, int]:
+        """Insert (request id, event id, user id) reservations and take their tickets.
+
+        Returns request id -> reservation id. Raises ``CapacityConflict`` if any event would go
+        over capacity (which the caller's plan under the event locks rules out).
+        """
+        if not winners:
+            return {}
+        result = await self.session.execute(
+            _INSERT_RESERVATIONS,
+            {
+                "request_ids": [w[0] for w in winners],
+                "event_ids": [w[1] for w in winners],
+                "user_ids": [w[2] for w in winners],
+            },
+        )
+        ids = {row.request_id: row.id for row in result}
+        per_event: dict[int, int] = {}
+        for _, event_id, _ in winners:
+            per_event[event_id] = per_event.get(event_id, 0) + 1
+        taken = await self.session.execute(
+            _TAKE_TICKETS,
+            {"event_ids": list(per_event), "counts": list(per_event.values())},
+        )
+        if len(taken.all()) != len(per_event):
+            raise CapacityConflict(f"capacity exceeded for one of events {sorted(per_event)}")
+        return ids
+
+    async def record(self, decisions: Sequence[Decision]) -> None:
+        if not decisions:
+            return
+        await self.session.execute(
+            _RECORD,
+            {
+                "ids": [d.request_id for d in decisions],
+                "statuses": [d.status.value for d in decisions],
+                "reasons": [d.reason.value if d.reason else None for d in decisions],
+                "reservation_ids": [d.reservation_id for d in decisions],
+            },
+        )

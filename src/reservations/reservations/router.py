@@ -1,0 +1,176 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from fastapi import APIRouter, Path, Query, Response, status
+
+from reservations.camel import IdPath
+from reservations.channels import JOB_NAME, QUEUE_NAME, RESERVATION_MAX_ATTEMPTS
+from reservations.deps import ResourcesDep, SessionDep
+
+from .models import RequestStatus, ReservationStatus
+from .schemas import (
+    EventOutcomes,
+    JobAccepted,
+    RequestOutcome,
+    ReservationCreate,
+    ReservationPage,
+    ReservationRead,
+)
+from .service import Accepted, ReservationService
+
+router = APIRouter(tags=["reservation"])
+
+_JOB_OPTS: dict[str, Any] = {
+    "attempts": RESERVATION_MAX_ATTEMPTS,
+    "removeOnComplete": True,
+    # Failed jobs go to the dead letters, where they can be inspected and re-driven.
+    "removeOnFail": False,
+}
+_QUEUE_QUALIFIED_NAME = f"brokerq:{QUEUE_NAME}"
+_encoder = msgspec.json.Encoder()
+_ACCEPTED_DOC: dict[int | str, dict[str, Any]] = {
+    202: {"model": JobAccepted, "description": "Queued; poll the Location for the outcome."},
+    404: {"description": "Unknown user or event"},
+    422: {"description": "Invalid ids"},
+    503: {"description": "Queue unavailable; the request was not accepted"},
+}
+
+
+def _accepted(job: Accepted) -> Response:
+    # The hot path: encoded directly, skipping response-model validation.
+    status_url = f"/reservation/requests/{job.request_id}"
+    body = {
+        "name": JOB_NAME,
+        "data": {"userId": job.user_id, "eventId": job.event_id},
+        "opts": _JOB_OPTS,
+        "id": job.request_id,
+        "progress": 0,
+        "returnvalue": None,
+        "stacktrace": None,
+        "priority": 0,
+        "attemptsStarted": 0,
+        "attemptsMade": 0,
+        "timestamp": job.accepted_at_ms,
+        "queueQualifiedName": _QUEUE_QUALIFIED_NAME,
+        "messageId": job.message_id,
+        "status": RequestStatus.PENDING.value,
+        "statusUrl": status_url,
+    }
+    return Response(
+        content=_encoder.encode(body),
+        status_code=status.HTTP_202_ACCEPTED,
+        media_type="application/json",
+        headers={"Location": status_url},
+    )
+
+
+async def _request(event_id: int, user_id: int, session: SessionDep, res: ResourcesDep) -> Response:
+    service = ReservationService(session, res.gate, res.channel)
+    return _accepted(await service.request(event_id=event_id, user_id=user_id))
+
+
+# Declared before /reservation/{eventId}/{userId} so that ".../cancel" is not read as a user id.
+@router.post("/reservation/{reservation_id}/cancel", response_model=ReservationRead)
+async def cancel_reservation(
+    reservation_id: IdPath, session: SessionDep, res: ResourcesDep
+) -> ReservationRead:
+    service = ReservationService(session, res.gate)
+    reservation = await service.cancel(reservation_id)
+    await session.commit()
+    await service.cancelled(reservation)
+    return ReservationRead.model_validate(reservation)
+
+
+@router.delete("/reservation/{reservation_id}", response_model=ReservationRead)
+async def delete_reservation(
+    reservation_id: IdPath, session: SessionDep, res: ResourcesDep
+) -> ReservationRead:
+    """Cancels the reservation (kept, with status CANCELLED); its ticket goes back on sale."""
+    return await cancel_reservation(reservation_id, session, res)
+
+
+@router.post(
+    "/reservation/{event_id}/{user_id}",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_class=Response,
+    responses=_ACCEPTED_DOC,
+)
+async def request_reservation(
+    event_id: IdPath, user_id: IdPath, session: SessionDep, res: ResourcesDep
+) -> Response:
+    """Queue a reservation request (the seed's `reserveEvent` job)."""
+    return await _request(event_id, user_id, session, res)
+
+
+@router.post(
+    "/reservation",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_class=Response,
+    responses=_ACCEPTED_DOC,
+)
+async def request_reservation_body(
+    body: ReservationCreate, session: SessionDep, res: ResourcesDep
+) -> Response:
+    """Queue a reservation request given as `{userId, eventId}`."""
+    return await _request(body.event_id, body.user_id, session, res)
+
+
+@router.get("/reservation", response_model=ReservationRead)
+async def find_reservation(
+    event_id: Annotated[int, Query(alias="eventId", ge=1, le=2_147_483_647)],
+    user_id: Annotated[int, Query(alias="userId", ge=1, le=2_147_483_647)],
+    session: SessionDep,
+    res: ResourcesDep,
+) -> ReservationRead:
+    service = ReservationService(session, res.gate)
+    return ReservationRead.model_validate(
+        await service.find_for(event_id=event_id, user_id=user_id)
+    )
+
+
+@router.get("/reservation/requests/{job_id}", response_model=RequestOutcome)
+async def request_outcome(
+    job_id: Annotated[str, Path(min_length=1, max_length=64)],
+    session: SessionDep,
+    res: ResourcesDep,
+) -> RequestOutcome:
+    """The outcome of one accepted request: PENDING while queued, then RESERVED or REJECTED."""
+    return await ReservationService(session, res.gate).outcome(job_id)
+
+
+@router.get("/reservation/{reservation_id}", response_model=ReservationRead)
+async def get_reservation(
+    reservation_id: IdPath, session: SessionDep, res: ResourcesDep
+) -> ReservationRead:
+    return ReservationRead.model_validate(
+        await ReservationService(session, res.gate).get(reservation_id)
+    )
+
+
+@router.get("/event/{event_id}/reservations", response_model=ReservationPage)
+async def list_event_reservations(
+    event_id: IdPath,
+    session: SessionDep,
+    res: ResourcesDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    status_: Annotated[ReservationStatus | None, Query(alias="status")] = None,
+) -> ReservationPage:
+    service = ReservationService(session, res.gate)
+    items, total = await service.list_for_event(
+        event_id, limit=limit, offset=offset, status=status_
+    )
+    return ReservationPage(
+        items=[ReservationRead.model_validate(r) for r in items],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get("/event/{event_id}/outcomes", response_model=EventOutcomes)
+async def event_outcomes(event_id: IdPath, session: SessionDep, res: ResourcesDep) -> EventOutcomes:
+    """Counts of the event's request outcomes; `pending` is 0 once every request is final."""
+    return await ReservationService(session, res.gate).outcomes(event_id)

@@ -1,0 +1,349 @@
+"""Reservation rules: accepting requests at the API, and finishing them in the workers."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from reservations.cache import remember_user
+from reservations.channels import Admission, ReserveEvent
+from reservations.errors import Conflict, NotFound, Unavailable
+from reservations.events.service import EventService
+from reservations.log import get_logger
+from reservations.users.service import UserService
+
+from .admission import AdmissionGate, EventSnapshot, Verdict
+from .models import RejectReason, RequestStatus, Reservation, ReservationStatus
+from .repository import ClaimRow, Decision, ReservationRepository
+from .schemas import EventOutcomes, RequestOutcome
+
+if TYPE_CHECKING:
+    from brokerq.channel import Channel
+
+__all__ = ["Accepted", "Incoming", "ReservationService", "process_batch"]
+
+log = get_logger(__name__)
+
+_ADMISSION_REASON = {
+    Admission.SOLD_OUT: RejectReason.SOLD_OUT,
+    Admission.DUPLICATE: RejectReason.DUPLICATE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    request_id: str
+    message_id: str
+    event_id: int
+    user_id: int
+    accepted_at_ms: int
+    admission: Admission
+    seq: int
+
+
+class ReservationService:
+    def __init__(
+        self,
+        session: AsyncSession,
+        gate: AdmissionGate,
+        channel: Channel[ReserveEvent] | None = None,
+    ) -> None:
+        self.session = session
+        self.gate = gate
+        self.channel = channel
+        self.repository = ReservationRepository(session)
+
+    # -- accepting -----------------------------------------------------------------------------
+
+    async def request(self, *, event_id: int, user_id: int) -> Accepted:
+        """Decide the request's place at the gate and queue it; PostgreSQL is read only when the
+        gate does not know the user or the event yet."""
+        assert self.channel is not None, "accepting requests needs the reservation channel"
+        request_id = uuid.uuid4().hex
+        accepted_at_ms = time.time_ns() // 1_000_000
+        result = None
+        for _ in range(3):
+            result = await self.gate.admit(
+                event_id=event_id, user_id=user_id, request_id=request_id,
+                accepted_at_ms=accepted_at_ms,
+            )  # fmt: skip
+            if result.verdict is Verdict.NO_USER:
+                if not await UserService(self.session).exists(user_id):
+                    raise NotFound(f"user {user_id} does not exist")
+                await remember_user(self.gate.redis, user_id)
+            elif result.verdict is Verdict.NO_EVENT:
+                snapshot = await self.snapshot(event_id)
+                if snapshot is None:
+                    raise NotFound(f"event {event_id} does not exist")
+                await self.gate.seed(event_id, snapshot)
+            else:
+                break
+        assert result is not None
+        if result.verdict in (Verdict.NO_USER, Verdict.NO_EVENT):
+            raise Unavailable("the admission state keeps disappearing; try again")
+        admission = result.verdict.admission()
+        message = ReserveEvent(
+            userId=user_id, eventId=event_id, requestId=request_id, admission=admission,
+            seq=result.seq, acceptedAtMs=accepted_at_ms,
+        )  # fmt: skip
+        try:
+            produced = await self.channel.produce(message)
+        except Exception as exc:
+            # Not queued means not accepted: hand the place back so no ticket is held for nobody.
+            log.error("reservation_queue_failed", request_id=request_id, error=type(exc).__name__)
+            try:
+                await self.gate.undo(event_id=event_id, user_id=user_id, request_id=request_id)
+            except Exception as undo_exc:
+                log.error(
+                    "admission_undo_failed", request_id=request_id, error=type(undo_exc).__name__
+                )
+            raise Unavailable(
+                "the reservation queue is unavailable; the request was not accepted"
+            ) from exc
+        return Accepted(
+            request_id=request_id, message_id=produced.id, event_id=event_id, user_id=user_id,
+            accepted_at_ms=accepted_at_ms, admission=admission, seq=result.seq,
+        )  # fmt: skip
+
+    async def snapshot(self, event_id: int) -> EventSnapshot | None:
+        event = await EventService(self.session).find(event_id)
+        if event is None:
+            return None
+        users = await self.repository.reserved_user_ids(event_id)
+        counts, last_seq = await self.repository.request_stats(event_id)
+        return EventSnapshot(
+            capacity=event.max_tickets,
+            reserved_user_ids=users,
+            last_seq=last_seq,
+            final_requests=sum(counts.values()),
+        )
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def find_for(self, *, event_id: int, user_id: int) -> Reservation:
+        reservation = await self.repository.find_for(event_id=event_id, user_id=user_id)
+        if reservation is None:
+            raise NotFound(f"user {user_id} has no reservation for event {event_id}")
+        return reservation
+
+    async def get(self, reservation_id: int) -> Reservation:
+        reservation = await self.repository.get(reservation_id)
+        if reservation is None:
+            raise NotFound(f"reservation {reservation_id} does not exist")
+        return reservation
+
+    async def list_for_event(
+        self, event_id: int, *, limit: int, offset: int, status: ReservationStatus | None = None
+    ) -> tuple[list[Reservation], int]:
+        await EventService(self.session).get(event_id)
+        return await self.repository.list_for_event(
+            event_id, limit=limit, offset=offset, status=status
+        )
+
+    async def outcome(self, request_id: str) -> RequestOutcome:
+        # The pending marker first: a worker removes it only after committing the outcome, so
+        # reading in this order never misses a request in between.
+        pending = await self.gate.pending(request_id)
+        row = await self.repository.request(request_id)
+        if row is not None:
+            return RequestOutcome(
+                job_id=row.id, user_id=row.user_id, event_id=row.event_id,
+                status=RequestStatus(row.status),
+                reason=RejectReason(row.reason) if row.reason else None,
+                reservation_id=row.reservation_id, seq=row.seq,
+            )  # fmt: skip
+        if pending is None:
+            raise NotFound(f"no reservation request with job id {request_id!r}")
+        return RequestOutcome(
+            job_id=request_id, user_id=pending.user_id, event_id=pending.event_id,
+            status=RequestStatus.PENDING, reason=None, reservation_id=None, seq=pending.seq,
+        )  # fmt: skip
+
+    async def outcomes(self, event_id: int) -> EventOutcomes:
+        await EventService(self.session).get(event_id)
+        counters = await self.gate.counters(event_id)
+        counts, _ = await self.repository.request_stats(event_id)
+        final = sum(counts.values())
+        reserved = sum(n for (status, _), n in counts.items() if status == RequestStatus.RESERVED)
+        by_reason: dict[str, int] = {}
+        for (status, reason), n in counts.items():
+            if status == RequestStatus.REJECTED:
+                key = reason or "UNKNOWN"
+                by_reason[key] = by_reason.get(key, 0) + n
+        accepted = max(counters.accepted if counters else 0, final)
+        return EventOutcomes(
+            event_id=event_id, accepted=accepted, final=final, pending=accepted - final,
+            reserved=reserved, rejected=final - reserved, by_reason=by_reason,
+        )  # fmt: skip
+
+    # -- cancelling ----------------------------------------------------------------------------
+
+    async def cancel(self, reservation_id: int) -> Reservation:
+        """Cancel in the database (the caller commits, then calls ``cancelled``)."""
+        reservation = await self.repository.get(reservation_id, for_update=True)
+        if reservation is None:
+            raise NotFound(f"reservation {reservation_id} does not exist")
+        if not await self.repository.cancel(reservation):
+            raise Conflict(f"reservation {reservation_id} is already {reservation.status}")
+        return reservation
+
+    async def cancelled(self, reservation: Reservation) -> None:
+        """After the commit: let the next arrival have the ticket."""
+        try:
+            await self.gate.release(event_id=reservation.event_id, user_id=reservation.user_id)
+        except Exception as exc:
+            # The database already has the ticket back; the gate catches up when re-seeded.
+            log.error(
+                "admission_release_failed",
+                reservation_id=reservation.id,
+                error=type(exc).__name__,
+            )
+
+
+# -- the workers' side -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    message_id: str
+    data: ReserveEvent
+
+
+async def process_batch(
+    session_factory: async_sessionmaker[AsyncSession],
+    gate: AdmissionGate,
+    batch: Sequence[Incoming],
+) -> dict[str, Decision]:
+    """Finish a batch of requests in one transaction; returns the decision per request id.
+
+    Requests already finished (redeliveries) are not changed; their recorded decision is returned.
+    """
+    unique: dict[str, Incoming] = {}
+    for item in batch:
+        unique.setdefault(item.data.requestId, item)
+    items = list(unique.values())
+
+    async with session_factory() as session, session.begin():
+        repository = ReservationRepository(session)
+        claimed = await repository.claim([_claim_row(item) for item in items])
+        fresh = [item for item in items if item.data.requestId in claimed]
+        decisions = await _decide(repository, fresh)
+        # Gate rejections were claimed with their final outcome; only admitted ones changed.
+        await repository.record(
+            [decisions[i.data.requestId] for i in fresh if i.data.admission is Admission.ADMITTED]
+        )
+
+    done_before = [item.data.requestId for item in items if item.data.requestId not in claimed]
+    if done_before:
+        async with session_factory() as session:
+            for row in await ReservationRepository(session).requests(done_before):
+                decisions[row.id] = Decision(
+                    request_id=row.id, status=RequestStatus(row.status),
+                    reason=RejectReason(row.reason) if row.reason else None,
+                    reservation_id=row.reservation_id,
+                )  # fmt: skip
+
+    await _after_commit(gate, items, decisions)
+    return decisions
+
+
+def _claim_row(item: Incoming) -> ClaimRow:
+    data = item.data
+    reason = _ADMISSION_REASON.get(data.admission)
+    return ClaimRow(
+        request_id=data.requestId,
+        message_id=item.message_id,
+        event_id=data.eventId,
+        user_id=data.userId,
+        seq=data.seq,
+        status=RequestStatus.REJECTED if reason else RequestStatus.PENDING,
+        reason=reason,
+        accepted_at=datetime.fromtimestamp(data.acceptedAtMs / 1000, tz=UTC),
+    )
+
+
+async def _decide(
+    repository: ReservationRepository, fresh: Sequence[Incoming]
+) -> dict[str, Decision]:
+    decisions: dict[str, Decision] = {}
+    admitted: list[Incoming] = []
+    for item in fresh:
+        gate_reason = _ADMISSION_REASON.get(item.data.admission)
+        if gate_reason is None:
+            admitted.append(item)
+        else:
+            decisions[item.data.requestId] = Decision(
+                item.data.requestId, RequestStatus.REJECTED, gate_reason, None
+            )
+    if not admitted:
+        return decisions
+
+    # Locks first (events in id order), then reads: the plan below cannot be invalidated.
+    left = await repository.lock_events([i.data.eventId for i in admitted])
+    users = await repository.live_users([i.data.userId for i in admitted])
+    held = await repository.held([(i.data.eventId, i.data.userId) for i in admitted])
+
+    winners: list[tuple[str, int, int]] = []
+    for item in sorted(admitted, key=lambda i: (i.data.eventId, i.data.seq)):
+        data = item.data
+        pair = (data.eventId, data.userId)
+        if data.eventId not in left:
+            reason: RejectReason | None = RejectReason.UNKNOWN_EVENT
+        elif data.userId not in users:
+            reason = RejectReason.UNKNOWN_USER
+        elif pair in held:
+            reason = RejectReason.DUPLICATE
+        elif left[data.eventId] <= 0:
+            reason = RejectReason.SOLD_OUT
+        else:
+            reason = None
+            held.add(pair)
+            left[data.eventId] -= 1
+            winners.append((data.requestId, data.eventId, data.userId))
+        if reason is not None:
+            decisions[data.requestId] = Decision(
+                data.requestId, RequestStatus.REJECTED, reason, None
+            )
+
+    reservation_ids = await repository.insert_reservations(winners)
+    for request_id, _, _ in winners:
+        decisions[request_id] = Decision(
+            request_id, RequestStatus.RESERVED, None, reservation_ids[request_id]
+        )
+    return decisions
+
+
+async def _after_commit(
+    gate: AdmissionGate, items: Sequence[Incoming], decisions: dict[str, Decision]
+) -> None:
+    """Hand back admissions the database refused, and drop the pending markers.
+
+    Runs again on a redelivery, and both steps are idempotent, so a crash between the commit and
+    this point leaves nothing behind for long.
+    """
+    for item in items:
+        decision = decisions.get(item.data.requestId)
+        if (
+            decision is not None
+            and item.data.admission is Admission.ADMITTED
+            and decision.status is RequestStatus.REJECTED
+        ):
+            released = await gate.release(
+                event_id=item.data.eventId,
+                user_id=item.data.userId,
+                request_id=item.data.requestId,
+            )
+            log.info(
+                "admitted_request_rejected",
+                message_id=item.message_id,
+                request_id=item.data.requestId,
+                reason=decision.reason,
+                released=released,
+            )
+    await gate.finished(item.data.requestId for item in items if item.data.requestId in decisions)

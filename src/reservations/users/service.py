@@ -1,0 +1,37 @@
+"""User rules. Other domains ask here whether a user exists; they never read the users table."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from reservations.errors import Conflict, NotFound
+
+from .models import User
+from .repository import UserRepository
+from .schemas import UserCreate
+
+
+class UserService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.repository = UserRepository(session)
+        self.session = session
+
+    async def create(self, data: UserCreate) -> User:
+        if await self.repository.email_taken(data.email):
+            raise Conflict(f"a user with email {data.email!r} already exists")
+        try:
+            async with self.session.begin_nested():
+                return await self.repository.add(name=data.name, email=data.email)
+        except IntegrityError:
+            # Lost a race with a concurrent request for the same email.
+            raise Conflict(f"a user with email {data.email!r} already exists") from None
+
+    async def get(self, user_id: int) -> User:
+        user = await self.repository.get(user_id)
+        if user is None:
+            raise NotFound(f"user {user_id} does not exist")
+        return user
+
+    async def exists(self, user_id: int) -> bool:
+        return await self.repository.get(user_id) is not None

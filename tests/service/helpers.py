@@ -1,0 +1,59 @@
+"""Small helpers shared by the service tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool],
+    *,
+    timeout_s: float = 30.0,
+    what: str = "condition",
+) -> T:
+    """Poll ``probe`` until ``done`` holds for its value, or fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    value = await probe()
+    while not done(value):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached in {timeout_s}s; last value: {value!r}")
+        await asyncio.sleep(0.05)
+        value = await probe()
+    return value
+
+
+async def create_user(client: httpx.AsyncClient, n: int) -> int:
+    r = await client.post("/user", json={"name": f"user {n}", "email": f"user{n}@example.com"})
+    assert r.status_code == 201, r.text
+    user_id: int = r.json()["id"]
+    return user_id
+
+
+async def create_event(client: httpx.AsyncClient, name: str, max_tickets: int) -> int:
+    r = await client.post(
+        "/event",
+        json={
+            "name": name,
+            "date": "2030-05-01T19:00:00Z",
+            "location": "Seoul",
+            "maxTickets": max_tickets,
+        },
+    )
+    assert r.status_code == 201, r.text
+    event_id: int = r.json()["id"]
+    return event_id
+
+
+async def outcomes(client: httpx.AsyncClient, event_id: int) -> dict[str, Any]:
+    r = await client.get(f"/event/{event_id}/outcomes")
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
