@@ -69,6 +69,11 @@ class Consumer(Generic[T]):
         self._adapter = channel.queue.adapter
         self._handler: Any = handler
         self._envelope = _wants_envelope(handler) if envelope is None else envelope
+        # A blocking handler on the event loop would starve lease renewal; give it a thread.
+        self._in_thread = not (
+            inspect.iscoroutinefunction(handler)
+            or inspect.iscoroutinefunction(getattr(handler, "__call__", None))
+        )
         self._held: dict[str, asyncio.Task[None]] = {}
         self._settle = Settlement()
         self._wakeup = asyncio.Event()
@@ -181,7 +186,10 @@ class Consumer(Generic[T]):
                 if self._envelope
                 else data
             )
-            result = self._handler(arg)
+            if self._in_thread:
+                result = await asyncio.to_thread(self._handler, arg)
+            else:
+                result = self._handler(arg)
             if inspect.isawaitable(result):
                 await result
         except asyncio.CancelledError:
