@@ -72,7 +72,7 @@ class Consumer(Generic[T]):
         # A blocking handler on the event loop would starve lease renewal; give it a thread.
         self._in_thread = not (
             inspect.iscoroutinefunction(handler)
-            or inspect.iscoroutinefunction(getattr(handler, "__call__", None))
+            or inspect.iscoroutinefunction(type(handler).__call__)
         )
         self._held: dict[str, asyncio.Task[None]] = {}
         self._settle = Settlement()
