@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -114,21 +115,23 @@ class Counter:
             self.done_at = time.perf_counter()
             self.done.set()
 
-    async def wait(self, timeout: float) -> None:
+    async def wait(self, limit_s: float) -> None:
         try:
-            await asyncio.wait_for(self.done.wait(), timeout)
+            await asyncio.wait_for(self.done.wait(), limit_s)
         except TimeoutError as e:
-            raise RuntimeError(f"only {self.count}/{self.target} acknowledged in {timeout}s") from e
+            raise RuntimeError(f"only {self.count}/{self.target} acknowledged in {limit_s}s") from e
 
 
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float, step: float = 0.001):
-    """Poll ``check`` until true (bounded by ``timeout``); returns the perf_counter time."""
-    deadline = time.perf_counter() + timeout
+async def wait_until(
+    check: Callable[[], Awaitable[bool]], limit_s: float, step: float = 0.001
+) -> float:
+    """Poll ``check`` until true (bounded by ``limit_s``); returns the perf_counter time."""
+    deadline = time.perf_counter() + limit_s
     while time.perf_counter() < deadline:
         if await check():
             return time.perf_counter()
         await asyncio.sleep(step)
-    raise RuntimeError(f"condition not reached in {timeout}s")
+    raise RuntimeError(f"condition not reached in {limit_s}s")
 
 
 # --- latency ---------------------------------------------------------------------------------
@@ -141,12 +144,28 @@ class LatencyRecorder:
         self.warmup_count = warmup_count
         self.received = 0
         self.latencies_ms: list[float] = []
+        self.expected: int | None = None
+        self.all_received = asyncio.Event()
+        self.first_at = 0.0
+        self.last_at = 0.0
 
     def record(self, data: dict[str, Any]) -> None:
         now = time.time()
+        if not self.received:
+            self.first_at = now
+        self.last_at = now
         self.received += 1
         if data["userId"] >= self.warmup_count:
             self.latencies_ms.append((now - data["ts"]) * 1000.0)
+        if self.expected is not None and self.received >= self.expected:
+            self.all_received.set()
+
+    async def wait_for(self, sent: int, limit_s: float) -> None:
+        self.expected = sent
+        if self.received >= sent:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.all_received.wait(), limit_s)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -170,6 +189,7 @@ def latency_result(
         "received": rec.received,
         "sent": producer.get("sent"),
         "offered_rate": producer.get("achieved_rate"),
+        "consumed_rate": (rec.received - 1) / max(1e-9, rec.last_at - rec.first_at),
         "producer_max_lag_ms": producer.get("max_lag_ms"),
         "unit": "ms",
         **extra,
@@ -262,10 +282,7 @@ async def run_latency(
             proc.kill()
             raise
         producer = parse_result(out.decode())
-        sent = int(producer["sent"])
-        deadline = time.perf_counter() + 30.0
-        while rec.received < sent and time.perf_counter() < deadline:
-            await asyncio.sleep(0.01)
+        await rec.wait_for(int(producer["sent"]), 30.0)
     finally:
         await stop()
     return latency_result(args, rec, producer, **(extra or {}))

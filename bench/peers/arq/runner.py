@@ -51,7 +51,7 @@ async def run_worker(worker: Worker) -> Any:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await worker.close()
 
     return stop

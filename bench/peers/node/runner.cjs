@@ -139,8 +139,12 @@ async function runLatency(args) {
   const warmupCount = Math.floor(args.rate * args.warmup);
   const latencies = [];
   let received = 0;
+  let firstAt = 0;
+  let lastAt = 0;
   const stop = await startWorker(args, async (job) => {
     const t = wallclock();
+    if (!received) firstAt = t;
+    lastAt = t;
     received++;
     if (job.data.userId >= warmupCount) latencies.push((t - job.data.ts) * 1000);
   });
@@ -174,6 +178,7 @@ async function runLatency(args) {
     received,
     sent: producer.sent,
     offered_rate: producer.achieved_rate,
+    consumed_rate: (received - 1) / Math.max(1e-9, lastAt - firstAt),
     producer_max_lag_ms: producer.max_lag_ms,
     unit: 'ms',
     parallel: args.parallel,

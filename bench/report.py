@@ -1,0 +1,137 @@
+"""Medians, ratios to Node BullMQ, the Rich table and the Markdown table."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+# (column title, workload, result field, higher is better)
+METRICS: list[tuple[str, str, str, bool]] = [
+    ("(a) produce msg/s", "produce", "value", True),
+    ("(b) batch msg/s", "produce_batch", "value", True),
+    ("(c) consume msg/s", "consume", "value", True),
+    ("(d) p50 ms", "latency", "p50_ms", False),
+    ("(d) p99 ms", "latency", "p99_ms", False),
+]
+
+
+@dataclass
+class Cell:
+    median: float | None
+    values: list[float]
+    note: str = ""
+
+
+def cells(results: list[dict[str, Any]], system: str) -> dict[str, Cell]:
+    out: dict[str, Cell] = {}
+    for title, workload, field, _ in METRICS:
+        rows = [r for r in results if r["system"] == system and r["workload"] == workload]
+        values = [
+            float(r["result"][field])
+            for r in rows
+            if r.get("result") and r["result"].get(field) is not None
+        ]
+        values = [v for v in values if not math.isnan(v)]
+        note = ""
+        if workload == "latency" and any(saturated(r.get("result") or {}) for r in rows):
+            note = "saturated"
+        if not values:
+            unsupported = [r for r in rows if r.get("result", {}).get("unsupported")]
+            errors = [r["error"] for r in rows if r.get("error")]
+            note = "n/a" if unsupported else ("error" if errors else "")
+        out[title] = Cell(statistics.median(values) if values else None, values, note)
+    return out
+
+
+def saturated(result: dict[str, Any]) -> bool:
+    """The consumer did not keep up with the offered rate: latency grows with the test's length."""
+    if result.get("workload") != "latency" or "p50_ms" not in result:
+        return False
+    if result.get("received", 0) < (result.get("sent") or 0) or result["p99_ms"] > 1000:
+        return True
+    consumed, offered = result.get("consumed_rate"), result.get("offered_rate")
+    return bool(consumed and offered and consumed < 0.97 * offered)
+
+
+def ratio(value: float | None, base: float | None, higher_better: bool) -> float | None:
+    """Times better than the baseline: value/base for throughput, base/value for latency."""
+    if value is None or base is None or value <= 0 or base <= 0:
+        return None
+    return value / base if higher_better else base / value
+
+
+def fmt_value(v: float | None, note: str, higher_better: bool) -> str:
+    if v is None:
+        return note or "-"
+    if higher_better:
+        return f"{v:,.0f}"
+    text = f"{v:,.2f}" if v < 100 else f"{v:,.0f}"
+    return f"{text} ({note})" if note else text
+
+
+def fmt_ratio(r: float | None) -> str:
+    if r is None:
+        return ""
+    return "<0.01x" if r < 0.01 else f"{r:.2f}x"
+
+
+def summary(
+    results: list[dict[str, Any]], systems: list[tuple[str, str]], baseline: str
+) -> list[dict[str, Any]]:
+    """One row per system: label, per metric the median, its spread and the ratio."""
+    base = cells(results, baseline) if any(k == baseline for k, _ in systems) else {}
+    rows = []
+    for key, label in systems:
+        c = cells(results, key)
+        row: dict[str, Any] = {"system": key, "label": label, "metrics": {}}
+        for title, _, _, hb in METRICS:
+            b = base.get(title)
+            row["metrics"][title] = {
+                "median": c[title].median,
+                "runs": c[title].values,
+                "note": c[title].note,
+                "ratio_to_baseline": ratio(c[title].median, b.median if b else None, hb),
+            }
+        rows.append(row)
+    return rows
+
+
+def rich_table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("system")
+    for t, _, _, _ in METRICS:
+        table.add_column(t, justify="right")
+        table.add_column("vs Node", justify="right", style="cyan")
+    for row in rows:
+        cols = [row["label"]]
+        for t, _, _, hb in METRICS:
+            m = row["metrics"][t]
+            cols += [fmt_value(m["median"], m["note"], hb), fmt_ratio(m["ratio_to_baseline"])]
+        table.add_row(*cols)
+    return table
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    head = ["system"]
+    for t, _, _, _ in METRICS:
+        head += [t, "vs Node"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
+    for row in rows:
+        cols = [row["label"]]
+        for t, _, _, hb in METRICS:
+            m = row["metrics"][t]
+            cols += [fmt_value(m["median"], m["note"], hb), fmt_ratio(m["ratio_to_baseline"])]
+        lines.append("| " + " | ".join(cols) + " |")
+    return "\n".join(lines)
+
+
+def print_table(rows: list[dict[str, Any]], title: str) -> None:
+    console = Console()
+    if console.width < 160:
+        console = Console(width=160)
+    console.print(rich_table(rows, title))
