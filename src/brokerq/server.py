@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -80,6 +81,7 @@ class RedisServer:
         appendfsync: str = "everysec",
         password: str | None = None,
         cluster: bool = False,
+        tls: tuple[str, str, str] | None = None,
         extra_args: tuple[str, ...] = (),
     ) -> None:
         self.dir = Path(dir)
@@ -88,13 +90,16 @@ class RedisServer:
         self.appendfsync = appendfsync
         self.password = password
         self.cluster = cluster
+        self.tls = tls
+        """(certificate file, key file, CA file): serve TLS only, on ``port``."""
         self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{auth}127.0.0.1:{self.port}/0"
 
     def _args(self) -> list[str]:
         args = [
@@ -112,6 +117,11 @@ class RedisServer:
             args += ["--requirepass", self.password]
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        if self.tls:
+            cert, key, ca = self.tls
+            args[args.index("--port") + 1] = "0"
+            args += ["--tls-port", str(self.port), "--tls-cert-file", cert, "--tls-key-file", key]
+            args += ["--tls-ca-cert-file", ca, "--tls-auth-clients", "no"]
         return args + list(self.extra_args)
 
     def start_sync(self) -> None:
@@ -123,7 +133,12 @@ class RedisServer:
 
     def _ping(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+            with contextlib.ExitStack() as stack:
+                s = stack.enter_context(socket.create_connection(("127.0.0.1", self.port), 1))
+                if self.tls:
+                    context = ssl.create_default_context(cafile=self.tls[2])
+                    context.check_hostname = False
+                    s = stack.enter_context(context.wrap_socket(s))
                 if self.password:
                     s.sendall(f"AUTH {self.password}\r\n".encode())
                     if not s.recv(64).startswith(b"+OK"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -213,3 +214,63 @@ async def test_works_on_a_redis_cluster(cluster: RedisCluster) -> None:
 
 async def _processed(ch, n: int) -> bool:
     return (await ch.stats()).processed >= n
+
+
+def make_certificates(directory: Path) -> tuple[str, str, str]:
+    """A throwaway CA and a server certificate for 127.0.0.1, made with the openssl tool."""
+    ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
+    key, csr, crt = directory / "server.key", directory / "server.csr", directory / "server.crt"
+    ext = directory / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    steps = [
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+         "-keyout", ca_key, "-out", ca_crt],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+         "-keyout", key, "-out", csr],
+        ["x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial",
+         "-days", "1", "-extfile", ext, "-out", crt],
+    ]  # fmt: skip
+    for step in steps:
+        subprocess.run(["openssl", *map(str, step)], check=True, capture_output=True)
+    return str(crt), str(key), str(ca_crt)
+
+
+def redis_has_tls(directory: Path) -> bool:
+    from brokerq.server import find_redis_server
+
+    # With TLS support this exits at once ("not listen anywhere"); without, the directive is bad.
+    probe = subprocess.run(
+        [find_redis_server(), "--tls-port", "0", "--port", "0"],
+        capture_output=True,
+        text=True,
+        cwd=directory,
+        timeout=10,
+    )
+    return "Bad directive" not in probe.stdout + probe.stderr
+
+
+async def test_tls_and_password_end_to_end(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl tool to make test certificates")
+    if not redis_has_tls(tmp_path):
+        pytest.skip("this redis-server was built without TLS support")
+    cert, key, ca = make_certificates(tmp_path)
+    async with RedisServer(tmp_path / "data", tls=(cert, key, ca), password="tls-pw") as server:
+        assert server.url.startswith("rediss://")
+        queue = BrokerQueue(RedisAdapter(server.url, ssl_ca_certs=ca))
+        ch = queue.channel("over-tls", User)
+        await ch.produce(User(1, "secure"))
+        got: list[User] = []
+
+        async def handler(user: User) -> None:
+            got.append(user)
+
+        consumer = await ch.consume(handler)
+        await consumer.wait_idle()
+        assert got == [User(1, "secure")]
+        await queue.close()
+
+        untrusted = BrokerQueue(RedisAdapter(server.url))  # no CA: the certificate is refused
+        with pytest.raises(redis.exceptions.ConnectionError, match="certificate verify failed"):
+            await untrusted.channel("over-tls", User).produce(User(2, "x"))
+        await untrusted.close()
