@@ -11,4 +11,4 @@ if ! command -v uv >/dev/null 2>&1; then
     fi
     export PATH="$ROOT/.tools/bin:$PATH"
 fi
-uv sync --locked --quiet "$@"
+uv sync --locked --quiet

@@ -1,0 +1,61 @@
+"""The worker entry point and the command line, in process (test_redis runs real processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from typer.testing import CliRunner
+
+from brokerq import BrokerQueue, ConsumerState, Worker
+from brokerq.cli import app
+from brokerq.memory import MemoryAdapter
+from brokerq.redis import RedisAdapter
+
+
+async def test_worker_runs_its_consumers_until_stopped() -> None:
+    queue = BrokerQueue(MemoryAdapter())
+    orders = queue.channel("orders", int)
+    mails = queue.channel("mails", str)
+    got: list[object] = []
+    both = asyncio.Event()
+
+    async def handle(item: object) -> None:
+        got.append(item)
+        if len(got) == 2:
+            both.set()
+
+    worker = Worker(queue)
+    worker.add(orders, handle, max_parallel=2)
+    worker.add(mails, handle)
+    running = asyncio.create_task(worker.run(install_signal_handlers=False))
+    await orders.produce(1)
+    await mails.produce("hello")
+    await asyncio.wait_for(both.wait(), 5)
+    worker.stop()
+    worker.stop()
+    await asyncio.wait_for(running, 10)
+    assert sorted(map(str, got)) == ["1", "hello"]
+    assert [c.state for c in worker.consumers] == [ConsumerState.STOPPED] * 2
+    assert queue._closed
+
+
+def test_stats_command_prints_every_channel(redis_server) -> None:
+    name = f"cli-{time.monotonic_ns()}"
+
+    async def fill() -> None:
+        queue = BrokerQueue(RedisAdapter(redis_server.url))
+        await queue.channel(name, int).produce_many([1, 2, 3])
+        await queue.close()
+
+    asyncio.run(fill())
+    result = CliRunner().invoke(app, ["stats", "--url", redis_server.url], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    [row] = [line for line in result.output.splitlines() if name in line]
+    assert row.split("│")[2].strip() == "3"  # waiting
+
+
+def test_worker_command_rejects_a_bad_target() -> None:
+    result = CliRunner().invoke(app, ["worker", "no-colon"])
+    assert result.exit_code != 0
+    assert "module:attribute" in result.output
