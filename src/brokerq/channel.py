@@ -11,6 +11,7 @@ from .adapter import Adapter, Outgoing
 from .codec import DECODE_ERRORS, ENCODE_ERRORS, codec_for
 from .errors import ChannelError, MessageTypeError
 from .messages import ChannelStats, DeadLetter, Message, ProduceResult
+from .metrics import DEDUPLICATED, PRODUCED
 from .options import (
     DEFAULT_DEDUP_MS,
     PRIORITY_MAX,
@@ -67,6 +68,8 @@ class Channel(Generic[T]):
         self.retry_backoff_ms = duration_ms(retry_backoff, what="retry_backoff")
         self.max_retry_backoff_ms = duration_ms(max_retry_backoff, what="max_retry_backoff")
         self._adapter: Adapter = queue.adapter
+        self._produced = PRODUCED.labels(name)
+        self._deduplicated = DEDUPLICATED.labels(name)
         self._pending: list[tuple[Outgoing, asyncio.Future[ProduceResult]]] = []
         self._flush_scheduled = False
 
@@ -174,9 +177,18 @@ class Channel(Generic[T]):
             if not isinstance(exc, Exception):
                 raise
             return
+        duplicates = 0
         for (_, future), (id_, duplicate) in zip(batch, results, strict=True):
+            duplicates += duplicate
             if not future.done():
                 future.set_result(ProduceResult(id_, duplicate))
+        self._count(len(results), duplicates)
+
+    def _count(self, total: int, duplicates: int) -> None:
+        if total > duplicates:
+            self._produced.inc(total - duplicates)
+        if duplicates:
+            self._deduplicated.inc(duplicates)
 
     async def produce_many(
         self,
@@ -200,6 +212,7 @@ class Channel(Generic[T]):
         for start in range(0, len(items), MAX_BATCH):
             stored = await self._adapter.produce(self.name, items[start : start + MAX_BATCH])
             results.extend(ProduceResult(id_, dup) for id_, dup in stored)
+            self._count(len(stored), sum(dup for _, dup in stored))
         return results
 
     # -- consuming ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import os
 import random
 import secrets
 import socket
+import time
 import typing
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -23,6 +24,7 @@ from .adapter import Delivery, Settlement
 from .codec import DECODE_ERRORS
 from .errors import ConsumerError
 from .messages import Message
+from .metrics import HANDLER_SECONDS, LOST_LEASES
 from .options import Duration, duration_ms
 
 if TYPE_CHECKING:
@@ -74,6 +76,11 @@ class Consumer(Generic[T]):
             inspect.iscoroutinefunction(handler)
             or inspect.iscoroutinefunction(type(handler).__call__)
         )
+        self._observe = {
+            outcome: HANDLER_SECONDS.labels(channel.name, outcome).observe
+            for outcome in ("ok", "retry", "dead", "undecodable")
+        }
+        self._lost_leases = LOST_LEASES.labels(channel.name)
         self._held: dict[str, asyncio.Task[None]] = {}
         self._settle = Settlement()
         self._wakeup = asyncio.Event()
@@ -173,6 +180,7 @@ class Consumer(Generic[T]):
 
     async def _handle(self, delivery: Delivery) -> None:
         ch = self.channel
+        started = time.perf_counter()
         try:
             try:
                 data = ch.codec.decode(delivery.payload)
@@ -180,6 +188,7 @@ class Consumer(Generic[T]):
                 log.error("channel %s: message %s does not decode: %s", ch.name, delivery.id, exc)
                 self._settle.dead.append((delivery.id, _error(f"undecodable payload: {exc}")))
                 self.failed += 1
+                self._observe["undecodable"](time.perf_counter() - started)
                 return
             arg: Any = (
                 Message(data, delivery.id, delivery.tries, ch.name, delivery.produced_at_ms)
@@ -208,9 +217,11 @@ class Consumer(Generic[T]):
             self._settle.retries.append(
                 (delivery.id, delay, _error(f"{type(exc).__name__}: {exc}"))
             )
+            self._observe["dead" if last else "retry"](time.perf_counter() - started)
         else:
             self.processed += 1
             self._settle.acks.append(delivery.id)
+            self._observe["ok"](time.perf_counter() - started)
         finally:
             self._held.pop(delivery.id, None)
             if self._in_broker_wait or self._stop.is_set():
@@ -227,6 +238,7 @@ class Consumer(Generic[T]):
     def _note_lost(self, ids: list[str]) -> None:
         if ids:
             self.lost += len(ids)
+            self._lost_leases.inc(len(ids))
             log.warning(
                 "channel %s: consumer %s no longer held %s (lease expired and taken over)",
                 self.channel.name, self.id, ids,

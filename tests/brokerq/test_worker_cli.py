@@ -59,3 +59,34 @@ def test_worker_command_rejects_a_bad_target() -> None:
     result = CliRunner().invoke(app, ["worker", "no-colon"])
     assert result.exit_code != 0
     assert "module:attribute" in result.output
+
+
+async def test_metrics_count_what_this_process_did_and_what_the_broker_holds() -> None:
+    from prometheus_client import REGISTRY
+
+    from brokerq.metrics import export_channel_stats
+
+    name = f"metrics-{time.monotonic_ns()}"
+    queue = BrokerQueue(MemoryAdapter())
+    ch = queue.channel(name, int, max_attempts=1)
+    await ch.produce_many([1, 2, 3])
+    await ch.produce(4, delay="1h")
+
+    async def handler(n: int) -> None:
+        if n == 2:
+            raise ValueError("two")
+
+    consumer = await ch.consume(handler)
+    await consumer.wait_idle()
+    await export_channel_stats(queue)
+
+    def value(metric: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(metric, {"channel": name, **labels})
+
+    assert value("brokerq_produced_messages_total") == 4
+    assert value("brokerq_handler_duration_seconds_count", outcome="ok") == 2
+    assert value("brokerq_handler_duration_seconds_count", outcome="dead") == 1
+    assert value("brokerq_channel_messages", state="dead") == 1
+    assert value("brokerq_channel_messages", state="delayed") == 1
+    assert value("brokerq_channel_events", event="processed") == 2
+    await queue.close()
