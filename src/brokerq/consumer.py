@@ -36,6 +36,7 @@ T = TypeVar("T")
 log = logging.getLogger("brokerq.consumer")
 
 MAX_IDLE_WAIT_MS = 1000
+MAX_PARALLEL = 1000
 FINAL_FLUSH_TIMEOUT_S = 10.0
 MAX_ERROR_LENGTH = 2000
 
@@ -57,8 +58,15 @@ class Consumer(Generic[T]):
         envelope: bool | None = None,
         grace: Duration = "30s",
     ) -> None:
-        if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
-            raise ValueError(f"max_parallel must be an int >= 1, got {max_parallel!r}")
+        if (
+            isinstance(max_parallel, bool)
+            or not isinstance(max_parallel, int)
+            or not 1 <= max_parallel <= MAX_PARALLEL
+        ):
+            # Bounded so that one script call never carries more than this many messages.
+            raise ValueError(
+                f"max_parallel must be an int from 1 to {MAX_PARALLEL}, got {max_parallel!r}"
+            )
         self.channel = channel
         self.max_parallel = max_parallel
         self.grace_s = duration_ms(grace, what="grace") / 1000
@@ -108,8 +116,8 @@ class Consumer(Generic[T]):
         self.channel.queue._consumers.add(self)
 
     async def wait_idle(self) -> None:
-        """Return once this consumer holds nothing, has settled everything, and found no
-        message waiting. Delayed messages that are not yet due do not count."""
+        """Return once this consumer holds nothing, has settled everything, and its last fetch
+        found no message waiting (or it has stopped). Delayed messages not yet due do not count."""
         await self._idle.wait()
 
     # -- fetching ----------------------------------------------------------------------------
@@ -332,6 +340,7 @@ class Consumer(Generic[T]):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renew_task
         self.state = ConsumerState.STOPPED
+        self._idle.set()
         self.channel.queue._consumers.discard(self)
 
     async def _final_flush(self) -> None:

@@ -464,6 +464,9 @@ async def test_channel_options_are_checked(queue: BrokerQueue, name: str):
     ch = queue.channel(name, int)
     with pytest.raises(ChannelError, match="delay"):
         await ch.produce(1, delay=-1)
+    for bad in (0, 1001, True):
+        with pytest.raises(ValueError, match="max_parallel"):
+            await ch.consume(_collect([]), max_parallel=bad)
 
 
 async def test_stats_count_every_state_and_lag(queue: BrokerQueue, name: str):
