@@ -7,9 +7,9 @@ wiped, ordered by arrival within a channel.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from .messages import ChannelStats
 
@@ -24,10 +24,18 @@ class Outgoing:
     dedup_key: str | None = None
     """Set only for exactly-once produces; the message is dropped if the key is held."""
     dedup_ms: int = 0
+    options: Mapping[str, Any] | None = None
+    """Engine-specific options of this message (e.g. BullMQ job options); only for adapters
+    whose ``accepts_options`` is true."""
 
     @property
     def plain(self) -> bool:
-        return self.priority == 0 and self.delay_ms == 0 and self.dedup_key is None
+        return (
+            self.priority == 0
+            and self.delay_ms == 0
+            and self.dedup_key is None
+            and self.options is None
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +43,13 @@ class Delivery:
     id: str
     payload: bytes
     tries: int
+    produced_ms: int | None = None
+    """Set by engines whose ids are not ``"<produced_ms>-<sequence>"`` (e.g. BullMQ)."""
 
     @property
     def produced_at_ms(self) -> int:
+        if self.produced_ms is not None:
+            return self.produced_ms
         return int(self.id.partition("-")[0])
 
 
@@ -79,6 +91,8 @@ class RawDeadLetter:
     error: str
     tries: int
     dead_at_ms: int
+    produced_at_ms: int | None = None
+    """Set by engines whose ids are not ``"<produced_ms>-<sequence>"`` (e.g. BullMQ)."""
 
 
 class Adapter(Protocol):

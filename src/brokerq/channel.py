@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .adapter import Adapter, Outgoing
@@ -101,7 +101,14 @@ class Channel(Generic[T]):
         priority: int | None,
         process: Processing | None,
         deduplication_interval: Duration | None,
+        options: Mapping[str, Any] | None = None,
     ) -> Outgoing:
+        if options is not None and not getattr(self._adapter, "accepts_options", False):
+            raise ChannelError(
+                f"options= is for engines with per-message options; "
+                f"{type(self._adapter).__name__} has none",
+                channel=self.name,
+            )
         try:
             payload = self.codec.encode(message)
         except ENCODE_ERRORS as exc:
@@ -134,7 +141,7 @@ class Channel(Generic[T]):
                 f"priority must be an int in [{PRIORITY_MIN}, {PRIORITY_MAX}], got {priority!r}",
                 channel=self.name,
             )
-        return Outgoing(payload, prio, delay_ms, dedup_key, dedup_ms)
+        return Outgoing(payload, prio, delay_ms, dedup_key, dedup_ms, options)
 
     async def produce(
         self,
@@ -145,13 +152,17 @@ class Channel(Generic[T]):
         priority: int | None = None,
         process: Processing | None = None,
         deduplication_interval: Duration | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> ProduceResult:
         """Store one message; returns once the broker has it.
 
         Produces issued in the same event-loop tick travel together in one round trip.
-        Options given here replace the channel's for this message.
+        Options given here replace the channel's for this message. ``options`` are the
+        engine's own per-message options (BullMQ job options on ``BullMQAdapter``).
         """
-        item = self._outgoing(message, hash, delay, priority, process, deduplication_interval)
+        item = self._outgoing(
+            message, hash, delay, priority, process, deduplication_interval, options
+        )
         future: asyncio.Future[ProduceResult] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         if not self._flush_scheduled:
@@ -198,6 +209,7 @@ class Channel(Generic[T]):
         priority: int | None = None,
         process: Processing | None = None,
         deduplication_interval: Duration | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> list[ProduceResult]:
         """Store many messages in order, in as few round trips as possible.
 
@@ -205,7 +217,7 @@ class Channel(Generic[T]):
         message's own content hash.
         """
         items = [
-            self._outgoing(m, None, delay, priority, process, deduplication_interval)
+            self._outgoing(m, None, delay, priority, process, deduplication_interval, options)
             for m in messages
         ]
         results: list[ProduceResult] = []
@@ -260,7 +272,11 @@ class Channel(Generic[T]):
                     error=raw.error,
                     tries=raw.tries,
                     dead_at_ms=raw.dead_at_ms,
-                    produced_at_ms=int(raw.id.partition("-")[0]),
+                    produced_at_ms=(
+                        int(raw.id.partition("-")[0])
+                        if raw.produced_at_ms is None
+                        else raw.produced_at_ms
+                    ),
                 )
             )
         return letters

@@ -1,0 +1,703 @@
+"""brokerq on BullMQ's Redis data layout: a channel is a BullMQ queue, a message is a job.
+
+Every state change runs BullMQ's own Lua script (bundled by the PyPI ``bullmq`` package), so
+Node BullMQ workers, queues and Bull Board see exactly what they would have written
+themselves. What makes it fast is the loop around the scripts: one consumer step sends its
+acknowledgements, retries, releases, the stalled-jobs check and up to ``fetch`` job fetches as
+one pipelined round trip, and the produces of one event-loop tick travel as one transaction.
+
+Mapping (see docs/bullmq.md): message id = job id; payload = the job's ``data`` JSON;
+tries = ``attemptsMade + 1``; lease = the job lock (token = consumer id, renewed with
+``extendLocks``); dead letters = the ``failed`` set; redrive = retry failed jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack  # type: ignore[import-untyped]
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError, ResponseError
+
+from ..adapter import Delivery, Exchange, Outgoing, RawDeadLetter, Settlement
+from ..messages import ChannelStats
+from ..options import PRIORITY_MAX, check_channel_name
+from . import scripts
+from .scripts import Script
+
+__all__ = ["BullMQAdapter", "KeepJobs", "bullmq_priority"]
+
+KeepJobs = bool | int | Mapping[str, int]
+"""BullMQ's ``removeOnComplete`` / ``removeOnFail``: True (remove), False (keep all), a count
+to keep, or ``{"age": seconds, "count": n}``."""
+
+# Blocking waits stay well under the socket timeout (redis-py 8 defaults to 5 s otherwise).
+MAX_BLOCK_MS = 1000
+METRICS_DATA_POINTS = 60 * 24 * 7  # BullMQ's MetricsTime.ONE_WEEK, one point per minute
+# BullMQ's long option names stored under short keys in the job hash (its optsEncodeMap).
+OPTS_ENCODE = {
+    "deduplication": "de",
+    "failParentOnFailure": "fpof",
+    "continueParentOnFailure": "cpof",
+    "ignoreDependencyOnFailure": "idof",
+    "keepLogs": "kl",
+    "removeDependencyOnFailure": "rdof",
+}
+CONTENT_DEDUP_PREFIX = "brokerq:"
+LOST_CODES = {-1, -2, -3, -6}  # missing job, missing lock, not active, lock of another token
+
+
+def bullmq_priority(priority: int) -> int:
+    """brokerq priority (higher first, [-1000, 1000], 0 default) -> BullMQ priority.
+
+    0 stays 0 (BullMQ's "no priority": the plain ``wait`` list, served before every prioritized
+    job); any other p becomes ``1001 - p`` (1 for 1000 ... 2001 for -1000: lower is first)."""
+    return 0 if priority == 0 else PRIORITY_MAX + 1 - priority
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _keep_jobs(value: Any) -> dict[str, Any]:
+    """BullMQ's getKeepJobs: what moveToFinished keeps of a finished job."""
+    if isinstance(value, bool) or value is None:
+        return {"count": 0 if value else -1}
+    if isinstance(value, int):
+        return {"count": value}
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise ValueError(f"removeOnComplete / removeOnFail must be bool, int or dict, not {value!r}")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class _Keys:
+    __slots__ = ("active", "base", "completed", "delayed", "events", "failed", "id", "limiter",
+                 "marker", "meta", "metrics_completed", "metrics_failed", "paused", "pc",
+                 "prioritized", "repeat", "stalled", "stalled_check", "wait")  # fmt: skip
+
+    def __init__(self, prefix: str, queue: str) -> None:
+        check_channel_name(queue)
+        if ":" in queue:
+            raise ValueError(f"a BullMQ queue name has no ':', got {queue!r}")
+        self.base = f"{prefix}:{queue}:"
+        b = self.base
+        self.wait, self.paused, self.meta, self.id = b + "wait", b + "paused", b + "meta", b + "id"
+        self.completed, self.failed, self.delayed = b + "completed", b + "failed", b + "delayed"
+        self.active, self.events, self.marker = b + "active", b + "events", b + "marker"
+        self.prioritized, self.pc, self.stalled = b + "prioritized", b + "pc", b + "stalled"
+        self.stalled_check, self.limiter, self.repeat = (
+            b + "stalled-check",
+            b + "limiter",
+            b + "repeat",
+        )
+        self.metrics_completed = b + "metrics:completed"
+        self.metrics_failed = b + "metrics:failed"
+
+    def job(self, job_id: str) -> str:
+        return self.base + job_id
+
+    def finished(self, target: str) -> list[str]:
+        """The 14 keys of moveToFinished for ``completed`` or ``failed`` (without the job key)."""
+        return [self.wait, self.active, self.prioritized, self.events, self.stalled,
+                self.limiter, self.delayed, self.paused, self.meta, self.pc,
+                self.completed if target == "completed" else self.failed]  # fmt: skip
+
+
+@dataclass(slots=True)
+class _Held:
+    """What the adapter remembers of a job it handed to a consumer, to settle it like Node."""
+
+    attempts: int | None
+    attempts_made: int
+    backoff: Any
+    remove_on_complete: Any
+    remove_on_fail: Any
+    lifo: bool
+
+
+@dataclass(slots=True)
+class _Queue:
+    keys: _Keys
+    next_stalled_check_ms: int = 0
+
+
+class BullMQAdapter:
+    """brokerq channels as BullMQ queues, compatible with Node BullMQ workers and producers.
+
+    ``BullMQAdapter("redis://host:6379/0", prefix="bull", job_name="reserveEvent")``;
+    ``job_names={"reservation-queue": "reserveEvent"}`` names the jobs of individual channels.
+    ``job_options`` are BullMQ job options added to every job we produce (per channel via
+    ``channel_job_options``), like Node's ``Queue`` ``defaultJobOptions``; per message, pass
+    ``options=`` to ``produce``. ``remove_on_complete`` / ``remove_on_fail`` apply to jobs
+    that carry no such option, like the Node ``Worker`` options of those names.
+    ``stalled_interval_ms`` (default: the channel's lease) and ``max_stalled_count`` (default
+    1) are the Node ``Worker`` options. ``worker_name`` is recorded as the job's processedBy.
+    """
+
+    accepts_options = True
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: aioredis.Redis | None = None,
+        prefix: str = "bull",
+        job_name: str = "default",
+        job_names: Mapping[str, str] | None = None,
+        job_options: Mapping[str, Any] | None = None,
+        channel_job_options: Mapping[str, Mapping[str, Any]] | None = None,
+        remove_on_complete: KeepJobs = False,
+        remove_on_fail: KeepJobs = False,
+        stalled_interval_ms: int | None = None,
+        max_stalled_count: int = 1,
+        worker_name: str | None = None,
+        password: str | None = None,
+        **options: Any,
+    ) -> None:
+        if (url is None) == (client is None):
+            raise ValueError("give either a Redis URL or a client")
+        if client is None:
+            assert url is not None
+            options.setdefault("socket_connect_timeout", 5)
+            options.setdefault("socket_timeout", 30)
+            options.setdefault("health_check_interval", 15)
+            if password is not None:
+                options["password"] = password
+            client = aioredis.Redis.from_url(url, **options)
+        self._client: Any = client
+        self.prefix = prefix
+        self.job_name = job_name
+        self.job_names = dict(job_names or {})
+        self.job_options = dict(job_options or {})
+        self.channel_job_options = {k: dict(v) for k, v in (channel_job_options or {}).items()}
+        self.remove_on_complete = remove_on_complete
+        self.remove_on_fail = remove_on_fail
+        _keep_jobs(remove_on_complete), _keep_jobs(remove_on_fail)  # checked early
+        self.stalled_interval_ms = stalled_interval_ms
+        self.max_stalled_count = max_stalled_count
+        self.worker_name = worker_name
+        self._queues: dict[str, _Queue] = {}
+        self._held: dict[tuple[str, str], _Held] = {}
+        self._loaded = False
+
+    @property
+    def client(self) -> aioredis.Redis:
+        client: aioredis.Redis = self._client
+        return client
+
+    def _q(self, channel: str) -> _Queue:
+        q = self._queues.get(channel)
+        if q is None:
+            q = self._queues[channel] = _Queue(_Keys(self.prefix, channel))
+        return q
+
+    # -- running scripts -----------------------------------------------------------------------
+
+    async def _load(self) -> None:
+        for script in scripts.SCRIPTS:
+            await self._client.script_load(script.text)
+        self._loaded = True
+
+    async def _pipeline(
+        self, calls: Sequence[tuple[Script, list[Any], list[Any]]], *, transaction: bool = False
+    ) -> list[Any]:
+        """Run script calls in one round trip; a NOSCRIPT (first use, SCRIPT FLUSH, failover)
+        loads the scripts and runs again the calls that did not run."""
+        if not calls:
+            return []
+        if not self._loaded:
+            await self._load()
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for _ in range(3):
+            pipe = self._client.pipeline(transaction=transaction)
+            for i in todo:
+                script, keys, args = calls[i]
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            replies = await pipe.execute(raise_on_error=False)
+            again = []
+            for i, reply in zip(todo, replies, strict=True):
+                if isinstance(reply, NoScriptError) or (
+                    isinstance(reply, ResponseError) and "NOSCRIPT" in str(reply)
+                ):
+                    again.append(i)
+                elif isinstance(reply, Exception):
+                    raise reply
+                else:
+                    results[i] = reply
+            if not again:
+                return results
+            await self._load()
+            todo = again
+        raise RuntimeError("BullMQ scripts could not be loaded")
+
+    # -- producing -----------------------------------------------------------------------------
+
+    def _job_opts(self, channel: str, item: Outgoing) -> tuple[dict[str, Any], str]:
+        opts: dict[str, Any] = {**self.job_options, **self.channel_job_options.get(channel, {})}
+        if item.delay_ms > 0:
+            opts["delay"] = item.delay_ms
+        if item.priority:
+            opts["priority"] = bullmq_priority(item.priority)
+        if item.dedup_key is not None:
+            kind, _, key = item.dedup_key.partition(":")
+            dedup_id = key if kind == "k" else CONTENT_DEDUP_PREFIX + key
+            opts["deduplication"] = {"id": dedup_id, "ttl": item.dedup_ms}
+        if item.options:
+            opts.update(item.options)
+        custom_id = opts.get("jobId")
+        return opts, "" if custom_id is None else str(custom_id)
+
+    async def produce(self, channel: str, items: Sequence[Outgoing]) -> list[tuple[str, bool]]:
+        q = self._q(channel)
+        k = q.keys
+        name = self.job_names.get(channel, self.job_name)
+        results: list[tuple[str, bool] | None] = [None] * len(items)
+        todo = list(range(len(items)))
+        for _ in range(3):
+            now = _now_ms()
+            calls: list[tuple[Script, list[Any], list[Any]]] = []
+            # One transaction: the id counter read first tells the auto ids the adds will get,
+            # so a returned id that differs is a deduplicated add (BullMQ returns the holder's).
+            pipe = self._client.pipeline(transaction=True)
+            pipe.get(k.id)
+            expected: list[str] = []
+            for i in todo:
+                opts, custom_id = self._job_opts(channel, items[i])
+                if custom_id:
+                    pipe.exists(k.job(custom_id))
+                de = opts.get("deduplication")
+                dedup_key = f"{k.base}de:{de['id']}" if isinstance(de, Mapping) else None
+                encoded = {OPTS_ENCODE.get(key, key): value for key, value in opts.items()}
+                args = [
+                    msgpack.packb(
+                        [k.base, custom_id, name, now, None, None, None, None, dedup_key],
+                        use_bin_type=True,
+                    ),
+                    items[i].payload,
+                    msgpack.packb(encoded, use_bin_type=True),
+                ]
+                delay = opts.get("delay")
+                if isinstance(delay, int | float) and delay > 0:
+                    script = scripts.ADD_DELAYED
+                    keys = [k.marker, k.meta, k.id, k.delayed, k.completed, k.events]
+                elif opts.get("priority"):
+                    script = scripts.ADD_PRIORITIZED
+                    keys = [k.marker, k.meta, k.id, k.prioritized, k.delayed, k.completed,
+                            k.active, k.events, k.pc]  # fmt: skip
+                else:
+                    script = scripts.ADD_STANDARD
+                    keys = [k.wait, k.paused, k.meta, k.id, k.completed, k.delayed, k.active,
+                            k.events, k.marker]  # fmt: skip
+                calls.append((script, keys, args))
+                expected.append(custom_id)
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            if not self._loaded:
+                await self._load()
+            replies = await pipe.execute(raise_on_error=False)
+            counter = int(replies[0] or 0)
+            pos = 1
+            again = []
+            for n, i in enumerate(todo):
+                existed = False
+                if expected[n]:
+                    existed = bool(replies[pos])
+                    pos += 1
+                reply = replies[pos]
+                pos += 1
+                if isinstance(reply, NoScriptError) or (
+                    isinstance(reply, ResponseError) and "NOSCRIPT" in str(reply)
+                ):
+                    again.append(i)
+                    continue
+                if isinstance(reply, Exception):
+                    raise reply
+                if isinstance(reply, int) and reply < 0:
+                    raise ResponseError(f"BullMQ add of a job to {channel!r} failed: code {reply}")
+                job_id = _text(reply)
+                want = expected[n] or str(counter + n + 1)
+                results[i] = (job_id, existed or job_id != want)
+            if not again:
+                return [r for r in results if r is not None]
+            await self._load()
+            todo = again
+        raise RuntimeError("BullMQ scripts could not be loaded")
+
+    # -- consuming -----------------------------------------------------------------------------
+
+    def _fetch_call(
+        self, k: _Keys, consumer: str, lease_ms: int, now: int
+    ) -> tuple[Script, list[Any], list[Any]]:
+        opts: dict[str, Any] = {"token": consumer, "lockDuration": lease_ms, "limiter": None}
+        if self.worker_name:
+            opts["name"] = self.worker_name
+        keys = [k.wait, k.active, k.prioritized, k.events, k.stalled, k.limiter, k.delayed,
+                k.paused, k.meta, k.pc, k.marker]  # fmt: skip
+        return scripts.MOVE_TO_ACTIVE, keys, [k.base, now, msgpack.packb(opts, use_bin_type=True)]
+
+    def _finish_call(
+        self, k: _Keys, job_id: str, target: str, value: str, consumer: str, held: _Held,
+        attempts: int, lease_ms: int, now: int, fields: list[str] | None = None,
+    ) -> tuple[Script, list[Any], list[Any]]:  # fmt: skip
+        if target == "completed":
+            keep = _keep_jobs(
+                self.remove_on_complete
+                if held.remove_on_complete is None
+                else held.remove_on_complete
+            )
+        else:
+            keep = _keep_jobs(
+                self.remove_on_fail if held.remove_on_fail is None else held.remove_on_fail
+            )
+        opts = {
+            "token": consumer, "keepJobs": keep, "limiter": None, "lockDuration": lease_ms,
+            "attempts": attempts, "attemptsMade": held.attempts_made,
+            "maxMetricsSize": METRICS_DATA_POINTS, "fpof": False, "cpof": False, "idof": False,
+            "rdof": False,
+        }  # fmt: skip
+        if self.worker_name:
+            opts["name"] = self.worker_name
+        metrics = k.metrics_completed if target == "completed" else k.metrics_failed
+        keys = [*k.finished(target), k.job(job_id), metrics, k.marker]
+        prop = "returnvalue" if target == "completed" else "failedReason"
+        args: list[Any] = [job_id, now, prop, value, target, "", k.base,
+                           msgpack.packb(opts, use_bin_type=True)]  # fmt: skip
+        if fields:
+            args.append(msgpack.packb(fields, use_bin_type=True))
+        return scripts.MOVE_TO_FINISHED, keys, args
+
+    async def _recall(self, channel: str, k: _Keys, ids: Sequence[str]) -> None:
+        """Job options of held jobs this adapter did not fetch itself (another process's)."""
+        missing = [i for i in ids if (channel, i) not in self._held]
+        if not missing:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for job_id in missing:
+            pipe.hmget(k.job(job_id), "opts", "atm")
+        for job_id, (opts, atm) in zip(missing, await pipe.execute(), strict=True):
+            self._held[(channel, job_id)] = _held_from(opts, atm)
+
+    async def exchange(
+        self,
+        channel: str,
+        consumer: str,
+        settle: Settlement,
+        fetch: int,
+        lease_ms: int,
+        max_attempts: int,
+    ) -> Exchange:
+        q = self._q(channel)
+        k = q.keys
+        now = _now_ms()
+        await self._recall(
+            channel,
+            k,
+            [*settle.acks, *(r[0] for r in settle.retries), *(d[0] for d in settle.dead)],
+        )
+        calls: list[tuple[Script, list[Any], list[Any]]] = []
+        settled: list[str] = []
+        for job_id in settle.acks:
+            held = self._held.pop((channel, job_id))
+            attempts = held.attempts or max_attempts
+            calls.append(
+                self._finish_call(
+                    k, job_id, "completed", "null", consumer, held, attempts, lease_ms, now
+                )
+            )
+            settled.append(job_id)
+        for job_id, delay_ms, error in settle.retries:
+            held = self._held.pop((channel, job_id))
+            calls.append(self._failure_call(k, job_id, delay_ms, error, consumer, held,
+                                            max_attempts, lease_ms, now))  # fmt: skip
+            settled.append(job_id)
+        for job_id, reason in settle.dead:
+            held = self._held.pop((channel, job_id))
+            attempts = held.attempts or max_attempts
+            fields = ["failedReason", reason, "stacktrace", json.dumps([reason])]
+            calls.append(self._finish_call(k, job_id, "failed", reason, consumer, held,
+                                           attempts, lease_ms, now, fields))  # fmt: skip
+            settled.append(job_id)
+        for job_id in settle.releases:
+            self._held.pop((channel, job_id), None)
+            keys = [k.active, k.wait, k.stalled, k.paused, k.meta, k.limiter, k.prioritized,
+                    k.marker, k.events]  # fmt: skip
+            calls.append((scripts.MOVE_ACTIVE_TO_WAIT, keys, [job_id, consumer, k.job(job_id)]))
+            settled.append(job_id)
+        interval = self.stalled_interval_ms or lease_ms
+        check_stalled = now >= q.next_stalled_check_ms
+        if check_stalled:
+            q.next_stalled_check_ms = now + interval
+            keys = [k.stalled, k.wait, k.active, k.stalled_check, k.meta, k.paused, k.marker,
+                    k.events, k.repeat]  # fmt: skip
+            calls.append(
+                (scripts.MOVE_STALLED, keys, [self.max_stalled_count, k.base, now, interval])
+            )
+        for _ in range(fetch):
+            calls.append(self._fetch_call(k, consumer, lease_ms, now))
+        replies = await self._pipeline(calls)
+
+        lost = []
+        for job_id, reply in zip(settled, replies, strict=False):
+            if isinstance(reply, int) and reply in LOST_CODES:
+                lost.append(job_id)
+        deliveries: list[Delivery] = []
+        deferred: list[tuple[str, str, _Held]] = []
+        hint = -1
+        for reply in replies[len(settled) + (1 if check_stalled else 0) :]:
+            raw, job_id, limit_ms, next_delayed = reply
+            if raw and job_id:
+                job = {_text(raw[i]): raw[i + 1] for i in range(0, len(raw), 2)}
+                jid = _text(job_id)
+                held = _held_from(job.get("opts"), job.get("atm"))
+                if "defa" in job:  # stalled too often: Node fails it when it next fetches
+                    deferred.append((jid, _text(job["defa"]), held))
+                    continue
+                self._held[(channel, jid)] = held
+                deliveries.append(
+                    Delivery(
+                        jid,
+                        job.get("data") or b"{}",
+                        held.attempts_made + 1,
+                        int(job.get("timestamp") or 0) or None,
+                    )
+                )
+            else:
+                if limit_ms and int(limit_ms) > 0:
+                    hint = _min_hint(hint, int(limit_ms))
+                if next_delayed and int(next_delayed) > 0:
+                    hint = _min_hint(hint, max(1, int(next_delayed) - now))
+        if deferred:
+            await self._pipeline(
+                [
+                    self._finish_call(
+                        k,
+                        jid,
+                        "failed",
+                        reason,
+                        consumer,
+                        held,
+                        held.attempts or max_attempts,
+                        lease_ms,
+                        now,
+                        ["failedReason", reason],
+                    )
+                    for jid, reason, held in deferred
+                ]
+            )
+        hint = _min_hint(hint, max(1, q.next_stalled_check_ms - now))
+        return Exchange(deliveries, lost, hint)
+
+    def _failure_call(
+        self, k: _Keys, job_id: str, delay_ms: int, error: str, consumer: str, held: _Held,
+        max_attempts: int, lease_ms: int, now: int,
+    ) -> tuple[Script, list[Any], list[Any]]:  # fmt: skip
+        """What Node's Job.moveToFailed does: retry (after the backoff) or fail."""
+        attempts = held.attempts or max_attempts
+        fields = ["failedReason", error, "stacktrace", json.dumps([error])]
+        if held.attempts_made + 1 >= attempts:
+            return self._finish_call(
+                k, job_id, "failed", error, consumer, held, attempts, lease_ms, now, fields
+            )
+        if held.backoff is not None:
+            delay_ms = _backoff_ms(held.backoff, held.attempts_made + 1)
+        packed = msgpack.packb(fields, use_bin_type=True)
+        if delay_ms > 0:
+            keys = [k.marker, k.active, k.prioritized, k.delayed, k.job(job_id), k.events,
+                    k.meta, k.stalled, k.wait, k.limiter, k.pc]  # fmt: skip
+            args = [k.base, str(now), job_id, consumer, delay_ms, "0", packed, "0"]
+            return scripts.MOVE_TO_DELAYED, keys, args
+        keys = [k.active, k.wait, k.paused, k.job(job_id), k.meta, k.events, k.delayed,
+                k.prioritized, k.pc, k.marker, k.stalled]  # fmt: skip
+        push = "RPUSH" if held.lifo else "LPUSH"
+        return scripts.RETRY_JOB, keys, [k.base, now, push, job_id, consumer, packed]
+
+    async def renew(
+        self, channel: str, consumer: str, ids: Sequence[str], lease_ms: int
+    ) -> list[str]:
+        if not ids:
+            return []
+        k = self._q(channel).keys
+        args = [
+            k.base,
+            msgpack.packb([consumer] * len(ids), use_bin_type=True),
+            msgpack.packb(list(ids), use_bin_type=True),
+            lease_ms,
+        ]
+        [failed] = await self._pipeline([(scripts.EXTEND_LOCKS, [k.stalled], args)])
+        return [_text(x) for x in failed]
+
+    async def wait(self, channel: str, timeout_ms: int) -> None:
+        timeout_ms = min(max(timeout_ms, 1), MAX_BLOCK_MS)
+        await self._client.bzpopmin([self._q(channel).keys.marker], timeout=timeout_ms / 1000)
+
+    # -- inspecting ----------------------------------------------------------------------------
+
+    async def stats(self, channel: str) -> ChannelStats:
+        k = self._q(channel).keys
+        pipe = self._client.pipeline(transaction=True)
+        pipe.llen(k.wait).zcard(k.prioritized).llen(k.paused).llen(k.active).zcard(k.delayed)
+        pipe.zcard(k.failed).hget(k.metrics_completed, "count").hget(k.metrics_failed, "count")
+        pipe.get(k.id).lindex(k.wait, -1).zrange(k.prioritized, 0, 0)
+        (
+            wait,
+            prio,
+            paused,
+            active,
+            delayed,
+            failed,
+            done,
+            dead,
+            produced,
+            head,
+            phead,
+        ) = await pipe.execute()
+        head_id = head or (phead[0] if phead else None)
+        lag = 0
+        if head_id:
+            ts = await self._client.hget(k.job(_text(head_id)), "timestamp")
+            lag = max(0, _now_ms() - int(ts)) if ts else 0
+        return ChannelStats(
+            channel=channel,
+            waiting=wait + prio + paused,
+            in_flight=active,
+            delayed=delayed,
+            dead=failed,
+            produced=int(produced or 0),
+            processed=int(done or 0),
+            retried=0,
+            redelivered=0,
+            dead_lettered=int(dead or 0),
+            lag_ms=lag,
+        )
+
+    async def dead_letters(self, channel: str, offset: int, limit: int) -> list[RawDeadLetter]:
+        k = self._q(channel).keys
+        entries = await self._client.zrange(k.failed, offset, offset + limit - 1, withscores=True)
+        if not entries:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for job_id, _ in entries:
+            pipe.hmget(k.job(_text(job_id)), "data", "failedReason", "atm", "timestamp")
+        letters = []
+        for (job_id, score), (data, reason, atm, ts) in zip(
+            entries, await pipe.execute(), strict=True
+        ):
+            letters.append(
+                RawDeadLetter(
+                    id=_text(job_id),
+                    payload=data or b"",
+                    error=_text(reason or b""),
+                    tries=int(atm or 0),
+                    dead_at_ms=int(score),
+                    produced_at_ms=int(ts or 0),
+                )
+            )
+        return letters
+
+    async def _failed_ids(self, k: _Keys, ids: Sequence[str] | None) -> list[str]:
+        if ids is not None:
+            return list(ids)
+        return [_text(x) for x in await self._client.zrange(k.failed, 0, -1)]
+
+    async def redrive(self, channel: str, ids: Sequence[str] | None) -> int:
+        """Like Node's ``job.retry("failed", {resetAttemptsMade: true})`` for each."""
+        k = self._q(channel).keys
+        chosen = await self._failed_ids(k, ids)
+        calls: list[tuple[Script, list[Any], list[Any]]] = []
+        for job_id in chosen:
+            keys = [k.job(job_id), k.events, k.failed, k.wait, k.meta, k.active, k.marker,
+                    k.prioritized, k.pc]  # fmt: skip
+            calls.append(
+                (scripts.REPROCESS_JOB, keys, [job_id, "LPUSH", "failedReason", "failed", "1", "1"])
+            )
+        total = 0
+        for start in range(0, len(calls), 1000):
+            replies = await self._pipeline(calls[start : start + 1000])
+            total += sum(1 for r in replies if r == 1)
+        return total
+
+    async def delete_dead(self, channel: str, ids: Sequence[str] | None) -> int:
+        k = self._q(channel).keys
+        chosen = await self._failed_ids(k, ids)
+        if not chosen:
+            return 0
+        pipe = self._client.pipeline(transaction=False)
+        for job_id in chosen:
+            pipe.zscore(k.failed, job_id)
+        present = [j for j, s in zip(chosen, await pipe.execute(), strict=True) if s is not None]
+        calls = [(scripts.REMOVE_JOB, [k.job(j), k.repeat], [j, 0, k.base]) for j in present]
+        replies = await self._pipeline(calls)
+        return sum(1 for r in replies if r == 1)
+
+    async def purge(self, channel: str) -> None:
+        """Delete every key of the queue (its jobs in every state, counters and events)."""
+        base = self._q(channel).keys.base
+        batch: list[Any] = []
+        async for key in self._client.scan_iter(match=_glob_escape(base) + "*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                await self._client.unlink(*batch)
+                batch = []
+        if batch:
+            await self._client.unlink(*batch)
+        self._held = {key: v for key, v in self._held.items() if key[0] != channel}
+
+    async def channels(self) -> list[str]:
+        found: set[str] = set()
+        head = self.prefix + ":"
+        async for key in self._client.scan_iter(match=_glob_escape(head) + "*:meta", count=1000):
+            text = _text(key)
+            name = text[len(head) : -len(":meta")]
+            if ":" not in name:
+                found.add(name)
+        return sorted(found)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+        await asyncio.sleep(0)
+
+
+def _held_from(opts_raw: Any, atm: Any) -> _Held:
+    opts: dict[str, Any] = json.loads(opts_raw) if opts_raw else {}
+    attempts = opts.get("attempts")
+    return _Held(
+        attempts=int(attempts) if isinstance(attempts, int | float) and attempts > 0 else None,
+        attempts_made=int(atm or 0),
+        backoff=opts.get("backoff"),
+        remove_on_complete=opts.get("removeOnComplete"),
+        remove_on_fail=opts.get("removeOnFail"),
+        lifo=bool(opts.get("lifo")),
+    )
+
+
+def _backoff_ms(backoff: Any, attempts_made: int) -> int:
+    """BullMQ's built-in strategies (Backoffs.calculate); a custom type falls back to fixed."""
+    if isinstance(backoff, int | float):
+        backoff = {"type": "fixed", "delay": backoff}
+    if not isinstance(backoff, Mapping):
+        return 0
+    delay = float(backoff.get("delay") or 0)
+    jitter = float(backoff.get("jitter") or 0)
+    if backoff.get("type") == "exponential":
+        delay = round(2 ** (attempts_made - 1) * delay)
+    if jitter > 0:
+        return int(random.random() * delay * jitter + delay * (1 - jitter))
+    return int(delay)
+
+
+def _min_hint(hint: int, value: int) -> int:
+    return value if hint < 0 else min(hint, value)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
