@@ -45,7 +45,9 @@ class _State:
     ready: list[tuple[int, str]] = field(default_factory=list)  # heap of (rank, id)
     in_ready: set[str] = field(default_factory=set)
     delayed: dict[str, int] = field(default_factory=dict)  # id -> visible at ms
+    delayed_heap: list[tuple[int, str]] = field(default_factory=list)  # may hold stale entries
     leases: dict[str, tuple[str, int]] = field(default_factory=dict)  # id -> (consumer, deadline)
+    lease_heap: list[tuple[int, str]] = field(default_factory=list)  # may hold stale entries
     dead: dict[str, int] = field(default_factory=dict)  # id -> dead at ms
     dedup: dict[str, tuple[str, int]] = field(default_factory=dict)  # key -> (id, expires at)
     counters: dict[str, int] = field(default_factory=dict)
@@ -65,6 +67,26 @@ class _State:
                 self.in_ready.discard(id_)
                 return id_
         return None
+
+    def delay(self, id_: str, at_ms: int) -> None:
+        self.delayed[id_] = at_ms
+        heapq.heappush(self.delayed_heap, (at_ms, id_))
+
+    def lease(self, id_: str, consumer: str, deadline_ms: int) -> None:
+        self.leases[id_] = (consumer, deadline_ms)
+        heapq.heappush(self.lease_heap, (deadline_ms, id_))
+
+    def first_delayed(self) -> tuple[int, str] | None:
+        heap = self.delayed_heap
+        while heap and self.delayed.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0] if heap else None
+
+    def first_lease(self) -> tuple[int, str] | None:
+        heap = self.lease_heap
+        while heap and (heap[0][1] not in self.leases or self.leases[heap[0][1]][1] != heap[0][0]):
+            heapq.heappop(heap)
+        return heap[0] if heap else None
 
     def head(self) -> str | None:
         while self.ready and self.ready[0][1] not in self.in_ready:
@@ -105,7 +127,7 @@ class MemoryAdapter:
                 st.dedup[item.dedup_key] = (id_, now + item.dedup_ms)
             st.messages[id_] = _Stored(item.payload, item.priority)
             if item.delay_ms > 0:
-                st.delayed[id_] = now + item.delay_ms
+                st.delay(id_, now + item.delay_ms)
             else:
                 st.push_ready(id_)
             st.count("produced")
@@ -129,7 +151,7 @@ class MemoryAdapter:
             st.dead[id_] = now
             st.count("dead_lettered")
         elif delay_ms > 0:
-            st.delayed[id_] = now + delay_ms
+            st.delay(id_, now + delay_ms)
             st.count(counter)
         else:
             st.push_ready(id_)
@@ -177,19 +199,21 @@ class MemoryAdapter:
             else:
                 lost.append(id_)
 
-        expired = sorted(
-            (deadline, id_) for id_, (_, deadline) in st.leases.items() if deadline <= now
-        )
-        for _, id_ in expired[:REAP_LIMIT]:
-            holder, _ = st.leases.pop(id_)
+        for _ in range(REAP_LIMIT):
+            first = st.first_lease()
+            if first is None or first[0] > now:
+                break
+            holder, _ = st.leases.pop(first[1])
             reason = f"lease expired: consumer {holder} stopped renewing it"
-            self._fail(st, id_, reason, 0, "redelivered", False, max_attempts, now)
+            self._fail(st, first[1], reason, 0, "redelivered", False, max_attempts, now)
 
-        due = sorted((at, id_) for id_, at in st.delayed.items() if at <= now)
-        for _, id_ in due[:PROMOTE_LIMIT]:
-            del st.delayed[id_]
-            if id_ in st.messages:
-                st.push_ready(id_)
+        for _ in range(PROMOTE_LIMIT):
+            due = st.first_delayed()
+            if due is None or due[0] > now:
+                break
+            del st.delayed[due[1]]
+            if due[1] in st.messages:
+                st.push_ready(due[1])
 
         deliveries: list[Delivery] = []
         while len(deliveries) < fetch:
@@ -197,13 +221,14 @@ class MemoryAdapter:
             if next_id is None:
                 break
             stored = st.messages[next_id]
-            st.leases[next_id] = (consumer, now + lease_ms)
+            st.lease(next_id, consumer, now + lease_ms)
             deliveries.append(Delivery(next_id, stored.payload, stored.failures + 1))
         if st.in_ready:
             st.wake()
 
-        hints = [at - now for at in st.delayed.values()]
-        hints += [deadline - now + 1 for _, deadline in st.leases.values()]
+        first_due, first_deadline = st.first_delayed(), st.first_lease()
+        hints = [first_due[0] - now] if first_due else []
+        hints += [first_deadline[0] - now + 1] if first_deadline else []
         hint = max(1, min(hints)) if hints else -1
         await asyncio.sleep(0)
         return Exchange(deliveries, lost, hint)
@@ -217,7 +242,7 @@ class MemoryAdapter:
         for id_ in ids:
             lease = st.leases.get(id_)
             if lease is not None and lease[0] == consumer:
-                st.leases[id_] = (consumer, deadline)
+                st.lease(id_, consumer, deadline)
             else:
                 lost.append(id_)
         return lost
