@@ -140,6 +140,39 @@ async def test_sigterm_lets_the_running_handler_finish_and_leaves_the_rest(redis
         await queue.close()
 
 
+async def test_a_message_that_crashes_every_worker_ends_in_the_dead_letters(redis_server):
+    url, name = redis_server.url, f"poison-{time.monotonic_ns()}"
+    queue = BrokerQueue(RedisAdapter(url))
+    ch = queue.channel(name, int)
+    poison, *_ = await ch.produce_many([13, 1, 2])
+    env = {"BQ_TEST_LEASE": "500ms", "BQ_TEST_MAX_ATTEMPTS": "2"}
+    crashes = 0
+    deadline = time.monotonic() + 30
+    worker = start_worker(url, name, "poison", **env)
+    try:
+        # A supervisor's job, done by the test: restart the worker whenever it dies.
+        while not await _settled(ch, dead=1, processed=2):
+            assert time.monotonic() < deadline, f"not settled after {crashes} crashes"
+            if worker.poll() is not None:
+                assert worker.returncode == 3
+                crashes += 1
+                worker = start_worker(url, name, "poison", **env)
+            await asyncio.sleep(0.05)
+        [letter] = await ch.dead_letters()
+        assert (letter.id, letter.data, letter.tries) == (poison.id, 13, 2)
+        assert letter.error.startswith("lease expired: consumer ")
+        assert crashes == 2
+    finally:
+        worker.kill()
+        worker.wait()
+        await queue.close()
+
+
+async def _settled(ch, *, dead: int, processed: int) -> bool:
+    stats = await ch.stats()
+    return (stats.dead, stats.processed) == (dead, processed)
+
+
 async def test_deduplication_state_lives_in_redis(redis_server) -> None:
     name = f"dedup-{time.monotonic_ns()}"
     one = BrokerQueue(RedisAdapter(redis_server.url))

@@ -20,13 +20,20 @@ def make_worker() -> Worker:
     name = os.environ["BQ_TEST_CHANNEL"]
     mode = os.environ["BQ_TEST_MODE"]
     queue = BrokerQueue(RedisAdapter(url))
-    channel = queue.channel(name, int, lease=os.environ.get("BQ_TEST_LEASE", "2s"))
+    channel = queue.channel(
+        name,
+        int,
+        lease=os.environ.get("BQ_TEST_LEASE", "2s"),
+        max_attempts=int(os.environ.get("BQ_TEST_MAX_ATTEMPTS", "5")),
+    )
     events = aioredis.Redis.from_url(url)
 
     async def handler(msg: Message[int]) -> None:
         await events.rpush(f"events:{name}", f"start:{msg.id}:{msg.tries}:{os.getpid()}")
         if mode == "hang":
             await asyncio.Event().wait()
+        if mode == "poison" and msg.data == 13:
+            os._exit(3)  # a crash no handler can catch, like a segfault in a C extension
         await asyncio.sleep(float(os.environ.get("BQ_TEST_WORK_S", "0")))
         await events.rpush(f"events:{name}", f"done:{msg.id}:{msg.tries}:{os.getpid()}")
 
