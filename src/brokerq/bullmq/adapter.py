@@ -83,7 +83,7 @@ def _text(value: Any) -> str:
 class _Keys:
     __slots__ = ("active", "base", "completed", "delayed", "events", "failed", "id", "limiter",
                  "marker", "meta", "metrics_completed", "metrics_failed", "paused", "pc",
-                 "prioritized", "repeat", "stalled", "stalled_check", "wait")  # fmt: skip
+                 "prioritized", "repeat", "stalled", "stalled_check", "stats", "wait")  # fmt: skip
 
     def __init__(self, prefix: str, queue: str) -> None:
         check_channel_name(queue)
@@ -102,6 +102,8 @@ class _Keys:
         )
         self.metrics_completed = b + "metrics:completed"
         self.metrics_failed = b + "metrics:failed"
+        # brokerq's own counters BullMQ has no place for (retries, stalled jobs moved back).
+        self.stats = b + "brokerq:stats"
 
     def job(self, job_id: str) -> str:
         return self.base + job_id
@@ -447,9 +449,17 @@ class BullMQAdapter:
         replies = await self._pipeline(calls)
 
         lost = []
-        for job_id, reply in zip(settled, replies, strict=False):
+        retried = 0
+        for n, (job_id, reply) in enumerate(zip(settled, replies, strict=False)):
             if isinstance(reply, int) and reply in LOST_CODES:
                 lost.append(job_id)
+            elif calls[n][0] in (scripts.MOVE_TO_DELAYED, scripts.RETRY_JOB):
+                retried += 1
+        redelivered = len(replies[len(settled)]) if check_stalled else 0
+        if retried or redelivered:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.hincrby(k.stats, "retried", retried).hincrby(k.stats, "redelivered", redelivered)
+            await pipe.execute()
         deliveries: list[Delivery] = []
         deferred: list[tuple[str, str, _Held]] = []
         hint = -1
@@ -548,19 +558,10 @@ class BullMQAdapter:
         pipe.llen(k.wait).zcard(k.prioritized).llen(k.paused).llen(k.active).zcard(k.delayed)
         pipe.zcard(k.failed).hget(k.metrics_completed, "count").hget(k.metrics_failed, "count")
         pipe.get(k.id).lindex(k.wait, -1).zrange(k.prioritized, 0, 0)
-        (
-            wait,
-            prio,
-            paused,
-            active,
-            delayed,
-            failed,
-            done,
-            dead,
-            produced,
-            head,
-            phead,
-        ) = await pipe.execute()
+        pipe.hmget(k.stats, "retried", "redelivered")
+        replies = await pipe.execute()
+        wait, prio, paused, active, delayed, failed, done, dead, produced = replies[:9]
+        head, phead, own = replies[9:]
         head_id = head or (phead[0] if phead else None)
         lag = 0
         if head_id:
@@ -574,8 +575,8 @@ class BullMQAdapter:
             dead=failed,
             produced=int(produced or 0),
             processed=int(done or 0),
-            retried=0,
-            redelivered=0,
+            retried=int(own[0] or 0),
+            redelivered=int(own[1] or 0),
             dead_lettered=int(dead or 0),
             lag_ms=lag,
         )
