@@ -19,8 +19,6 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
-
     from .settings import Settings
 
 app = typer.Typer(
@@ -140,13 +138,6 @@ def embedded(
     raise typer.Exit(run_embedded(data_dir, postgres, redis, redis_fsync))
 
 
-def app_factory() -> FastAPI:
-    """A zero-argument factory for uvicorn (``reservations.cli:app_factory``, ``factory=True``)."""
-    from .app import create_app
-
-    return create_app(_settings())
-
-
 @app.command()
 def api(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -162,7 +153,7 @@ def api(
     set_parent_death_signal()
     settings = _settings()
     uvicorn.run(
-        "reservations.cli:app_factory",
+        "reservations.app:app_from_env",
         factory=True,
         host=host,
         port=port or settings.service_port,
@@ -184,15 +175,21 @@ def worker(
     ] = None,
 ) -> None:
     """Run one worker (consumer) process until SIGTERM / SIGINT."""
+    import signal
+
     import uvloop
 
+    from .log import configure_logging
     from .supervisor import set_parent_death_signal
     from .worker import run_worker
 
     set_parent_death_signal()
+    # Until the worker installs its own handlers, SIGTERM means a clean exit: nothing is held yet.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     settings = _settings()
     if concurrency is not None:
         settings = settings.model_copy(update={"worker_concurrency": concurrency})
+    configure_logging(json=settings.json_logs, level=settings.log_level)
     uvloop.run(run_worker(settings))
 
 
@@ -253,7 +250,7 @@ def loadtest(
         float | None, typer.Option(help="Seconds to wait for every outcome to be final.")
     ] = None,
     plot: Annotated[
-        Path | None, typer.Option(help="PNG to write (default: data/loadtest-<scenario>.png).")
+        Path | None, typer.Option(help="PNG to write (default: data/loadtest/<scenario>.png).")
     ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the figures as JSON here.")
@@ -262,6 +259,12 @@ def loadtest(
         bool, typer.Option(help="Fail (exit 2) when a throughput target is missed, too.")
     ] = False,
     seed: Annotated[int | None, typer.Option(help="Random seed for the request order.")] = None,
+    reuse_users: Annotated[
+        bool,
+        typer.Option(
+            help="Reuse the users an earlier run created on the same service (checked first)."
+        ),
+    ] = True,
 ) -> None:
     """Drive a RUNNING service over HTTP: create an event and users, fire the reservations,
     wait for every outcome, check the invariants; exit 1 if one fails."""
@@ -283,6 +286,7 @@ def loadtest(
         strict=strict,
         seed=seed,
         data_dir=Path(os.environ.get("DATA_DIR", "data")),
+        reuse_users=reuse_users,
     )
     raise typer.Exit(code)
 

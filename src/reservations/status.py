@@ -86,14 +86,15 @@ async def collect_status(
 
 
 def render_status(report: dict[str, Any], console: Console) -> None:
-    channels = Table(title="queue channels", header_style="bold")
+    # One column per channel and one row per count: fits a narrow terminal.
     columns = ("waiting", "in_flight", "delayed", "dead", "produced", "processed", "retried",
                "redelivered", "dead_lettered", "lag_ms")  # fmt: skip
-    channels.add_column("channel")
-    for name in columns:
-        channels.add_column(name.replace("_", " "), justify="right")
+    channels = Table(title="queue channels", header_style="bold")
+    channels.add_column("count")
     for row in report["channels"]:
-        channels.add_row(row["channel"], *(f"{row[c]:,}" for c in columns))
+        channels.add_column(row["channel"], justify="right")
+    for name in columns:
+        channels.add_row(name.replace("_", " "), *(f"{row[name]:,}" for row in report["channels"]))
     console.print(channels)
 
     events = Table(title="events", header_style="bold")

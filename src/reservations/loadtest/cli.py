@@ -20,6 +20,7 @@ from rich.progress import (
 )
 
 from . import runner
+from .http import parse_base_url
 from .report import plot, summary_table
 from .scenario import scenario as get_scenario
 
@@ -92,6 +93,7 @@ def run_loadtest_command(
     strict: bool,
     seed: int | None,
     data_dir: Path,
+    reuse_users: bool = True,
 ) -> int:
     """Run one scenario; 0 when every invariant holds (and, with ``strict``, every target)."""
     try:
@@ -113,7 +115,8 @@ def run_loadtest_command(
     )
     try:
         with Progress(*columns, console=console, transient=False) as progress:
-            result = _run(base_url, chosen, RichProgress(progress, console), seed)
+            cache = _users_cache(data_dir, base_url) if reuse_users else None
+            result = _run(base_url, chosen, RichProgress(progress, console), seed, cache)
     except runner.LoadTestError as exc:
         console.print(f"[bold red]load test aborted:[/] {exc}")
         return 1
@@ -121,7 +124,7 @@ def run_loadtest_command(
         console.print(f"[bold red]load test aborted:[/] cannot talk to {base_url}: {exc}")
         return 1
     console.print(summary_table(result))
-    path = plot_path or data_dir / f"loadtest-{chosen.name}.png"
+    path = plot_path or data_dir / "loadtest" / f"{chosen.name}.png"
     plot(result, path)
     console.print(f"plot: {path}")
     if json_path is not None:
@@ -138,11 +141,21 @@ def run_loadtest_command(
     return 0
 
 
+def _users_cache(data_dir: Path, base_url: str) -> Path:
+    host, port, _ = parse_base_url(base_url)
+    return data_dir / "loadtest" / f"users-{host}-{port}.json"
+
+
 def _run(
-    base_url: str, chosen: Any, progress: runner.Progress, seed: int | None
+    base_url: str,
+    chosen: Any,
+    progress: runner.Progress,
+    seed: int | None,
+    users_cache: Path | None,
 ) -> runner.RunResult:
+    main = runner.run_loadtest(base_url, chosen, progress, seed, users_cache)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency of uvicorn[standard]
-        return asyncio.run(runner.run_loadtest(base_url, chosen, progress, seed))
-    return uvloop.run(runner.run_loadtest(base_url, chosen, progress, seed))
+        return asyncio.run(main)
+    return uvloop.run(main)

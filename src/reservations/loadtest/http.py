@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -62,8 +62,8 @@ class Connection(asyncio.Protocol):
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, hence no isinstance check.
+        self._transport = cast(asyncio.Transport, transport)
         self._closed = False
 
     def data_received(self, data: bytes) -> None:
@@ -108,7 +108,10 @@ class Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._parser = httptools.HttpResponseParser(self)
         self._keep_alive = True
-        await loop.create_connection(lambda: self, self.host, self.port)
+        transport, _ = await loop.create_connection(lambda: self, self.host, self.port)
+        # uvloop may call connection_made after create_connection returns; don't wait for it.
+        self._transport = cast(asyncio.Transport, transport)
+        self._closed = False
 
     async def request(self, method: str, path: str, body: Any = None) -> Response:
         if self._closed:
