@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import text
 
 from .deps import Resources, ResourcesDep
@@ -45,7 +45,12 @@ async def open_resources(
         raise RuntimeError("DATABASE_URL is not set")
     engine = create_engine(database_url, pool_size=pool_size or settings.db_pool_size)
     redis_url = settings.effective_redis_url
-    redis = Redis.from_url(redis_url, health_check_interval=30)
+    # Bounded and blocking: a burst waits briefly for a connection instead of failing.
+    redis = Redis(
+        connection_pool=BlockingConnectionPool.from_url(
+            redis_url, max_connections=64, timeout=10, health_check_interval=30
+        )
+    )
     queue = BrokerQueue(RedisAdapter(redis_url))
     try:
         resources = Resources(

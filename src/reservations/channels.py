@@ -26,9 +26,10 @@ __all__ = [
 
 QUEUE_NAME = "reservation-queue"
 JOB_NAME = "reserveEvent"
-# Live workers renew their leases, so a short lease only shortens how long a crashed worker's
-# messages wait before another worker takes them.
-RESERVATION_LEASE = "5s"
+# Live workers renew their leases (every third of it), so the lease is how long a crashed worker's
+# messages wait before another worker takes them; shorter risks needless redeliveries when a
+# busy machine delays a renewal (harmless, the request id makes them no-ops, but wasted work).
+RESERVATION_LEASE = "10s"
 RESERVATION_MAX_ATTEMPTS = 10
 
 

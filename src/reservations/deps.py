@@ -31,7 +31,8 @@ class Resources:
     gate: AdmissionGate
 
 
-def get_resources(request: Request) -> Resources:
+# async, so FastAPI calls it on the loop instead of a thread pool: it runs on every request.
+async def get_resources(request: Request) -> Resources:
     resources: Resources = request.app.state.resources
     return resources
 

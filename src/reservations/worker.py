@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -175,6 +177,8 @@ async def run_worker(settings: Settings) -> None:
 
 
 def main() -> None:
+    # Until the worker installs its own handlers, SIGTERM means a clean exit: nothing is held yet.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     settings = Settings()
     configure_logging(json=settings.json_logs, level=settings.log_level)
     try:

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 
 from reservations.camel import IdPath
 from reservations.channels import JOB_NAME, QUEUE_NAME, RESERVATION_MAX_ATTEMPTS
-from reservations.deps import ResourcesDep, SessionDep
+from reservations.deps import Resources, ResourcesDep, SessionDep
 
 from .models import RequestStatus, ReservationStatus
 from .schemas import (
@@ -66,9 +66,11 @@ def _accepted(job: Accepted) -> Response:
     )
 
 
-async def _request(event_id: int, user_id: int, session: SessionDep, res: ResourcesDep) -> Response:
-    service = ReservationService(session, res.gate, res.channel)
-    return _accepted(await service.request(event_id=event_id, user_id=user_id))
+async def _request(event_id: int, user_id: int, res: Resources) -> Response:
+    accepted = await ReservationService.accept(
+        res.session_factory, res.gate, res.channel, event_id=event_id, user_id=user_id
+    )
+    return _accepted(accepted)
 
 
 # Declared before /reservation/{eventId}/{userId} so that ".../cancel" is not read as a user id.
@@ -97,11 +99,9 @@ async def delete_reservation(
     response_class=Response,
     responses=_ACCEPTED_DOC,
 )
-async def request_reservation(
-    event_id: IdPath, user_id: IdPath, session: SessionDep, res: ResourcesDep
-) -> Response:
+async def request_reservation(event_id: IdPath, user_id: IdPath, res: ResourcesDep) -> Response:
     """Queue a reservation request (the seed's `reserveEvent` job)."""
-    return await _request(event_id, user_id, session, res)
+    return await _request(event_id, user_id, res)
 
 
 @router.post(
@@ -110,11 +110,9 @@ async def request_reservation(
     response_class=Response,
     responses=_ACCEPTED_DOC,
 )
-async def request_reservation_body(
-    body: ReservationCreate, session: SessionDep, res: ResourcesDep
-) -> Response:
+async def request_reservation_body(body: ReservationCreate, res: ResourcesDep) -> Response:
     """Queue a reservation request given as `{userId, eventId}`."""
-    return await _request(body.event_id, body.user_id, session, res)
+    return await _request(body.event_id, body.user_id, res)
 
 
 @router.get("/reservation", response_model=ReservationRead)

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -58,6 +58,20 @@ class ReservationService:
         self.gate = gate
         self.channel = channel
         self.repository = ReservationRepository(session)
+
+    @classmethod
+    async def accept(
+        cls,
+        session_factory: async_sessionmaker[AsyncSession],
+        gate: AdmissionGate,
+        channel: Channel[ReserveEvent],
+        *,
+        event_id: int,
+        user_id: int,
+    ) -> Accepted:
+        """``request`` without a session up front: the hot path usually needs no database."""
+        async with _LazySession(session_factory) as session:
+            return await cls(session, gate, channel).request(event_id=event_id, user_id=user_id)
 
     # -- accepting -----------------------------------------------------------------------------
 
@@ -204,6 +218,27 @@ class ReservationService:
                 reservation_id=reservation.id,
                 error=type(exc).__name__,
             )
+
+
+class _LazySession:
+    """An ``AsyncSession`` that costs nothing unless used: connection checkout happens on first
+    use anyway, but creating and closing the session object shows up at thousands per second."""
+
+    def __init__(self, factory: async_sessionmaker[AsyncSession]) -> None:
+        self._factory = factory
+        self._session: AsyncSession | None = None
+
+    async def __aenter__(self) -> AsyncSession:
+        return cast("AsyncSession", self)
+
+    def __getattr__(self, name: str) -> Any:
+        if self._session is None:
+            self._session = self._factory()
+        return getattr(self._session, name)
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
 
 
 # -- the workers' side -----------------------------------------------------------------------
