@@ -30,6 +30,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -99,24 +100,32 @@ def run_embedded(data_dir: Path, postgres: bool, redis: bool, redis_fsync: str) 
 
     from .embedded.postgres import PostgresServer
 
-    # Block the stop signals now and take them with sigwait, so that none arrives mid-start.
-    stop_signals = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    # Handlers, not a blocked signal mask: a mask would be inherited by redis-server, which then
+    # could not be stopped gracefully. A signal during start-up still stops what was started.
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     pg: PostgresServer | None = None
     rs: RedisServer | None = None
     urls: dict[str, str] = {}
     try:
-        if postgres:
+        if postgres and not stop.is_set():
             pg = PostgresServer(data_dir / "postgres")
             pg.start()
             urls["database_url"] = pg.dsn
-        if redis:
+        if redis and not stop.is_set():
             rs = RedisServer(data_dir / "redis", appendonly=True, appendfsync=redis_fsync)
             rs.start_sync()
             urls["redis_url"] = rs.url
-        print(json.dumps(urls), flush=True)
-        signal.sigwait(stop_signals)
+        if not stop.is_set():
+            print(json.dumps(urls), flush=True)
+        stop.wait()
     finally:
+        # Redis first: the workers are gone by now, and PostgreSQL's checkpoint takes longer.
         if rs is not None:
             rs.stop_sync()
         if pg is not None:
@@ -295,6 +304,23 @@ class Supervisor:
         )
         child.started_at = time.monotonic()
 
+    def _check_port_free(self) -> None:
+        """Refuse to start when something already listens on the API port: /health would be
+        answered by that other process and the service would look up when it is not."""
+        import socket
+
+        with socket.socket() as s:
+            # As uvicorn binds: connections of a previous run in TIME_WAIT don't block the port.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((self.options.host, self.options.port))
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot listen on {self.options.host}:{self.options.port} ({exc.strerror}); "
+                    "is the service already running? Choose another port with --port or "
+                    "SERVICE_PORT"
+                ) from None
+
     def _make_children(self) -> None:
         o = self.options
         api = ["api", "--host", o.host, "--port", str(o.port), "--processes", str(o.api_processes)]
@@ -455,9 +481,14 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self._on_signal, sig)
-        self._claim_data_dir()
+        try:
+            self._claim_data_dir()
+        except StartupError as exc:
+            self.console.print(f"[bold red]startup failed:[/] {exc}")
+            return 1
         try:
             try:
+                self._check_port_free()
                 await self._start_embedded()
                 if self._stop.is_set():
                     return self.exit_code

@@ -1,0 +1,199 @@
+"""``reservations up`` as a real process: embedded PostgreSQL and Redis, the API and the workers.
+
+One service runs for the module; the tests follow each other as a developer would use it: reserve,
+look at the status, lose a worker, stop, start again on the same data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ._ops_fixtures import (
+    UpProcess,
+    free_port,
+    make_data_dir,
+    pid_alive,
+    reserve_and_wait,
+    service_env,
+    wait_for,
+)
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def data_dir() -> Iterator[Path]:
+    path = make_data_dir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def up(data_dir: Path) -> Iterator[UpProcess]:
+    service = UpProcess(data_dir, free_port(), workers=2)
+    service.start()
+    yield service
+    service.kill_everything()
+
+
+@pytest.fixture(scope="module")
+def client(up: UpProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=up.base_url, timeout=10) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def booked(client: httpx.Client) -> dict[str, Any]:
+    """A user with a reservation for an event of two tickets, made through the running service."""
+    user = client.post("/user", json={"name": "Ada", "email": "ada@example.com"})
+    assert user.status_code == 201, user.text
+    event = client.post(
+        "/event",
+        json={"name": "Up test", "date": "2030-01-01T19:00:00Z", "location": "Hall",
+              "maxTickets": 2},
+    )  # fmt: skip
+    assert event.status_code == 201, event.text
+    outcome = reserve_and_wait(client, event.json()["id"], user.json()["id"])
+    return {"user": user.json(), "event": event.json(), "outcome": outcome}
+
+
+def test_up_serves_the_api_and_swagger(up: UpProcess, client: httpx.Client) -> None:
+    assert client.get("/health").json()["status"] == "ok"
+    assert client.get("/api").status_code == 200
+    info = up.run_info()
+    assert set(info["children"]) == {"api", "worker-1", "worker-2"}
+    assert info["database_url"].startswith("postgresql://")
+    assert info["redis_url"].startswith("redis://127.0.0.1:")
+    # The embedded servers keep their data in the data folder.
+    assert (up.data_dir / "postgres" / "pgdata" / "PG_VERSION").exists()
+    assert (up.data_dir / "redis").is_dir()
+    for name in ("api", "worker-1", "worker-2", "embedded"):
+        assert (up.data_dir / "logs" / f"{name}.log").exists()
+
+
+def test_a_reservation_goes_through_queue_and_workers(booked: dict[str, Any]) -> None:
+    assert booked["outcome"]["status"] == "RESERVED"
+    assert booked["outcome"]["reservationId"] is not None
+
+
+def test_status_shows_channel_counts_and_event_tickets(
+    up: UpProcess, booked: dict[str, Any]
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "reservations.cli", "status", "--json"],
+        env=service_env(up.data_dir),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["errors"] == []
+    [channel] = report["channels"]
+    assert channel["channel"] == "reservation-queue"
+    assert channel["processed"] >= 1 and channel["dead"] == 0
+    [event] = [e for e in report["events"] if e["id"] == booked["event"]["id"]]
+    assert (event["capacity"], event["reserved"], event["remaining"]) == (2, 1, 1)
+
+    table = subprocess.run(
+        [sys.executable, "-m", "reservations.cli", "status"],
+        env=service_env(up.data_dir, COLUMNS="120"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert table.returncode == 0, table.stderr
+    assert "reservation-queue" in table.stdout and "Up test" in table.stdout
+
+
+def test_a_second_up_on_the_same_data_dir_is_refused(up: UpProcess) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "reservations.cli", "up", "--data-dir", str(up.data_dir),
+         "--port", str(free_port())],
+        env=service_env(up.data_dir, COLUMNS="200"),
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "already running" in result.stdout
+    assert up.run_info()["pid"] == up.process.pid if up.process else False
+
+
+def test_a_worker_that_dies_is_reported_and_restarted(
+    up: UpProcess, client: httpx.Client, booked: dict[str, Any]
+) -> None:
+    old_pid = up.run_info()["children"]["worker-1"]
+    os.kill(old_pid, signal.SIGKILL)
+    new_pid = wait_for(
+        lambda: (p := up.run_info()["children"]["worker-1"]) != old_pid and p,
+        30,
+        "worker-1 to be restarted",
+    )
+    assert pid_alive(new_pid)
+    assert "worker-1" in up.log() and "exited unexpectedly" in up.log()
+    # The service still works with the restarted worker.
+    user = client.post("/user", json={"name": "Bob", "email": "bob@example.com"}).json()
+    outcome = reserve_and_wait(client, booked["event"]["id"], user["id"])
+    assert outcome["status"] == "RESERVED"
+
+
+def test_sigterm_stops_every_process_and_the_data_survives_a_restart(
+    up: UpProcess, booked: dict[str, Any]
+) -> None:
+    event_id, user_id = booked["event"]["id"], booked["user"]["id"]
+    before = httpx.get(f"{up.base_url}/event/{event_id}", timeout=10).json()
+    info = up.run_info()
+    children = [int(pid) for pid in info["children"].values()]
+    redis_port = int(info["redis_url"].rsplit(":", 1)[1].split("/")[0])
+
+    assert up.stop(signal.SIGTERM) == 0
+    assert not [pid for pid in children if pid_alive(pid)]
+    assert not (up.data_dir / "run.json").exists()
+    assert not (up.data_dir / "postgres" / "pgdata" / "postmaster.pid").exists()
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", redis_port)) != 0, "embedded Redis still listening"
+    log = up.log()
+    assert "stopping the embedded servers" in log and "stopped" in log
+
+    # Same data folder, new processes: what was reserved is still there.
+    up.start()
+    with httpx.Client(base_url=up.base_url, timeout=10) as c:
+        found = c.get("/reservation", params={"eventId": event_id, "userId": user_id})
+        assert found.status_code == 200, found.text
+        assert found.json()["status"] == "RESERVED"
+        assert c.get(f"/event/{event_id}").json()["remainingTickets"] == before["remainingTickets"]
+    assert up.stop(signal.SIGINT) == 0
+
+
+def test_up_refuses_a_port_in_use_and_leaves_nothing_running() -> None:
+    data = make_data_dir()
+    try:
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+            result = subprocess.run(
+                [sys.executable, "-m", "reservations.cli", "up", "--data-dir", str(data),
+                 "--port", str(port)],
+                env=service_env(data, COLUMNS="200"),
+                capture_output=True, text=True, timeout=120, check=False,
+            )  # fmt: skip
+        assert result.returncode == 1
+        assert "cannot listen" in result.stdout
+        assert not (data / "up.pid").exists()
+        assert not (data / "postgres").exists(), "nothing should have been started"
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
