@@ -219,23 +219,28 @@ class PostgresServer:
         return self
 
     def _ready(self) -> bool:
+        # Through our own socket directory: on a port some other server holds, TCP would answer
+        # for that server and we would believe ours had started.
+        assert self._socket_dir is not None
         pg_isready = self.bin_dir / "pg_isready"
         if pg_isready.is_file():
             result = subprocess.run(
-                [str(pg_isready), "-h", "127.0.0.1", "-p", str(self.port), "-d", "postgres",
-                 "-U", "postgres", "-t", "1"],
+                [str(pg_isready), "-h", str(self._socket_dir), "-p", str(self.port),
+                 "-d", "postgres", "-U", "postgres", "-t", "1"],
                 stdin=subprocess.DEVNULL, capture_output=True, check=False,
             )  # fmt: skip
             return result.returncode == 0
-        return self._ready_asyncpg()
+        return self._ready_asyncpg(str(self._socket_dir))
 
-    def _ready_asyncpg(self) -> bool:
+    def _ready_asyncpg(self, host: str) -> bool:
         import asyncio
 
         import asyncpg  # type: ignore[import-untyped]
 
         async def probe() -> None:
-            conn = await asyncpg.connect(self.dsn, timeout=1)
+            conn = await asyncpg.connect(
+                host=host, port=self.port, user="postgres", database="postgres", timeout=1
+            )
             await conn.close()
 
         try:
