@@ -70,7 +70,7 @@ def test_a_port_in_use_is_a_clear_error(data_dir: Path, pg_server_url: str) -> N
     port = make_url(pg_server_url).port
     if os.environ.get("TEST_DATABASE_URL"):
         pytest.skip("needs the suite's own server on this machine")
-    with pytest.raises(PostgresError, match="did not start|not ready"):
+    with pytest.raises(PostgresError, match=r"did not start|not ready"):
         PostgresServer(data_dir, port=port).start()
 
 
