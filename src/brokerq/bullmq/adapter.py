@@ -29,6 +29,7 @@ from ..adapter import Delivery, Exchange, Outgoing, RawDeadLetter, Settlement
 from ..messages import ChannelStats
 from ..options import PRIORITY_MAX, check_channel_name
 from . import scripts
+from .batch import BATCH
 from .scripts import Script
 
 __all__ = ["BullMQAdapter", "KeepJobs", "bullmq_priority"]
@@ -113,6 +114,31 @@ class _Keys:
         return [self.wait, self.active, self.prioritized, self.events, self.stalled,
                 self.limiter, self.delayed, self.paused, self.meta, self.pc,
                 self.completed if target == "completed" else self.failed]  # fmt: skip
+
+
+class _Batch:
+    """Operations for one call of the batch script (see batch.py)."""
+
+    __slots__ = ("_index", "base", "blobs", "now", "ops")
+
+    def __init__(self, base: str, now: int) -> None:
+        self.base = base
+        self.now = now
+        self.blobs: list[bytes] = []
+        self.ops: list[Any] = []
+        self._index: dict[bytes, int] = {}
+
+    def blob(self, value: Any) -> int:
+        """Index of ``value`` (msgpacked) among the shared blobs; equal values share one."""
+        data: bytes = msgpack.packb(value, use_bin_type=True)
+        index = self._index.get(data)
+        if index is None:
+            self.blobs.append(data)
+            index = self._index[data] = len(self.blobs)
+        return index
+
+    def op(self, *args: Any) -> None:
+        self.ops.extend(args)
 
 
 @dataclass(slots=True)
@@ -261,106 +287,56 @@ class BullMQAdapter:
         return opts, "" if custom_id is None else str(custom_id)
 
     async def produce(self, channel: str, items: Sequence[Outgoing]) -> list[tuple[str, bool]]:
-        q = self._q(channel)
-        k = q.keys
+        k = self._q(channel).keys
         name = self.job_names.get(channel, self.job_name)
-        results: list[tuple[str, bool] | None] = [None] * len(items)
-        todo = list(range(len(items)))
-        for _ in range(3):
-            now = _now_ms()
-            calls: list[tuple[Script, list[Any], list[Any]]] = []
-            # One transaction: the id counter read first tells the auto ids the adds will get,
-            # so a returned id that differs is a deduplicated add (BullMQ returns the holder's).
-            pipe = self._client.pipeline(transaction=True)
-            pipe.get(k.id)
-            expected: list[str] = []
-            for i in todo:
-                opts, custom_id = self._job_opts(channel, items[i])
-                if custom_id:
-                    pipe.exists(k.job(custom_id))
-                de = opts.get("deduplication")
-                dedup_key = f"{k.base}de:{de['id']}" if isinstance(de, Mapping) else None
-                encoded = {OPTS_ENCODE.get(key, key): value for key, value in opts.items()}
-                args = [
-                    msgpack.packb(
-                        [k.base, custom_id, name, now, None, None, None, None, dedup_key],
-                        use_bin_type=True,
-                    ),
-                    items[i].payload,
-                    msgpack.packb(encoded, use_bin_type=True),
-                ]
-                delay = opts.get("delay")
-                if isinstance(delay, int | float) and delay > 0:
-                    script = scripts.ADD_DELAYED
-                    keys = [k.marker, k.meta, k.id, k.delayed, k.completed, k.events]
-                elif opts.get("priority"):
-                    script = scripts.ADD_PRIORITIZED
-                    keys = [k.marker, k.meta, k.id, k.prioritized, k.delayed, k.completed,
-                            k.active, k.events, k.pc]  # fmt: skip
-                else:
-                    script = scripts.ADD_STANDARD
-                    keys = [k.wait, k.paused, k.meta, k.id, k.completed, k.delayed, k.active,
-                            k.events, k.marker]  # fmt: skip
-                calls.append((script, keys, args))
-                expected.append(custom_id)
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            if not self._loaded:
-                await self._load()
-            replies = await pipe.execute(raise_on_error=False)
-            counter = int(replies[0] or 0)
-            pos = 1
-            again = []
-            for n, i in enumerate(todo):
-                existed = False
-                if expected[n]:
-                    existed = bool(replies[pos])
-                    pos += 1
-                reply = replies[pos]
-                pos += 1
-                if isinstance(reply, NoScriptError) or (
-                    isinstance(reply, ResponseError) and "NOSCRIPT" in str(reply)
-                ):
-                    again.append(i)
-                    continue
-                if isinstance(reply, Exception):
-                    raise reply
-                if isinstance(reply, int) and reply < 0:
-                    raise ResponseError(f"BullMQ add of a job to {channel!r} failed: code {reply}")
-                job_id = _text(reply)
-                want = expected[n] or str(counter + n + 1)
-                results[i] = (job_id, existed or job_id != want)
-            if not again:
-                return [r for r in results if r is not None]
-            await self._load()
-            todo = again
-        raise RuntimeError("BullMQ scripts could not be loaded")
+        now = _now_ms()
+        batch = _Batch(k.base, now)
+        for item in items:
+            opts, custom_id = self._job_opts(channel, item)
+            de = opts.get("deduplication")
+            dedup_key = f"{k.base}de:{de['id']}" if isinstance(de, Mapping) else None
+            encoded = {OPTS_ENCODE.get(key, key): value for key, value in opts.items()}
+            delay = opts.get("delay")
+            if isinstance(delay, int | float) and delay > 0:
+                kind = "d"
+            elif opts.get("priority"):
+                kind = "p"
+            else:
+                kind = "s"
+            args = msgpack.packb(
+                [k.base, custom_id, name, now, None, None, None, None, dedup_key],
+                use_bin_type=True,
+            )
+            batch.op("P", kind, args, item.payload, batch.blob(encoded), custom_id)
+        results = []
+        for job_id, deduplicated in await self._run_batch(batch):
+            if isinstance(job_id, int):
+                raise ResponseError(f"BullMQ add of a job to {channel!r} failed: code {job_id}")
+            results.append((_text(job_id), bool(deduplicated)))
+        return results
+
+    async def _run_batch(self, batch: _Batch) -> list[Any]:
+        if not batch.ops:
+            return []
+        args = [batch.base, batch.now, len(batch.blobs), *batch.blobs, *batch.ops]
+        try:
+            result: list[Any] = await self._client.evalsha(BATCH.sha, 0, *args)
+        except NoScriptError:
+            result = await self._client.eval(BATCH.text, 0, *args)
+        return result
 
     # -- consuming -----------------------------------------------------------------------------
 
-    def _fetch_call(
-        self, k: _Keys, consumer: str, lease_ms: int, now: int
-    ) -> tuple[Script, list[Any], list[Any]]:
-        opts: dict[str, Any] = {"token": consumer, "lockDuration": lease_ms, "limiter": None}
-        if self.worker_name:
-            opts["name"] = self.worker_name
-        keys = [k.wait, k.active, k.prioritized, k.events, k.stalled, k.limiter, k.delayed,
-                k.paused, k.meta, k.pc, k.marker]  # fmt: skip
-        return scripts.MOVE_TO_ACTIVE, keys, [k.base, now, msgpack.packb(opts, use_bin_type=True)]
-
-    def _finish_call(
-        self, k: _Keys, job_id: str, target: str, value: str, consumer: str, held: _Held,
-        attempts: int, lease_ms: int, now: int, fields: list[str] | None = None,
-    ) -> tuple[Script, list[Any], list[Any]]:  # fmt: skip
+    def _finish_opts(
+        self, consumer: str, held: _Held, target: str, attempts: int, lease_ms: int
+    ) -> dict[str, Any]:
+        """moveToFinished's options, as Node's worker builds them."""
         if target == "completed":
-            keep = _keep_jobs(
-                self.remove_on_complete
-                if held.remove_on_complete is None
-                else held.remove_on_complete
-            )
+            own = held.remove_on_complete
+            keep = _keep_jobs(self.remove_on_complete if own is None else own)
         else:
-            keep = _keep_jobs(
-                self.remove_on_fail if held.remove_on_fail is None else held.remove_on_fail
-            )
+            own = held.remove_on_fail
+            keep = _keep_jobs(self.remove_on_fail if own is None else own)
         opts = {
             "token": consumer, "keepJobs": keep, "limiter": None, "lockDuration": lease_ms,
             "attempts": attempts, "attemptsMade": held.attempts_made,
@@ -369,14 +345,7 @@ class BullMQAdapter:
         }  # fmt: skip
         if self.worker_name:
             opts["name"] = self.worker_name
-        metrics = k.metrics_completed if target == "completed" else k.metrics_failed
-        keys = [*k.finished(target), k.job(job_id), metrics, k.marker]
-        prop = "returnvalue" if target == "completed" else "failedReason"
-        args: list[Any] = [job_id, now, prop, value, target, "", k.base,
-                           msgpack.packb(opts, use_bin_type=True)]  # fmt: skip
-        if fields:
-            args.append(msgpack.packb(fields, use_bin_type=True))
-        return scripts.MOVE_TO_FINISHED, keys, args
+        return opts
 
     async def _recall(self, channel: str, k: _Keys, ids: Sequence[str]) -> None:
         """Job options of held jobs this adapter did not fetch itself (another process's)."""
@@ -388,6 +357,14 @@ class BullMQAdapter:
             pipe.hmget(k.job(job_id), "opts", "atm")
         for job_id, (opts, atm) in zip(missing, await pipe.execute(), strict=True):
             self._held[(channel, job_id)] = _held_from(opts, atm)
+
+    def _fail(
+        self, batch: _Batch, job_id: str, error: str, consumer: str, held: _Held,
+        attempts: int, lease_ms: int,
+    ) -> None:  # fmt: skip
+        opts = self._finish_opts(consumer, held, "failed", attempts, lease_ms)
+        fields = batch.blob(["failedReason", error, "stacktrace", json.dumps([error])])
+        batch.op("F", job_id, "failed", error, batch.blob(opts), fields)
 
     async def exchange(
         self,
@@ -406,56 +383,61 @@ class BullMQAdapter:
             k,
             [*settle.acks, *(r[0] for r in settle.retries), *(d[0] for d in settle.dead)],
         )
-        calls: list[tuple[Script, list[Any], list[Any]]] = []
-        settled: list[str] = []
+        batch = _Batch(k.base, now)
+        settled: list[tuple[str, bool]] = []  # (job id, retried)
         for job_id in settle.acks:
             held = self._held.pop((channel, job_id))
-            attempts = held.attempts or max_attempts
-            calls.append(
-                self._finish_call(
-                    k, job_id, "completed", "null", consumer, held, attempts, lease_ms, now
-                )
+            opts = self._finish_opts(
+                consumer, held, "completed", held.attempts or max_attempts, lease_ms
             )
-            settled.append(job_id)
+            batch.op("F", job_id, "completed", "null", batch.blob(opts), 0)
+            settled.append((job_id, False))
         for job_id, delay_ms, error in settle.retries:
+            # What Node's Job.moveToFailed does: retry after the backoff, or fail for good.
             held = self._held.pop((channel, job_id))
-            calls.append(self._failure_call(k, job_id, delay_ms, error, consumer, held,
-                                            max_attempts, lease_ms, now))  # fmt: skip
-            settled.append(job_id)
+            attempts = held.attempts or max_attempts
+            if held.attempts_made + 1 >= attempts:
+                self._fail(batch, job_id, error, consumer, held, attempts, lease_ms)
+                settled.append((job_id, False))
+                continue
+            if held.backoff is not None:
+                delay_ms = _backoff_ms(held.backoff, held.attempts_made + 1)
+            fields = batch.blob(["failedReason", error, "stacktrace", json.dumps([error])])
+            if delay_ms > 0:
+                batch.op("D", job_id, consumer, delay_ms, fields)
+            else:
+                batch.op("R", job_id, consumer, "RPUSH" if held.lifo else "LPUSH", fields)
+            settled.append((job_id, True))
         for job_id, reason in settle.dead:
             held = self._held.pop((channel, job_id))
-            attempts = held.attempts or max_attempts
-            fields = ["failedReason", reason, "stacktrace", json.dumps([reason])]
-            calls.append(self._finish_call(k, job_id, "failed", reason, consumer, held,
-                                           attempts, lease_ms, now, fields))  # fmt: skip
-            settled.append(job_id)
+            self._fail(batch, job_id, reason, consumer, held, held.attempts or max_attempts,
+                       lease_ms)  # fmt: skip
+            settled.append((job_id, False))
         for job_id in settle.releases:
             self._held.pop((channel, job_id), None)
-            keys = [k.active, k.wait, k.stalled, k.paused, k.meta, k.limiter, k.prioritized,
-                    k.marker, k.events]  # fmt: skip
-            calls.append((scripts.MOVE_ACTIVE_TO_WAIT, keys, [job_id, consumer, k.job(job_id)]))
-            settled.append(job_id)
+            batch.op("W", job_id, consumer)
+            settled.append((job_id, False))
         interval = self.stalled_interval_ms or lease_ms
         check_stalled = now >= q.next_stalled_check_ms
         if check_stalled:
             q.next_stalled_check_ms = now + interval
-            keys = [k.stalled, k.wait, k.active, k.stalled_check, k.meta, k.paused, k.marker,
-                    k.events, k.repeat]  # fmt: skip
-            calls.append(
-                (scripts.MOVE_STALLED, keys, [self.max_stalled_count, k.base, now, interval])
-            )
-        for _ in range(fetch):
-            calls.append(self._fetch_call(k, consumer, lease_ms, now))
-        replies = await self._pipeline(calls)
+            batch.op("S", self.max_stalled_count, interval)
+        if fetch > 0:
+            opts = {"token": consumer, "lockDuration": lease_ms, "limiter": None}
+            if self.worker_name:
+                opts["name"] = self.worker_name
+            batch.op("A", fetch, batch.blob(opts))
+        replies = await self._run_batch(batch)
 
         lost = []
         retried = 0
-        for n, (job_id, reply) in enumerate(zip(settled, replies, strict=False)):
+        for (job_id, is_retry), reply in zip(settled, replies, strict=False):
             if isinstance(reply, int) and reply in LOST_CODES:
                 lost.append(job_id)
-            elif calls[n][0] in (scripts.MOVE_TO_DELAYED, scripts.RETRY_JOB):
+            elif is_retry:
                 retried += 1
-        redelivered = len(replies[len(settled)]) if check_stalled else 0
+        rest = replies[len(settled) :]
+        redelivered = len(rest.pop(0)) if check_stalled else 0
         if retried or redelivered:
             pipe = self._client.pipeline(transaction=False)
             pipe.hincrby(k.stats, "retried", retried).hincrby(k.stats, "redelivered", redelivered)
@@ -463,9 +445,9 @@ class BullMQAdapter:
         deliveries: list[Delivery] = []
         deferred: list[tuple[str, str, _Held]] = []
         hint = -1
-        for reply in replies[len(settled) + (1 if check_stalled else 0) :]:
-            raw, job_id, limit_ms, next_delayed = reply
-            if raw and job_id:
+        if fetch > 0:
+            jobs, (_, _, limit_ms, next_delayed) = rest[0]
+            for raw, job_id, _, _ in jobs:
                 job = {_text(raw[i]): raw[i + 1] for i in range(0, len(raw), 2)}
                 jid = _text(job_id)
                 held = _held_from(job.get("opts"), job.get("atm"))
@@ -473,63 +455,21 @@ class BullMQAdapter:
                     deferred.append((jid, _text(job["defa"]), held))
                     continue
                 self._held[(channel, jid)] = held
-                deliveries.append(
-                    Delivery(
-                        jid,
-                        job.get("data") or b"{}",
-                        held.attempts_made + 1,
-                        int(job.get("timestamp") or 0) or None,
-                    )
-                )
-            else:
-                if limit_ms and int(limit_ms) > 0:
-                    hint = _min_hint(hint, int(limit_ms))
-                if next_delayed and int(next_delayed) > 0:
-                    hint = _min_hint(hint, max(1, int(next_delayed) - now))
+                produced = int(job.get("timestamp") or 0) or None
+                deliveries.append(Delivery(jid, job.get("data") or b"{}", held.attempts_made + 1,
+                                           produced))  # fmt: skip
+            if limit_ms and int(limit_ms) > 0:
+                hint = _min_hint(hint, int(limit_ms))
+            if next_delayed and int(next_delayed) > 0:
+                hint = _min_hint(hint, max(1, int(next_delayed) - now))
         if deferred:
-            await self._pipeline(
-                [
-                    self._finish_call(
-                        k,
-                        jid,
-                        "failed",
-                        reason,
-                        consumer,
-                        held,
-                        held.attempts or max_attempts,
-                        lease_ms,
-                        now,
-                        ["failedReason", reason],
-                    )
-                    for jid, reason, held in deferred
-                ]
-            )
+            again = _Batch(k.base, now)
+            for jid, reason, held in deferred:
+                self._fail(again, jid, reason, consumer, held, held.attempts or max_attempts,
+                           lease_ms)  # fmt: skip
+            await self._run_batch(again)
         hint = _min_hint(hint, max(1, q.next_stalled_check_ms - now))
         return Exchange(deliveries, lost, hint)
-
-    def _failure_call(
-        self, k: _Keys, job_id: str, delay_ms: int, error: str, consumer: str, held: _Held,
-        max_attempts: int, lease_ms: int, now: int,
-    ) -> tuple[Script, list[Any], list[Any]]:  # fmt: skip
-        """What Node's Job.moveToFailed does: retry (after the backoff) or fail."""
-        attempts = held.attempts or max_attempts
-        fields = ["failedReason", error, "stacktrace", json.dumps([error])]
-        if held.attempts_made + 1 >= attempts:
-            return self._finish_call(
-                k, job_id, "failed", error, consumer, held, attempts, lease_ms, now, fields
-            )
-        if held.backoff is not None:
-            delay_ms = _backoff_ms(held.backoff, held.attempts_made + 1)
-        packed = msgpack.packb(fields, use_bin_type=True)
-        if delay_ms > 0:
-            keys = [k.marker, k.active, k.prioritized, k.delayed, k.job(job_id), k.events,
-                    k.meta, k.stalled, k.wait, k.limiter, k.pc]  # fmt: skip
-            args = [k.base, str(now), job_id, consumer, delay_ms, "0", packed, "0"]
-            return scripts.MOVE_TO_DELAYED, keys, args
-        keys = [k.active, k.wait, k.paused, k.job(job_id), k.meta, k.events, k.delayed,
-                k.prioritized, k.pc, k.marker, k.stalled]  # fmt: skip
-        push = "RPUSH" if held.lifo else "LPUSH"
-        return scripts.RETRY_JOB, keys, [k.base, now, push, job_id, consumer, packed]
 
     async def renew(
         self, channel: str, consumer: str, ids: Sequence[str], lease_ms: int
