@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Queue benchmark: n={args.n}, medians of {args.runs} alternating runs, "
         f"(d) at {args.rate:.0f} msg/s; 'vs Node' = times better than Node BullMQ"
     )
-    report.print_table(rows, title)
+    report.print_table(rows, title, args.workload_list)
     meta = {
         "stamp": stamp,
         "command": "scripts/bench " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = RESULTS / f"{stamp}.json"
     out.write_text(json.dumps({"meta": meta, "summary": rows, "runs": results}, indent=1))
-    (RESULTS / f"{stamp}.md").write_text(report.markdown_table(rows) + "\n")
+    (RESULTS / f"{stamp}.md").write_text(report.markdown_table(rows, args.workload_list) + "\n")
     print(f"bench: results in {out.relative_to(ROOT)} ({elapsed:.0f} s)", file=sys.stderr)
     return 0
 

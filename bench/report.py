@@ -80,11 +80,24 @@ def fmt_ratio(r: float | None) -> str:
     return "<0.01x" if r < 0.01 else f"{r:.2f}x"
 
 
+def metrics_for(workloads: list[str]) -> list[tuple[str, str, str, bool]]:
+    return [m for m in METRICS if m[1] in workloads]
+
+
 def summary(
     results: list[dict[str, Any]], systems: list[tuple[str, str]], baseline: str
 ) -> list[dict[str, Any]]:
-    """One row per system: label, per metric the median, its spread and the ratio."""
-    base = cells(results, baseline) if any(k == baseline for k, _ in systems) else {}
+    """One row per system: label, per metric the median, its spread and the ratio.
+
+    The baseline is the system ``baseline``, or in a concurrency sweep its first ``baseline@P``.
+    """
+    keys = [k for k, _ in systems]
+    base_key = (
+        baseline
+        if baseline in keys
+        else next((k for k in keys if k.startswith(baseline + "@")), None)
+    )
+    base = cells(results, base_key) if base_key else {}
     rows = []
     for key, label in systems:
         c = cells(results, key)
@@ -101,37 +114,37 @@ def summary(
     return rows
 
 
-def rich_table(rows: list[dict[str, Any]], title: str) -> Table:
+def rich_table(rows: list[dict[str, Any]], title: str, workloads: list[str]) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("system")
-    for t, _, _, _ in METRICS:
+    for t, _, _, _ in metrics_for(workloads):
         table.add_column(t, justify="right")
         table.add_column("vs Node", justify="right", style="cyan")
     for row in rows:
         cols = [row["label"]]
-        for t, _, _, hb in METRICS:
+        for t, _, _, hb in metrics_for(workloads):
             m = row["metrics"][t]
             cols += [fmt_value(m["median"], m["note"], hb), fmt_ratio(m["ratio_to_baseline"])]
         table.add_row(*cols)
     return table
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
+def markdown_table(rows: list[dict[str, Any]], workloads: list[str]) -> str:
     head = ["system"]
-    for t, _, _, _ in METRICS:
+    for t, _, _, _ in metrics_for(workloads):
         head += [t, "vs Node"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
     for row in rows:
         cols = [row["label"]]
-        for t, _, _, hb in METRICS:
+        for t, _, _, hb in metrics_for(workloads):
             m = row["metrics"][t]
             cols += [fmt_value(m["median"], m["note"], hb), fmt_ratio(m["ratio_to_baseline"])]
         lines.append("| " + " | ".join(cols) + " |")
     return "\n".join(lines)
 
 
-def print_table(rows: list[dict[str, Any]], title: str) -> None:
+def print_table(rows: list[dict[str, Any]], title: str, workloads: list[str]) -> None:
     console = Console()
     if console.width < 160:
         console = Console(width=160)
-    console.print(rich_table(rows, title))
+    console.print(rich_table(rows, title, workloads))

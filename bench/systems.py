@@ -81,6 +81,14 @@ SYSTEMS: dict[str, System] = {
             parallel=100,
         ),
         System(
+            "brokerq-bullmq",
+            "brokerq on BullMQ layout",
+            "own",
+            "bench.brokerq_bullmq_runner",
+            variant="alo",
+            parallel=100,
+        ),
+        System(
             "bullmq-py",
             "bullmq (PyPI)",
             "python",
