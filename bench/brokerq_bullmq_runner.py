@@ -1,0 +1,126 @@
+"""brokerq on BullMQ's data layout (``BullMQAdapter``): the four benchmark workloads.
+
+The workloads of ``bench.brokerq_runner`` on ``BullMQAdapter``: jobs are BullMQ jobs (a Node
+BullMQ worker could process them), written and moved by BullMQ's own Lua scripts (from the PyPI
+``bullmq`` package) in pipelined batches, with the Node runner's job options
+``removeOnComplete: true`` / ``removeOnFail: true``. Leases are BullMQ job locks (30 s) renewed
+with ``extendLocks``. ``--variant alo`` (at-least-once) is the comparable mode; ``eo`` adds
+BullMQ deduplication (``opts.deduplication`` with a 5 min ttl) to every job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from importlib.metadata import version
+from typing import Any
+
+import msgspec
+
+from bench import common
+from brokerq import BrokerQueue, Channel, Processing
+from brokerq.bullmq import BullMQAdapter
+
+MODULE = "bench.brokerq_bullmq_runner"
+JOB_OPTIONS = {"removeOnComplete": True, "removeOnFail": True}
+
+
+def adapter(url: str) -> BullMQAdapter:
+    return BullMQAdapter(url, job_name="noop", job_options=JOB_OPTIONS)
+
+
+class Event(msgspec.Struct):
+    userId: int
+    eventId: int
+
+
+class TimedEvent(msgspec.Struct):
+    userId: int
+    eventId: int
+    ts: float
+
+
+def extra(args: Any) -> dict[str, Any]:
+    return {
+        "lib": "brokerq",
+        "version": version("brokerq-reservations"),
+        "redis_py": version("redis"),
+        "mode": args.variant,
+        "engine": "bullmq",
+        "bullmq_py": version("bullmq"),
+    }
+
+
+def channel(queue: BrokerQueue, name: str, type_: Any, variant: str) -> Channel[Any]:
+    process = Processing.EXACTLY_ONCE if variant == "eo" else Processing.AT_LEAST_ONCE
+    return queue.channel(name, type_, process=process, lease="30s")
+
+
+async def main(args: Any) -> dict[str, Any]:
+    queue = BrokerQueue(adapter(args.url))
+    ch = channel(queue, "bench/events", Event, args.variant)
+    info = extra(args)
+
+    async def produce_one(i: int) -> None:
+        await ch.produce(Event(i, 1))
+
+    async def produce_batch(ids: range) -> None:
+        await ch.produce_many([Event(i, 1) for i in ids])
+
+    try:
+        if args.workload == "produce":
+            elapsed = await common.produce_concurrently(produce_one, args.n, args.concurrency)
+            return common.throughput_result(args, elapsed, **info)
+        if args.workload == "produce_batch":
+            elapsed = await common.produce_in_batches(produce_batch, args.n, args.batch)
+            return common.throughput_result(args, elapsed, batch=args.batch, **info)
+        if args.workload == "consume":
+            await common.produce_in_batches(produce_batch, args.n, args.batch)
+            handled = common.Counter(args.n)
+
+            async def noop(event: Event) -> None:
+                handled.hit()
+
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            consumer = await ch.consume(noop, max_parallel=args.parallel)
+            try:
+                await handled.wait(args.timeout)
+                await asyncio.wait_for(consumer.wait_idle(), args.timeout)
+                elapsed = loop.time() - t0
+            finally:
+                await consumer.close()
+            stats = await ch.stats()
+            if stats.processed < args.n or stats.waiting or stats.in_flight:
+                raise RuntimeError(f"not everything acknowledged: {stats}")
+            return common.throughput_result(args, elapsed, parallel=args.parallel, **info)
+
+        lat_ch = channel(queue, "bench/latency", TimedEvent, args.variant)
+
+        async def start_consumer(rec: common.LatencyRecorder) -> Any:
+            async def handler(event: TimedEvent) -> None:
+                rec.record({"userId": event.userId, "ts": event.ts})
+
+            consumer = await lat_ch.consume(handler, max_parallel=args.parallel)
+            return consumer.close
+
+        return await common.run_latency(args, MODULE, start_consumer, info)
+    finally:
+        await queue.close()
+
+
+async def producer_setup(args: Any) -> Any:
+    queue = BrokerQueue(adapter(args.url))
+    lat_ch = channel(queue, "bench/latency", TimedEvent, args.variant)
+
+    async def produce_one(msg: dict[str, Any]) -> None:
+        await lat_ch.produce(TimedEvent(msg["userId"], msg["eventId"], msg["ts"]))
+
+    return produce_one, queue.close
+
+
+if __name__ == "__main__":
+    a = common.parse_args()
+    if a.role == "producer":
+        common.producer_main(lambda: producer_setup(a), a)
+    else:
+        common.emit(asyncio.run(main(a)))
