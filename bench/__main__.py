@@ -119,6 +119,10 @@ def run_one(system: System, workload: str, url: str, args: argparse.Namespace, l
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
             return {"error": f"killed after {limit:.0f}s"}
+        except BaseException:  # interrupted: take the runner (and its producer) down too
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
     text = out.decode(errors="replace")
     if proc.returncode != 0:
         return {"error": f"exit {proc.returncode}, see {log.relative_to(ROOT)}"}
@@ -143,8 +147,13 @@ def describe(result: dict[str, Any]) -> str:
     return f"{r['value']:,.0f} msg/s"
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwinds: the runner is killed, the redis-server stopped
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     systems: list[System] = []
     for spec in [s for s in args.systems.split(",") if s]:
         system = resolve(spec)

@@ -70,7 +70,7 @@ SYSTEMS: dict[str, System] = {
             "own",
             "bench.brokerq_runner",
             variant="alo",
-            parallel=100,
+            parallel=200,  # 100, 200 and 500 are within noise; 200 had the best median
         ),
         System(
             "brokerq-eo",
@@ -78,7 +78,7 @@ SYSTEMS: dict[str, System] = {
             "own",
             "bench.brokerq_runner",
             variant="eo",
-            parallel=100,
+            parallel=200,
         ),
         System(
             "brokerq-bullmq",
