@@ -277,6 +277,40 @@ async def test_a_stalled_job_is_moved_back_and_fails_after_max_stalled_count(red
         assert letter.error == "job stalled more than allowable limit"
 
 
+async def test_a_node_global_rate_limit_paces_our_worker(bq, node: Node, name):
+    await node.run("admin.cjs", name, "ratelimit", "2", "500")
+    ch = bq.channel(name, ReserveEvent)
+    await ch.produce_many([ReserveEvent(i, 1) for i in range(6)])
+    times: list[float] = []
+    consumer = await ch.consume(lambda _: times.append(time.monotonic()))
+    await until(lambda: len(times) == 6, what="six jobs at two per 500ms")
+    await consumer.wait_idle()
+    # Two per window: the sixth job waits for the third window at least.
+    assert times[-1] - times[0] >= 0.95
+
+
+async def test_a_queue_paused_by_node_holds_our_worker_until_resumed(bq, node: Node, name):
+    ch = bq.channel(name, ReserveEvent)
+    await node.run("admin.cjs", name, "pause")
+    await ch.produce(ReserveEvent(1, 1))
+    got: list[ReserveEvent] = []
+    consumer = await ch.consume(got.append)
+    await consumer.wait_idle()  # idle: the paused job is not waiting for it
+    assert got == [] and (await ch.stats()).waiting == 1
+    await node.run("admin.cjs", name, "resume")
+    await until(lambda: len(got) == 1, what="job after resume")
+    await consumer.wait_idle()
+
+
+async def test_a_client_that_decodes_responses_is_refused(redis_server):
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    with pytest.raises(ValueError, match="decode_responses"):
+        BullMQAdapter(client=client)
+    await client.aclose()
+
+
 async def test_produce_options_are_refused_by_engines_without_them(name):
     from brokerq import ChannelError
     from brokerq.memory import MemoryAdapter

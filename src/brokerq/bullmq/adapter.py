@@ -202,6 +202,9 @@ class BullMQAdapter:
             if password is not None:
                 options["password"] = password
             client = aioredis.Redis.from_url(url, **options)
+        elif client.connection_pool.connection_kwargs.get("decode_responses"):
+            # Job data would come back as str and scripts' binary arguments would not survive.
+            raise ValueError("BullMQAdapter needs a client without decode_responses=True")
         self._client: Any = client
         self.prefix = prefix
         self.job_name = job_name
