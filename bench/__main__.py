@@ -62,6 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds before a run is killed")
     p.add_argument("--quick", action="store_true", help="smoke run: n=5000, 1 run, (d) 2+1 s")
     p.add_argument("--verbose", action="store_true", help="show the runners' stderr")
+    p.add_argument("--report", metavar="JSON", help="only print the tables of a results file")
     args = p.parse_args(argv)
     quick = args.quick
     args.n = args.n or (5000 if quick else 50_000)
@@ -151,8 +152,20 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # unwinds: the runner is killed, the redis-server stopped
 
 
+def rerender(path: str) -> int:
+    data = json.loads(Path(path).read_text())
+    meta, results = data["meta"], data["runs"]
+    pairs = [(s["key"], s["label"]) for s in meta["systems"]]
+    rows = report.summary(results, pairs, BASELINE)
+    report.print_table(rows, f"{path} ({meta['command']})", meta["workloads"])
+    print(report.markdown_report(rows, results, pairs, meta["workloads"]))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report:
+        return rerender(args.report)
     signal.signal(signal.SIGTERM, _terminate)
     systems: list[System] = []
     for spec in [s for s in args.systems.split(",") if s]:
@@ -219,7 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = RESULTS / f"{stamp}.json"
     out.write_text(json.dumps({"meta": meta, "summary": rows, "runs": results}, indent=1))
-    (RESULTS / f"{stamp}.md").write_text(report.markdown_table(rows, args.workload_list) + "\n")
+    pairs = [(s.key, s.label) for s in systems]
+    (RESULTS / f"{stamp}.md").write_text(
+        report.markdown_report(rows, results, pairs, args.workload_list)
+    )
     print(f"bench: results in {out.relative_to(ROOT)} ({elapsed:.0f} s)", file=sys.stderr)
     return 0
 

@@ -148,3 +148,59 @@ def print_table(rows: list[dict[str, Any]], title: str, workloads: list[str]) ->
     if console.width < 160:
         console = Console(width=160)
     console.print(rich_table(rows, title, workloads))
+
+
+def spread_table(rows: list[dict[str, Any]], workloads: list[str]) -> str:
+    """Every run's figure, to show the noise behind each median."""
+    lines = ["| system | " + " | ".join(t for t, *_ in metrics_for(workloads)) + " |"]
+    lines.append("|---|" + "---|" * len(metrics_for(workloads)))
+    for row in rows:
+        cols = [row["label"]]
+        for t, _, _, hb in metrics_for(workloads):
+            runs = row["metrics"][t]["runs"]
+            cols.append(" / ".join(fmt_value(v, "", hb) for v in runs) or "-")
+        lines.append("| " + " | ".join(cols) + " |")
+    return "\n".join(lines)
+
+
+def redis_cost_table(
+    results: list[dict[str, Any]], systems: list[tuple[str, str]], workloads: list[str]
+) -> str:
+    """Median Redis work per message (commands, CPU microseconds) for the throughput workloads."""
+    shown = [w for w in ("produce", "produce_batch", "consume") if w in workloads]
+    head = ["system"] + [f"{w}: cmds/msg, Redis CPU us/msg" for w in shown]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(shown)]
+    for key, label in systems:
+        cols = [label]
+        for w in shown:
+            runs = [
+                r
+                for r in results
+                if r["system"] == key and r["workload"] == w and r.get("result", {}).get("n")
+            ]
+            if not runs:
+                cols.append("-")
+                continue
+            n = runs[0]["result"]["n"]
+            cmds = statistics.median(r["redis_commands"] for r in runs) / n
+            cpu = statistics.median(r["redis_cpu_s"] for r in runs) * 1e6 / n
+            cols.append(f"{cmds:.2f}, {cpu:.1f}")
+        lines.append("| " + " | ".join(cols) + " |")
+    note = "(consume includes the untimed pre-fill)" if "consume" in shown else ""
+    return "\n".join(lines) + ("\n\n" + note if note else "")
+
+
+def markdown_report(
+    rows: list[dict[str, Any]],
+    results: list[dict[str, Any]],
+    systems: list[tuple[str, str]],
+    workloads: list[str],
+) -> str:
+    return (
+        markdown_table(rows, workloads)
+        + "\n\nEvery run (in run order):\n\n"
+        + spread_table(rows, workloads)
+        + "\n\nRedis work per message (medians):\n\n"
+        + redis_cost_table(results, systems, workloads)
+        + "\n"
+    )
