@@ -65,6 +65,7 @@ def _figures(r: runner.RunResult) -> dict[str, Any]:
         "accepted_rps": round(r.accepted_rps, 1),
         "post_ms": clean(r.post_percentiles_ms()),
         "time_to_final_ms": clean(r.final_percentiles_ms()),
+        "time_to_final_source": r.final_source,
         "final_after_last_post_s": r.final_after_last_s,
         "outcomes_per_s": None if math.isnan(r.outcomes_per_s) else round(r.outcomes_per_s, 1),
         "reservations_per_s": None

@@ -38,7 +38,7 @@ def summary_table(r: RunResult) -> Table:
         ("POST p50 / p95 / p99", f"{_ms(post['p50'])} / {_ms(post['p95'])} / {_ms(post['p99'])}"),
         ("POST max", _ms(post["max"])),
         (
-            "to final p50 / p95 / p99",
+            f"to final p50 / p95 / p99 ({r.final_source})",
             f"{_ms(final['p50'])} / {_ms(final['p95'])} / {_ms(final['p99'])}",
         ),
         (
@@ -119,8 +119,18 @@ def plot(r: RunResult, path: Path) -> Path:
     if accepted_at.size:
         ax.plot(accepted_at, np.arange(1, accepted_at.size + 1), label="accepted (POST answered)")
     if r.monitor_t_s.size:
-        ax.plot(r.monitor_t_s, np.maximum.accumulate(r.monitor_final), label="final outcome")
-        ax.plot(r.monitor_t_s, np.maximum.accumulate(r.monitor_reserved), label="reserved")
+        ax.plot(
+            r.monitor_t_s,
+            np.maximum.accumulate(r.monitor_final),
+            drawstyle="steps-post",
+            label="final outcome (polled)",
+        )
+        ax.plot(
+            r.monitor_t_s,
+            np.maximum.accumulate(r.monitor_reserved),
+            drawstyle="steps-post",
+            label="reserved (polled)",
+        )
     ax.axvline(r.last_response_s, color="grey", linestyle="--", linewidth=1, label="last POST")
     if r.all_final_s is not None:
         ax.axvline(r.all_final_s, color="black", linestyle=":", linewidth=1, label="all final")

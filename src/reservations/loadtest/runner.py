@@ -114,6 +114,7 @@ class RunResult:
     sampled_jobs: dict[str, int]
     checks: list[Check] = field(default_factory=list)
     setup_s: float = 0.0
+    sampled_final_ms: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     @property
     def accepted_mask(self) -> np.ndarray:
@@ -169,9 +170,20 @@ class RunResult:
         final_at[seen] = self.monitor_t_s[idx[seen]]
         return np.clip(final_at - accepted_at, 0.0, None)
 
+    @property
+    def final_source(self) -> str:
+        if self.sampled_final_ms.size:
+            return f"service clock, {self.sampled_final_ms.size:,} sampled requests"
+        return "estimated from the outcome counts"
+
     def final_percentiles_ms(self) -> dict[str, float]:
-        ttf = self.time_to_final_s()
-        ttf = ttf[~np.isnan(ttf)] * 1000.0
+        """Accepted-to-final percentiles: exact by the service's clock for the sampled requests
+        when the service reports the times, else the estimate of ``time_to_final_s``."""
+        if self.sampled_final_ms.size:
+            ttf = self.sampled_final_ms
+        else:
+            ttf = self.time_to_final_s()
+            ttf = ttf[~np.isnan(ttf)] * 1000.0
         if ttf.size == 0:
             return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan"),
                     "max": float("nan")}  # fmt: skip
@@ -434,10 +446,27 @@ async def _reservations(pool: Pool, event_id: int) -> list[int]:
     return users
 
 
-async def _sample_jobs(pool: Pool, job_ids: list[str], progress: Progress) -> dict[str, int]:
-    """Fetch each sampled request's outcome; counts by status (and 'MISSING' for a 404)."""
+def _ms_between(data: dict[str, Any]) -> float | None:
+    """Accepted-to-final time of one request by the service's own clock, when it says so."""
+    for start, end in (("acceptedAt", "processedAt"), ("acceptedAt", "finalAt")):
+        a, b = data.get(start), data.get(end)
+        if isinstance(a, str) and isinstance(b, str):
+            try:
+                delta = datetime.fromisoformat(b) - datetime.fromisoformat(a)
+            except ValueError:
+                return None
+            return delta.total_seconds() * 1000.0
+    return None
+
+
+async def _sample_jobs(
+    pool: Pool, job_ids: list[str], progress: Progress
+) -> tuple[dict[str, int], list[float]]:
+    """Fetch each sampled request's outcome: counts by status ('MISSING' for a 404), and the
+    accepted-to-final times the service reports, if it reports them."""
     progress.phase(f"checking {len(job_ids)} requests", len(job_ids))
     counts: dict[str, int] = {}
+    final_ms: list[float] = []
 
     async def make(i: int) -> None:
         resp = await pool.get(f"/reservation/requests/{job_ids[i]}")
@@ -448,10 +477,14 @@ async def _sample_jobs(pool: Pool, job_ids: list[str], progress: Progress) -> di
             status = str(data.get("status", "?")).upper()
             if status == "RESERVED" and data.get("reservationId") is None:
                 status = "RESERVED_WITHOUT_ID"
+            if status in ("RESERVED", "REJECTED"):
+                ms = _ms_between(data)
+                if ms is not None:
+                    final_ms.append(ms)
         counts[status] = counts.get(status, 0) + 1
 
     await _bounded(pool, len(job_ids), make, progress)
-    return counts
+    return counts, final_ms
 
 
 def _checks(r: RunResult) -> list[Check]:
@@ -650,7 +683,7 @@ async def run_loadtest(
         reserved_users = await _reservations(pool, event_id)
         with_ids = [j for j in job_ids if j]
         sample = rng.sample(with_ids, min(_JOB_SAMPLE, len(with_ids)))
-        sampled = await _sample_jobs(pool, sample, progress)
+        sampled, sampled_final_ms = await _sample_jobs(pool, sample, progress)
 
     result = RunResult(
         scenario=scenario,
@@ -671,6 +704,7 @@ async def run_loadtest(
         event=event if isinstance(event, dict) else {},
         reserved_user_ids=reserved_users,
         sampled_jobs=sampled,
+        sampled_final_ms=np.asarray(sampled_final_ms),
         setup_s=setup_s,
     )
     result.checks = _checks(result)
