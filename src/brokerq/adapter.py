@@ -27,6 +27,8 @@ class Outgoing:
     options: Mapping[str, Any] | None = None
     """Engine-specific options of this message (e.g. BullMQ job options); only for adapters
     whose ``accepts_options`` is true."""
+    headers: bytes | None = None
+    """The message's headers as a JSON object (e.g. a W3C ``traceparent``), or None."""
 
     @property
     def plain(self) -> bool:
@@ -35,6 +37,7 @@ class Outgoing:
             and self.delay_ms == 0
             and self.dedup_key is None
             and self.options is None
+            and self.headers is None
         )
 
 
@@ -45,6 +48,8 @@ class Delivery:
     tries: int
     produced_ms: int | None = None
     """Set by engines whose ids are not ``"<produced_ms>-<sequence>"`` (e.g. BullMQ)."""
+    headers: bytes | None = None
+    """The headers given at produce, as a JSON object."""
 
     @property
     def produced_at_ms(self) -> int:

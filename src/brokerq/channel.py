@@ -7,6 +7,8 @@ import hashlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+import msgspec
+
 from .adapter import Adapter, Outgoing
 from .codec import DECODE_ERRORS, ENCODE_ERRORS, codec_for
 from .errors import ChannelError, MessageTypeError
@@ -33,6 +35,7 @@ Handler = Callable[[T], Awaitable[Any]] | Callable[[Message[T]], Awaitable[Any]]
 
 # One Lua call stores at most this many messages, so no call holds Redis for long.
 MAX_BATCH = 1000
+MAX_HEADERS_BYTES = 8192
 
 
 class Channel(Generic[T]):
@@ -102,6 +105,7 @@ class Channel(Generic[T]):
         process: Processing | None,
         deduplication_interval: Duration | None,
         options: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Outgoing:
         if options is not None and not getattr(self._adapter, "accepts_options", False):
             raise ChannelError(
@@ -141,7 +145,22 @@ class Channel(Generic[T]):
                 f"priority must be an int in [{PRIORITY_MIN}, {PRIORITY_MAX}], got {priority!r}",
                 channel=self.name,
             )
-        return Outgoing(payload, prio, delay_ms, dedup_key, dedup_ms, options)
+        return Outgoing(
+            payload, prio, delay_ms, dedup_key, dedup_ms, options, self._headers(headers)
+        )
+
+    def _headers(self, headers: Mapping[str, str] | None) -> bytes | None:
+        if not headers:
+            return None
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+            raise ChannelError("headers must map str to str", channel=self.name)
+        encoded = msgspec.json.encode(dict(headers))
+        if len(encoded) > MAX_HEADERS_BYTES:
+            raise ChannelError(
+                f"headers take {len(encoded)} bytes as JSON; at most {MAX_HEADERS_BYTES}",
+                channel=self.name,
+            )
+        return encoded
 
     async def produce(
         self,
@@ -153,15 +172,17 @@ class Channel(Generic[T]):
         process: Processing | None = None,
         deduplication_interval: Duration | None = None,
         options: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> ProduceResult:
         """Store one message; returns once the broker has it.
 
         Produces issued in the same event-loop tick travel together in one round trip.
         Options given here replace the channel's for this message. ``options`` are the
         engine's own per-message options (BullMQ job options on ``BullMQAdapter``).
+        ``headers`` travel with the message to ``Message.headers`` (e.g. a trace context).
         """
         item = self._outgoing(
-            message, hash, delay, priority, process, deduplication_interval, options
+            message, hash, delay, priority, process, deduplication_interval, options, headers
         )
         future: asyncio.Future[ProduceResult] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
@@ -210,6 +231,7 @@ class Channel(Generic[T]):
         process: Processing | None = None,
         deduplication_interval: Duration | None = None,
         options: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> list[ProduceResult]:
         """Store many messages in order, in as few round trips as possible.
 
@@ -217,7 +239,9 @@ class Channel(Generic[T]):
         message's own content hash.
         """
         items = [
-            self._outgoing(m, None, delay, priority, process, deduplication_interval, options)
+            self._outgoing(
+                m, None, delay, priority, process, deduplication_interval, options, headers
+            )
             for m in messages
         ]
         results: list[ProduceResult] = []

@@ -20,6 +20,8 @@ import time
 import typing
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+import msgspec
+
 from .adapter import Delivery, Settlement
 from .codec import DECODE_ERRORS
 from .errors import ConsumerError
@@ -199,7 +201,14 @@ class Consumer(Generic[T]):
                 self._observe["undecodable"](time.perf_counter() - started)
                 return
             arg: Any = (
-                Message(data, delivery.id, delivery.tries, ch.name, delivery.produced_at_ms)
+                Message(
+                    data,
+                    delivery.id,
+                    delivery.tries,
+                    ch.name,
+                    delivery.produced_at_ms,
+                    msgspec.json.decode(delivery.headers) if delivery.headers else {},
+                )
                 if self._envelope
                 else data
             )

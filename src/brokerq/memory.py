@@ -31,6 +31,7 @@ def _now_ms() -> int:
 class _Stored:
     payload: bytes
     priority: int
+    headers: bytes | None = None
     failures: int = 0
     error: str = ""
 
@@ -125,7 +126,7 @@ class MemoryAdapter:
                     results.append((held[0], True))
                     continue
                 st.dedup[item.dedup_key] = (id_, now + item.dedup_ms)
-            st.messages[id_] = _Stored(item.payload, item.priority)
+            st.messages[id_] = _Stored(item.payload, item.priority, item.headers)
             if item.delay_ms > 0:
                 st.delay(id_, now + item.delay_ms)
             else:
@@ -222,7 +223,9 @@ class MemoryAdapter:
                 break
             stored = st.messages[next_id]
             st.lease(next_id, consumer, now + lease_ms)
-            deliveries.append(Delivery(next_id, stored.payload, stored.failures + 1))
+            deliveries.append(
+                Delivery(next_id, stored.payload, stored.failures + 1, headers=stored.headers)
+            )
         if st.in_ready:
             st.wake()
 

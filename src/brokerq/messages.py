@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 __all__ = ["ChannelStats", "DeadLetter", "Message", "ProduceResult"]
@@ -29,6 +30,8 @@ class Message(Generic[T]):
     """1 on the first delivery, 2 on the first retry, and so on."""
     channel: str
     produced_at_ms: int
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """What the producer passed as ``headers=``, e.g. a trace context."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -480,3 +480,29 @@ async def test_stats_count_every_state_and_lag(queue: BrokerQueue, name: str):
     await ch.purge()
     stats = await ch.stats()
     assert (stats.waiting, stats.delayed, stats.produced) == (0, 0, 0)
+
+
+async def test_headers_travel_with_the_message_through_retries(queue: BrokerQueue, name: str):
+    ch = queue.channel(name, int, retry_backoff="10ms", max_attempts=3)
+    trace = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    await ch.produce(1, headers=trace, priority=3)
+    await ch.produce(2)
+    await ch.produce_many([3], headers={"batch": "yes, with spaces"})
+    seen: list[tuple[int, int, dict[str, str]]] = []
+
+    async def handler(msg: Message[int]) -> None:
+        seen.append((msg.data, msg.tries, dict(msg.headers)))
+        if msg.data == 1 and msg.tries == 1:
+            raise RuntimeError("once")
+
+    consumer = await ch.consume(handler, max_parallel=1)
+    await until(lambda: len(seen) == 4, what="four deliveries")
+    await consumer.wait_idle()
+    assert sorted(seen) == [
+        (1, 1, trace),
+        (1, 2, trace),
+        (2, 1, {}),
+        (3, 1, {"batch": "yes, with spaces"}),
+    ]
+    with pytest.raises(ChannelError, match="headers"):
+        await ch.produce(4, headers={"n": 1})  # type: ignore[dict-item]

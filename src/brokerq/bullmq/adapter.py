@@ -2,9 +2,9 @@
 
 Every state change runs BullMQ's own Lua script (bundled by the PyPI ``bullmq`` package), so
 Node BullMQ workers, queues and Bull Board see exactly what they would have written
-themselves. What makes it fast is the loop around the scripts: one consumer step sends its
-acknowledgements, retries, releases, the stalled-jobs check and up to ``fetch`` job fetches as
-one pipelined round trip, and the produces of one event-loop tick travel as one transaction.
+themselves. What makes it fast is the loop around the scripts (``batch.py``): one consumer step
+(its acknowledgements, retries, releases, the stalled-jobs check and up to ``fetch`` job
+fetches) is one ``EVALSHA``, and so are the produces of one event-loop tick.
 
 Mapping (see docs/bullmq.md): message id = job id; payload = the job's ``data`` JSON;
 tries = ``attemptsMade + 1``; lease = the job lock (token = consumer id, renewed with
@@ -109,12 +109,6 @@ class _Keys:
     def job(self, job_id: str) -> str:
         return self.base + job_id
 
-    def finished(self, target: str) -> list[str]:
-        """The 14 keys of moveToFinished for ``completed`` or ``failed`` (without the job key)."""
-        return [self.wait, self.active, self.prioritized, self.events, self.stalled,
-                self.limiter, self.delayed, self.paused, self.meta, self.pc,
-                self.completed if target == "completed" else self.failed]  # fmt: skip
-
 
 class _Batch:
     """Operations for one call of the batch script (see batch.py)."""
@@ -213,7 +207,8 @@ class BullMQAdapter:
         self.channel_job_options = {k: dict(v) for k, v in (channel_job_options or {}).items()}
         self.remove_on_complete = remove_on_complete
         self.remove_on_fail = remove_on_fail
-        _keep_jobs(remove_on_complete), _keep_jobs(remove_on_fail)  # checked early
+        _keep_jobs(remove_on_complete)  # refuse a wrong value now, not at the first ack
+        _keep_jobs(remove_on_fail)
         self.stalled_interval_ms = stalled_interval_ms
         self.max_stalled_count = max_stalled_count
         self.worker_name = worker_name

@@ -1,5 +1,6 @@
 -- Shared by every script (prepended when loaded).
--- A stored message is "<failures> <priority>\n<payload>"; its id is "<produced_ms>-<seq>".
+-- A stored message is "<failures> <priority>[ <headers JSON>]\n<payload>"; its id is
+-- "<produced_ms>-<seq>".
 -- Waiting messages are ranked by seq - priority * 2^42: higher priority first, then arrival.
 local PRIO_SPAN = 4398046511104
 
@@ -9,7 +10,7 @@ local function now_ms()
 end
 
 local function header(v)
-    local failures, prio = string.match(v, '^(%d+) (%-?%d+)\n')
+    local failures, prio = string.match(v, '^(%d+) (%-?%d+)[ \n]')
     return tonumber(failures), tonumber(prio)
 end
 
@@ -23,9 +24,7 @@ local function rank(id, prio)
 end
 
 local function with_failures(v, failures)
-    local i = string.find(v, '\n', 1, true)
-    local _, prio = header(v)
-    return failures .. ' ' .. prio .. string.sub(v, i)
+    return (string.gsub(v, '^%d+', tostring(failures), 1))
 end
 
 -- Consumers block on this list; one token is enough, each woken consumer passes it on.

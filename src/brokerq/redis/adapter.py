@@ -100,6 +100,7 @@ class RedisAdapter:
             args = ["x"]
             for item in items:
                 args += (item.payload, item.priority, item.delay_ms, item.dedup_ms)
+                args.append(item.headers or b"")
                 if item.dedup_key is not None:
                     keys.append(k.dedup(item.dedup_key))
         reply = await self._run(scripts.PRODUCE, keys, args)
@@ -138,8 +139,15 @@ class RedisAdapter:
         for i in range(0, len(flat), 2):
             value: bytes = flat[i + 1]
             cut = value.index(b"\n")
-            failures = int(value[: value.index(b" ")])
-            deliveries.append(Delivery(flat[i].decode(), value[cut + 1 :], failures + 1))
+            head = value[:cut].split(b" ", 2)
+            deliveries.append(
+                Delivery(
+                    flat[i].decode(),
+                    value[cut + 1 :],
+                    int(head[0]) + 1,
+                    headers=head[2] if len(head) == 3 else None,
+                )
+            )
         return Exchange(deliveries, [x.decode() for x in lost], int(hint))
 
     async def renew(
