@@ -121,6 +121,14 @@ async def test_unknown_user_or_event_is_404_at_the_api(api: Api) -> None:
     assert r.json()["message"] == "event 4343 does not exist"
     r = await api.client.post("/reservation/0/1")
     assert r.status_code == 422
+    assert "event_id" in r.json()["message"]
+    r = await api.client.post(f"/reservation/{event_id}/99999999999")
+    assert r.status_code == 422
+    assert "user_id" in r.json()["message"]
+    r = await api.client.post(f"/reservation/{event_id}/-1")
+    assert r.status_code == 422
+    r = await api.client.post(f"/reservation/abc/{user_id}")
+    assert r.status_code == 422
     assert (await api.resources.channel.stats()).waiting == 0
 
 

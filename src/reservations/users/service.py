@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from reservations.errors import Conflict, NotFound
@@ -18,14 +17,10 @@ class UserService:
         self.session = session
 
     async def create(self, data: UserCreate) -> User:
-        if await self.repository.email_taken(data.email):
+        user = await self.repository.add(name=data.name, email=data.email)
+        if user is None:
             raise Conflict(f"a user with email {data.email!r} already exists")
-        try:
-            async with self.session.begin_nested():
-                return await self.repository.add(name=data.name, email=data.email)
-        except IntegrityError:
-            # Lost a race with a concurrent request for the same email.
-            raise Conflict(f"a user with email {data.email!r} already exists") from None
+        return user
 
     async def get(self, user_id: int) -> User:
         user = await self.repository.get(user_id)
