@@ -46,6 +46,7 @@ class Settings(BaseSettings):
         default="auto", validation_alias="LOG_FORMAT"
     )
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
+    otel_enabled: bool = Field(default=False, validation_alias="OTEL_ENABLED")
     db_pool_size: int = Field(default=10, validation_alias="DB_POOL_SIZE", ge=1)
 
     def __init__(self, **values: Any) -> None:
