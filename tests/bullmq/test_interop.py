@@ -130,6 +130,17 @@ async def test_node_delay_priority_and_job_id_reach_our_worker(bq, node: Node, n
     assert got[-1][0] == delayed and got[-1][2] >= 1.49
 
 
+async def test_our_priorities_keep_their_order_after_the_unprioritized(bq, name):
+    ch = bq.channel(name, str)
+    for text, priority in [("low", -5), ("normal-1", 0), ("high", 10), ("normal-2", 0),
+                           ("top", 1000)]:  # fmt: skip
+        await ch.produce(text, priority=priority)
+    got: list[str] = []
+    consumer = await ch.consume(got.append, max_parallel=1)
+    await consumer.wait_idle()
+    assert got == ["normal-1", "normal-2", "top", "high", "low"]
+
+
 async def test_node_remove_on_complete_and_on_fail_are_honoured(bq, node: Node, name):
     [kept, removed] = await node.add(name, [job(1, 1), job(2, 2, removeOnComplete=True)])
     [failed_removed] = await node.add(name, [job(3, 3, removeOnFail=True)])
