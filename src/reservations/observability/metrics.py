@@ -1,0 +1,57 @@
+"""``GET /metrics`` in the Prometheus text format, and a metrics port for worker processes.
+
+What a scrape of the API shows:
+
+- ``brokerq_channel_messages{channel,state}``: queue depths (waiting, in_flight, delayed, dead),
+  read from the broker at scrape time (``brokerq.metrics.export_channel_stats``);
+- ``brokerq_channel_events{channel,event}``: the broker's counters (produced, processed, retried,
+  redelivered, dead_lettered), also read at scrape time: ``rate()`` of them is the produce and
+  processing rate of the whole deployment, whichever process did the work;
+- ``brokerq_channel_lag_seconds{channel}``: age of the oldest waiting message;
+- ``brokerq_produced_messages_total``, ``brokerq_deduplicated_messages_total``: this process's
+  produces;
+- ``http_request_duration_seconds{method,route,status}``: API latency by route template.
+
+Handler durations (``brokerq_handler_duration_seconds{channel,outcome}``) and lost leases are
+recorded in the process that ran the handler, the worker: each worker serves its own registry
+with ``start_worker_metrics(port)``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest, start_http_server
+
+from brokerq.metrics import export_channel_stats
+
+from .auth import AdminDep
+
+__all__ = ["router", "start_worker_metrics"]
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["observability"])
+
+
+@router.get("/metrics", response_class=Response, include_in_schema=True)
+async def metrics(request: Request, _: AdminDep) -> Response:
+    """Prometheus metrics (needs the admin token when one is configured)."""
+    resources = getattr(request.app.state, "resources", None)
+    if resources is not None:
+        try:
+            await export_channel_stats(resources.queue)
+        except Exception as exc:
+            # A scrape still answers with the process's own metrics; the depths go stale.
+            log.warning("channel stats for /metrics failed: %s", type(exc).__name__)
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+def start_worker_metrics(port: int, addr: str = "0.0.0.0") -> None:
+    """Serve this process's metrics on ``http://addr:port/metrics`` from a background thread.
+
+    For worker processes: their handler durations and lost leases live in their own memory.
+    Give each worker its own port (e.g. ``WORKER_METRICS_PORT + worker index``).
+    """
+    start_http_server(port, addr=addr)
