@@ -20,6 +20,8 @@ with ``start_worker_metrics(port)``.
 from __future__ import annotations
 
 import logging
+from threading import Thread
+from wsgiref.simple_server import WSGIServer
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest, start_http_server
@@ -48,10 +50,11 @@ async def metrics(request: Request, _: AdminDep) -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
-def start_worker_metrics(port: int, addr: str = "0.0.0.0") -> None:
+def start_worker_metrics(port: int, addr: str = "0.0.0.0") -> tuple[WSGIServer, Thread]:
     """Serve this process's metrics on ``http://addr:port/metrics`` from a background thread.
 
     For worker processes: their handler durations and lost leases live in their own memory.
-    Give each worker its own port (e.g. ``WORKER_METRICS_PORT + worker index``).
+    Give each worker its own port (e.g. ``WORKER_METRICS_PORT + worker index``). Returns the
+    server and its daemon thread (``server.shutdown()`` stops it; a process exit does too).
     """
-    start_http_server(port, addr=addr)
+    return start_http_server(port, addr=addr)
