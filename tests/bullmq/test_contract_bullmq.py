@@ -20,9 +20,6 @@ DIFFERENT = {
         "counter fails the job after max_stalled_count stalls): tested in test_interop.py"
     ),
     "test_a_renewal_never_takes_back_a_reclaimed_message": "the same: tries after a stall",
-    "test_headers_travel_with_the_message_through_retries": (
-        "BullMQ jobs have no headers; the BullMQ adapter does not carry them"
-    ),
     "test_priority_orders_waiting_messages_then_first_in_first_out": (
         "BullMQ serves jobs without a priority (our 0) before every prioritized job; the order "
         "among non-zero priorities holds: tested in test_interop.py"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -286,6 +287,25 @@ async def test_a_stalled_job_is_moved_back_and_fails_after_max_stalled_count(red
         await until(failed, timeout=5, what="job failed after stalling twice")
         [letter] = await ch.dead_letters()
         assert letter.error == "job stalled more than allowable limit"
+
+
+async def test_headers_are_bullmq_telemetry_metadata_both_ways(bq, node: Node, name):
+    trace = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    ch = bq.channel(name, ReserveEvent)
+    ours = await ch.produce(ReserveEvent(1, 1), headers=trace)
+    info = await node.inspect(name, ours.id)
+    metadata = info["jobs"][ours.id]["opts"]["telemetry"]["metadata"]
+    assert json.loads(metadata) == trace
+    other = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+    [theirs] = await node.add(name, [job(2, 2, telemetry={"metadata": json.dumps(other)})])
+    got: dict[str, dict[str, str]] = {}
+
+    async def handler(msg: Message[ReserveEvent]) -> None:
+        got[msg.id] = dict(msg.headers)
+
+    consumer = await ch.consume(handler)
+    await consumer.wait_idle()
+    assert got == {ours.id: trace, theirs: other}
 
 
 async def test_a_node_global_rate_limit_paces_our_worker(bq, node: Node, name):

@@ -279,6 +279,9 @@ class BullMQAdapter:
             kind, _, key = item.dedup_key.partition(":")
             dedup_id = key if kind == "k" else CONTENT_DEDUP_PREFIX + key
             opts["deduplication"] = {"id": dedup_id, "ttl": item.dedup_ms}
+        if item.headers is not None:
+            # BullMQ's telemetry metadata: the trace propagation carrier as a JSON string.
+            opts["tm"] = item.headers.decode()
         if item.options:
             opts.update(item.options)
         custom_id = opts.get("jobId")
@@ -293,7 +296,7 @@ class BullMQAdapter:
             opts, custom_id = self._job_opts(channel, item)
             de = opts.get("deduplication")
             dedup_key = f"{k.base}de:{de['id']}" if isinstance(de, Mapping) else None
-            encoded = {OPTS_ENCODE.get(key, key): value for key, value in opts.items()}
+            encoded = _encode_opts(opts)
             delay = opts.get("delay")
             if isinstance(delay, int | float) and delay > 0:
                 kind = "d"
@@ -354,7 +357,7 @@ class BullMQAdapter:
         for job_id in missing:
             pipe.hmget(k.job(job_id), "opts", "atm")
         for job_id, (opts, atm) in zip(missing, await pipe.execute(), strict=True):
-            self._held[(channel, job_id)] = _held_from(opts, atm)
+            self._held[(channel, job_id)] = _held_from(json.loads(opts) if opts else {}, atm)
 
     def _fail(
         self, batch: _Batch, job_id: str, error: str, consumer: str, held: _Held,
@@ -448,14 +451,15 @@ class BullMQAdapter:
             for raw, job_id, _, _ in jobs:
                 job = {_text(raw[i]): raw[i + 1] for i in range(0, len(raw), 2)}
                 jid = _text(job_id)
-                held = _held_from(job.get("opts"), job.get("atm"))
+                opts = json.loads(job["opts"]) if job.get("opts") else {}
+                held = _held_from(opts, job.get("atm"))
                 if "defa" in job:  # stalled too often: Node fails it when it next fetches
                     deferred.append((jid, _text(job["defa"]), held))
                     continue
                 self._held[(channel, jid)] = held
                 produced = int(job.get("timestamp") or 0) or None
                 deliveries.append(Delivery(jid, job.get("data") or b"{}", held.attempts_made + 1,
-                                           produced))  # fmt: skip
+                                           produced, _headers(opts.get("tm"))))  # fmt: skip
             if limit_ms and int(limit_ms) > 0:
                 hint = _min_hint(hint, int(limit_ms))
             if next_delayed and int(next_delayed) > 0:
@@ -606,8 +610,35 @@ class BullMQAdapter:
         await asyncio.sleep(0)
 
 
-def _held_from(opts_raw: Any, atm: Any) -> _Held:
-    opts: dict[str, Any] = json.loads(opts_raw) if opts_raw else {}
+def _encode_opts(opts: Mapping[str, Any]) -> dict[str, Any]:
+    """Job options as BullMQ stores them (Node's optsAsJSON): short keys, telemetry flattened."""
+    encoded: dict[str, Any] = {}
+    for key, value in opts.items():
+        if key == "telemetry" and isinstance(value, Mapping):
+            if value.get("metadata") is not None:
+                encoded["tm"] = value["metadata"]
+            if value.get("omitContext") is not None:
+                encoded["omc"] = value["omitContext"]
+        else:
+            encoded[OPTS_ENCODE.get(key, key)] = value
+    return encoded
+
+
+def _headers(metadata: Any) -> bytes | None:
+    """Our headers from BullMQ's telemetry metadata, when it is a JSON object of strings (as
+    bullmq-otel writes its trace carrier); anything else is not ours to interpret."""
+    if not isinstance(metadata, str) or not metadata.startswith("{"):
+        return None
+    try:
+        carrier = json.loads(metadata)
+    except ValueError:
+        return None
+    if not isinstance(carrier, dict) or not all(isinstance(v, str) for v in carrier.values()):
+        return None
+    return metadata.encode()
+
+
+def _held_from(opts: Mapping[str, Any], atm: Any) -> _Held:
     attempts = opts.get("attempts")
     return _Held(
         attempts=int(attempts) if isinstance(attempts, int | float) and attempts > 0 else None,
