@@ -189,54 +189,67 @@ def main(argv: list[str] | None = None) -> int:
         f" n={args.n}; runner logs in {log.relative_to(ROOT)}",
         file=sys.stderr,
     )
-    with redis_server() as url:
-        probe = RedisProbe(url)
-        redis_version = probe.snapshot()["version"]
-        for run in range(1, args.runs + 1):
-            for workload in args.workload_list:
-                for system in systems:
-                    probe.reset()
-                    time.sleep(0.2)
-                    before = probe.snapshot()
-                    outcome = run_one(system, workload, url, args, log)
-                    outcome.update(probe.delta(before))
-                    outcome.update(run=run, system=system.key, workload=workload)
-                    results.append(outcome)
-                    print(
-                        f"  run {run}/{args.runs}  {workload:<13} {system.key:<18} "
-                        f"{describe(outcome)}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-        probe.reset()
-        probe.close()
-    elapsed = time.monotonic() - started
-    rows = report.summary(results, [(s.key, s.label) for s in systems], BASELINE)
-    title = (
-        f"Queue benchmark: n={args.n}, medians of {args.runs} alternating runs, "
-        f"(d) at {args.rate:.0f} msg/s; 'vs Node' = times better than Node BullMQ"
-    )
-    report.print_table(rows, title, args.workload_list)
-    meta = {
+    pairs = [(s.key, s.label) for s in systems]
+    out = RESULTS / f"{stamp}.json"
+    meta: dict[str, Any] = {
         "stamp": stamp,
         "command": "scripts/bench " + " ".join(argv if argv is not None else sys.argv[1:]),
         "args": {k: v for k, v in vars(args).items() if k != "workload_list"},
         "workloads": args.workload_list,
         "systems": [vars(s) for s in systems],
-        "redis_version": redis_version,
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "loadavg_before": load_before,
-        "loadavg_after": os.getloadavg(),
-        "elapsed_s": round(elapsed, 1),
     }
-    out = RESULTS / f"{stamp}.json"
-    out.write_text(json.dumps({"meta": meta, "summary": rows, "runs": results}, indent=1))
-    pairs = [(s.key, s.label) for s in systems]
-    (RESULTS / f"{stamp}.md").write_text(
-        report.markdown_report(rows, results, pairs, args.workload_list)
-    )
-    print(f"bench: results in {out.relative_to(ROOT)} ({elapsed:.0f} s)", file=sys.stderr)
+
+    def save(complete: bool) -> list[dict[str, Any]]:
+        """Written after every run, so an interrupted benchmark keeps what it measured."""
+        rows = report.summary(results, pairs, BASELINE)
+        meta.update(
+            complete=complete,
+            loadavg_after=os.getloadavg(),
+            elapsed_s=round(time.monotonic() - started, 1),
+        )
+        out.write_text(json.dumps({"meta": meta, "summary": rows, "runs": results}, indent=1))
+        md = report.markdown_report(rows, results, pairs, args.workload_list)
+        (RESULTS / f"{stamp}.md").write_text(md)
+        return rows
+
+    complete = False
+    try:
+        with redis_server() as url:
+            probe = RedisProbe(url)
+            meta["redis_version"] = probe.snapshot()["version"]
+            for run in range(1, args.runs + 1):
+                for workload in args.workload_list:
+                    for system in systems:
+                        probe.reset()
+                        time.sleep(0.2)
+                        before = probe.snapshot()
+                        outcome = run_one(system, workload, url, args, log)
+                        outcome.update(probe.delta(before))
+                        outcome.update(run=run, system=system.key, workload=workload)
+                        outcome["loadavg_1m"] = os.getloadavg()[0]
+                        results.append(outcome)
+                        print(
+                            f"  run {run}/{args.runs}  {workload:<13} {system.key:<18} "
+                            f"{describe(outcome)}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        save(complete=False)
+            probe.reset()
+            probe.close()
+        complete = True
+    finally:
+        rows = save(complete)
+        title = (
+            f"Queue benchmark: n={args.n}, medians of {args.runs} alternating runs"
+            f"{'' if complete else ' (INTERRUPTED)'}, (d) at {args.rate:.0f} msg/s; "
+            "'vs Node' = times better than Node BullMQ"
+        )
+        report.print_table(rows, title, args.workload_list)
+        print(f"bench: results in {out.relative_to(ROOT)}", file=sys.stderr)
     return 0
 
 
