@@ -63,6 +63,7 @@ def _figures(r: runner.RunResult) -> dict[str, Any]:
         "failed": r.errors,
         "send_duration_s": round(r.fire_duration_s, 3),
         "accepted_rps": round(r.accepted_rps, 1),
+        "client_cpu_s": round(r.client_cpu_s, 3),
         "post_ms": clean(r.post_percentiles_ms()),
         "time_to_final_ms": clean(r.final_percentiles_ms()),
         "time_to_final_source": r.final_source,

@@ -35,6 +35,11 @@ def summary_table(r: RunResult) -> Table:
         ("accepted / failed", f"{r.accepted:,} / {r.errors:,}"),
         ("sending took", f"{r.fire_duration_s:.2f} s"),
         ("accepted req/s", f"{r.accepted_rps:,.0f}"),
+        (
+            "load generator CPU while sending",
+            f"{r.client_cpu_s:.2f} s ({1e6 * r.client_cpu_s / max(s.requests, 1):,.0f} µs/request, "
+            f"{100 * r.client_cpu_s / max(r.fire_duration_s, 1e-9):.0f}% of a core)",
+        ),
         ("POST p50 / p95 / p99", f"{_ms(post['p50'])} / {_ms(post['p95'])} / {_ms(post['p99'])}"),
         ("POST max", _ms(post["max"])),
         (

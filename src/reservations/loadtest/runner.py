@@ -115,6 +115,7 @@ class RunResult:
     checks: list[Check] = field(default_factory=list)
     setup_s: float = 0.0
     sampled_final_ms: np.ndarray = field(default_factory=lambda: np.empty(0))
+    client_cpu_s: float = 0.0  # CPU the load generator used while sending (its own cost)
 
     @property
     def accepted_mask(self) -> np.ndarray:
@@ -369,7 +370,7 @@ async def _fire(
     sequence: list[int],
     t0: float,
     progress: Progress,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None], float]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None], float, float]:
     host, port, prefix = parse_base_url(base_url)
     n = len(sequence)
     starts = [0.0] * n
@@ -415,15 +416,17 @@ async def _fire(
     progress.phase("reserving", n)
     reporter = asyncio.create_task(report())
     first = perf()
+    cpu_before = time.process_time()
     await asyncio.gather(*(run(c) for c in conns))
     duration = perf() - first
+    client_cpu_s = time.process_time() - cpu_before
     await reporter
     status_arr = np.asarray(statuses, dtype=np.int32)
     job_ids = [
         _job_id(b) if b is not None and 200 <= s < 300 else None
         for b, s in zip(bodies, statuses, strict=True)
     ]
-    return (np.asarray(starts), np.asarray(latencies), status_arr, job_ids, duration)
+    return (np.asarray(starts), np.asarray(latencies), status_arr, job_ids, duration, client_cpu_s)
 
 
 async def _reservations(pool: Pool, event_id: int) -> list[int]:
@@ -653,7 +656,7 @@ async def run_loadtest(
     await monitor.poll()
     monitor.start()
     try:
-        starts, latencies, statuses, job_ids, duration = await _fire(
+        starts, latencies, statuses, job_ids, duration, client_cpu_s = await _fire(
             base_url, scenario, event_id, sequence, t0, progress
         )
         accepted_ids = [j for j, s in zip(job_ids, statuses, strict=True) if 200 <= s < 300]
@@ -705,6 +708,7 @@ async def run_loadtest(
         reserved_user_ids=reserved_users,
         sampled_jobs=sampled,
         sampled_final_ms=np.asarray(sampled_final_ms),
+        client_cpu_s=client_cpu_s,
         setup_s=setup_s,
     )
     result.checks = _checks(result)
