@@ -46,6 +46,7 @@ __all__ = [
     "configure_tracing",
     "consume_span",
     "db_write_span",
+    "disable_tracing",
     "produce_span",
     "trace_headers",
     "tracer",
@@ -57,6 +58,7 @@ _enabled = False
 # Span contexts of the messages this process is handling, by message id: ``db_write_span`` finds
 # the traces of the messages in a batch here (the writer runs in a task of its own).
 _active: dict[str, SpanContext] = {}
+_exporters: list[SpanExporter] = []
 
 
 def tracer() -> trace.Tracer:
@@ -79,15 +81,21 @@ def configure_tracing(
     (``otlp``, ``console``, ``none``), and ``otlp`` is the default when
     ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set. With no
     exporter at all tracing stays off and None is returned. ``OTEL_SERVICE_NAME`` and
-    ``OTEL_RESOURCE_ATTRIBUTES`` are honoured by the SDK; ``OTEL_TRACES_SAMPLER`` too.
+    ``OTEL_RESOURCE_ATTRIBUTES`` are honoured by the SDK; ``OTEL_TRACES_SAMPLER`` too. Calling it
+    again with an exporter already attached only turns the helpers back on (after
+    ``disable_tracing``).
     """
     global _enabled
     if exporter is None:
         exporter = _exporter_from_env()
     if exporter is None:
         return None
-    processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
     current = trace.get_tracer_provider()
+    if any(e is exporter for e in _exporters) and isinstance(current, TracerProvider):
+        _enabled = True  # already attached: only turn the helpers back on
+        return current
+    _exporters.append(exporter)
+    processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
     if isinstance(current, TracerProvider):
         # The global provider can be set once per process; later calls add their exporter.
         current.add_span_processor(processor)
@@ -98,6 +106,12 @@ def configure_tracing(
     trace.set_tracer_provider(provider)
     _enabled = True
     return provider
+
+
+def disable_tracing() -> None:
+    """Turn the helpers and the middleware back into no-ops (the provider stays installed)."""
+    global _enabled
+    _enabled = False
 
 
 def _exporter_from_env() -> SpanExporter | None:
@@ -203,12 +217,17 @@ def db_write_span(
     ids = list(message_ids)
     contexts = [_active[i] for i in ids if i in _active]
     started_ns = time.time_ns()
-    # A batch span is a root of its own, not a child of whatever happens to be current.
+    # A batch span is a root of its own, not a child of whatever happens to be current. It is
+    # ended here, so that the per-message spans can have exactly its start and end.
     with tracer().start_as_current_span(
         f"{name}_batch",
         context=otel_context.Context(),
         links=[Link(c) for c in contexts],
         attributes={"messaging.batch.message_count": len(ids)},
+        start_time=started_ns,
+        end_on_exit=False,
+        record_exception=False,
+        set_status_on_exception=False,
     ) as batch_span:
         error: BaseException | None = None
         try:
@@ -218,6 +237,10 @@ def db_write_span(
             raise
         finally:
             ended_ns = time.time_ns()
+            if error is not None:
+                batch_span.record_exception(error)
+                batch_span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            batch_span.end(end_time=ended_ns)
             batch_link = Link(batch_span.get_span_context())
             for span_context in contexts:
                 child = tracer().start_span(

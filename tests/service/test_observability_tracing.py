@@ -1,0 +1,217 @@
+"""One trace from the API request through the queue to the worker's database write, and log
+lines that carry the message id and the trace id.
+
+The producer and the worker get their tracing lines from the lead (see docs/observability.md);
+until then ``TracedChannel`` and ``TracedProcessor`` below add exactly those lines around the
+service's own channel and processor, so the test runs the real request, the real Redis round trip
+and the real PostgreSQL write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import structlog
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from brokerq import Channel, Message, ProduceResult
+from reservations.channels import ReserveEvent
+from reservations.observability import consume_span, db_write_span, produce_span
+from reservations.observability.logs import configure_logging
+from reservations.observability.tracing import (
+    configure_tracing,
+    disable_tracing,
+    trace_headers,
+    tracing_enabled,
+)
+from reservations.reservations.admission import AdmissionGate
+from reservations.reservations.repository import Decision
+from reservations.reservations.service import Incoming
+from reservations.worker import ReservationProcessor
+
+from ._observability_fixtures import Observed, observed
+from .helpers import create_event, create_user, eventually
+
+__all__ = ["observed"]
+
+_EXPORTER = InMemorySpanExporter()
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    configure_tracing("reservations-test", exporter=_EXPORTER, batch=False)
+    _EXPORTER.clear()
+    try:
+        yield _EXPORTER
+    finally:
+        disable_tracing()
+        _EXPORTER.clear()
+
+
+class TracedChannel(Channel[ReserveEvent]):
+    """The service's channel plus the producer's line: a PRODUCER span and its headers."""
+
+    async def produce(self, message: ReserveEvent, **options: Any) -> ProduceResult:
+        with produce_span(self.name) as headers:
+            return await super().produce(message, headers=headers, **options)
+
+
+class TracedProcessor(ReservationProcessor):
+    """The service's processor plus the worker's lines: a CONSUMER span per message and a span
+    around each database write."""
+
+    async def handle(self, message: Message[ReserveEvent]) -> None:
+        with consume_span(message):
+            structlog.get_logger("test.worker").info("handling_reservation")
+            await super().handle(message)
+
+    async def _write(self, batch: list[tuple[Incoming, asyncio.Future[Decision]]]) -> None:
+        with db_write_span([item.message_id for item, _ in batch]):
+            await super()._write(batch)
+
+
+def traced(channel: Channel[ReserveEvent]) -> TracedChannel:
+    copy = TracedChannel.__new__(TracedChannel)
+    copy.__dict__.update(channel.__dict__)
+    return copy
+
+
+@pytest.fixture
+async def traced_service(observed: Observed) -> AsyncIterator[Observed]:
+    resources = observed.resources
+    resources.channel = traced(resources.channel)
+    processor = TracedProcessor(resources.session_factory, AdmissionGate(resources.redis))
+    await processor.start()
+    consumer = await resources.channel.consume(processor.handle, max_parallel=8, envelope=True)
+    try:
+        yield observed
+    finally:
+        await consumer.close()
+        await processor.close()
+
+
+def by_name(spans: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:
+    return [s for s in spans if s.name == name]
+
+
+async def test_one_trace_from_the_request_to_the_database_write(
+    spans: InMemorySpanExporter, traced_service: Observed
+) -> None:
+    client = traced_service.client
+    user_id = await create_user(client, 1)
+    event_id = await create_event(client, "Traced night", 2)
+    r = await client.post(f"/reservation/{event_id}/{user_id}")
+    assert r.status_code == 202
+    job_id = r.json()["id"]
+    message_id = r.json()["messageId"]
+    await eventually(
+        lambda: client.get(f"/reservation/requests/{job_id}"),
+        lambda resp: resp.json()["status"] == "RESERVED",
+        what="the request reserved",
+    )
+
+    finished = await eventually(
+        lambda: _finished(spans), lambda s: len(by_name(s, "reservations.db.write")) == 1,
+        what="the write span",
+    )  # fmt: skip
+    [server] = by_name(finished, "POST /reservation/{event_id}/{user_id}")
+    [publish] = by_name(finished, "reservation-queue publish")
+    [process] = by_name(finished, "reservation-queue process")
+    [write] = by_name(finished, "reservations.db.write")
+    [batch] = by_name(finished, "reservations.db.write_batch")
+
+    trace_id = server.context.trace_id
+    assert {s.context.trace_id for s in (server, publish, process, write)} == {trace_id}
+    assert server.kind is SpanKind.SERVER
+    assert publish.kind is SpanKind.PRODUCER and publish.parent.span_id == server.context.span_id
+    assert process.kind is SpanKind.CONSUMER and process.parent.span_id == publish.context.span_id
+    assert write.parent.span_id == process.context.span_id
+    assert server.attributes["http.route"] == "/reservation/{event_id}/{user_id}"
+    assert server.attributes["http.response.status_code"] == 202
+    assert process.attributes["messaging.message.id"] == message_id
+    assert process.attributes["messaging.delivery.tries"] == 1
+    # The batch transaction is a trace of its own, linked both ways with the message's trace.
+    assert batch.context.trace_id != trace_id
+    assert [link.context.span_id for link in batch.links] == [process.context.span_id]
+    assert [link.context.span_id for link in write.links] == [batch.context.span_id]
+    assert (write.start_time, write.end_time) == (batch.start_time, batch.end_time)
+    # Each step starts no earlier than the one before it.
+    assert server.start_time <= publish.start_time <= process.start_time <= write.start_time
+    assert write.end_time <= process.end_time
+
+
+async def _finished(spans: InMemorySpanExporter) -> tuple[ReadableSpan, ...]:
+    return spans.get_finished_spans()
+
+
+async def test_an_incoming_traceparent_is_continued(
+    spans: InMemorySpanExporter, observed: Observed
+) -> None:
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    r = await observed.client.get("/event/12345", headers={"traceparent": parent})
+    assert r.status_code == 404
+    [server] = by_name(spans.get_finished_spans(), "GET /event/{event_id}")
+    assert format(server.context.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
+    assert server.parent is not None and format(server.parent.span_id, "016x") == (
+        "b7ad6b7169203331"
+    )
+
+
+def test_without_tracing_configured_the_helpers_cost_nothing() -> None:
+    assert not tracing_enabled()
+    assert trace_headers() == {}
+    with produce_span("reservation-queue") as headers:
+        assert headers == {}
+    with db_write_span(["1-1"]) as span:
+        assert span is None
+
+
+@pytest.fixture
+def json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[pytest.CaptureFixture[str]]:
+    """Restores the logging configuration that the test changes."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield capsys
+    finally:
+        structlog.configure(**saved)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+async def test_log_lines_about_a_message_carry_its_id_and_trace(
+    spans: InMemorySpanExporter, json_logs: pytest.CaptureFixture[str]
+) -> None:
+    message = Message(
+        data={"n": 1}, id="1700000000000-7", tries=2, channel="observability/test",
+        produced_at_ms=1700000000000,
+        headers={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+    )  # fmt: skip
+    # Here, not in a fixture: the loggers write to the sys.stderr of the moment, capsys's.
+    configure_logging(json=True, level="INFO")
+    with consume_span(message):
+        structlog.get_logger("test.logs").info("working_on_it", step=1)
+        logging.getLogger("test.stdlib").warning("a library line")
+    structlog.get_logger("test.logs").info("after_the_message")
+    logging.getLogger("test.stdlib").warning("tagged", extra={"message_id": "1700000000000-8"})
+
+    lines = [json.loads(line) for line in json_logs.readouterr().err.splitlines() if line]
+    by_event = {line["event"]: line for line in lines}
+    for event in ("working_on_it", "a library line"):
+        line = by_event[event]
+        assert line["message_id"] == "1700000000000-7"
+        assert line["channel"] == "observability/test"
+        assert line["tries"] == 2
+        assert line["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+        assert len(line["span_id"]) == 16
+    assert "message_id" not in by_event["after_the_message"]
+    assert "trace_id" not in by_event["after_the_message"]
+    assert by_event["tagged"]["message_id"] == "1700000000000-8"
