@@ -87,21 +87,31 @@
     return 10 * exp;
   }
 
+  function formatSpan(ms) {
+    if (ms === 0) return "now";
+    return ms >= 60000 ? `−${Math.round(ms / 60000)} min` : `−${Math.round(ms / 1000)} s`;
+  }
+
   function drawChart(el, series, lines, now, format) {
-    const width = 600, height = 150, left = 0, top = 8, bottom = 18;
-    const windowMs = 10 * 60 * 1000;
+    // Drawn at the element's own size, so that text is never stretched.
+    const width = Math.max(200, Math.round(el.getBoundingClientRect().width)) || 600;
+    const height = 150, top = 8, bottom = 18;
+    el.setAttribute("viewBox", `0 0 ${width} ${height}`);
+    // From the first sample (at least 30 s, at most the 10 minutes the server keeps) to now.
+    const first = series.length ? series[0].at_ms : now;
+    const windowMs = Math.min(10 * 60 * 1000, Math.max(30 * 1000, now - first));
     const start = now - windowMs;
     const max = niceMax(Math.max(0, ...series.flatMap((p) => lines.map((l) => p[l.key]))));
-    const x = (t) => left + ((t - start) / windowMs) * (width - left);
+    const x = (t) => ((t - start) / windowMs) * width;
     const y = (v) => top + (1 - v / max) * (height - top - bottom);
     el.replaceChildren();
     for (const f of [0, 0.5, 1]) {
       el.append(svg("line", { x1: 0, x2: width, y1: y(max * f), y2: y(max * f), class: "grid" }));
     }
-    for (const [minutes, anchor] of [[10, "start"], [5, "middle"], [0, "end"]]) {
-      const label = svg("text", { x: x(now - minutes * 60000), y: height - 4, class: "axis",
+    for (const [fraction, anchor] of [[1, "start"], [0.5, "middle"], [0, "end"]]) {
+      const label = svg("text", { x: x(now - fraction * windowMs), y: height - 4, class: "axis",
                                   "text-anchor": anchor });
-      label.textContent = minutes ? `−${minutes} min` : "now";
+      label.textContent = formatSpan(fraction * windowMs);
       el.append(label);
     }
     const maxLabel = svg("text", { x: 4, y: top + 10, class: "axis" });
