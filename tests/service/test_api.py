@@ -199,3 +199,29 @@ async def test_health_is_503_when_redis_is_down(api: Api) -> None:
     assert r.status_code == 503
     assert r.json()["checks"]["postgres"] == "ok"
     assert "secret-pw" not in r.text
+
+
+async def test_queue_down_is_503_and_the_place_is_handed_back(api: Api) -> None:
+    users = [await create_user(api.client, n) for n in range(2)]
+    event_id = await create_event(api.client, "One seat", 1)
+    assert (await api.client.post(f"/reservation/{event_id}/{users[0]}")).status_code == 202
+    # The queue's Redis is unreachable (the gate's stays up).
+    from brokerq import BrokerQueue
+    from brokerq.redis import RedisAdapter
+
+    from reservations.channels import reservation_channel
+
+    good = api.resources.channel
+    dead = BrokerQueue(RedisAdapter("redis://127.0.0.1:1/0"))
+    api.resources.channel = reservation_channel(dead)
+    try:
+        r = await api.client.post(f"/reservation/{event_id}/{users[1]}")
+    finally:
+        api.resources.channel = good
+        await dead.close()
+    assert r.status_code == 503, r.text
+    assert "not accepted" in r.json()["message"]
+    counters = await api.resources.gate.counters(event_id)
+    assert counters is not None
+    assert counters.accepted == 1
+    assert counters.admitted == 1

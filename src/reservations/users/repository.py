@@ -27,3 +27,11 @@ class UserRepository:
             select(User).where(User.id == user_id, User.deleted_at.is_(None))
         )
         return result.scalar_one_or_none()
+
+    async def exists(self, user_id: int) -> bool:
+        # A bare id query, skipping the ORM's entity loading: this runs on the reservation path
+        # whenever the existence cache misses.
+        found = await self.session.scalar(
+            select(User.id).where(User.id == user_id, User.deleted_at.is_(None))
+        )
+        return found is not None

@@ -29,4 +29,4 @@ class UserService:
         return user
 
     async def exists(self, user_id: int) -> bool:
-        return await self.repository.get(user_id) is not None
+        return await self.repository.exists(user_id)
