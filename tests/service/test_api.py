@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncpg  # type: ignore[import-untyped]
 
+from brokerq import BrokerQueue
+from brokerq.redis import RedisAdapter
+from reservations.channels import reservation_channel
+
 from .conftest import Api
 from .helpers import create_event, create_user
 
@@ -206,11 +210,6 @@ async def test_queue_down_is_503_and_the_place_is_handed_back(api: Api) -> None:
     event_id = await create_event(api.client, "One seat", 1)
     assert (await api.client.post(f"/reservation/{event_id}/{users[0]}")).status_code == 202
     # The queue's Redis is unreachable (the gate's stays up).
-    from brokerq import BrokerQueue
-    from brokerq.redis import RedisAdapter
-
-    from reservations.channels import reservation_channel
-
     good = api.resources.channel
     dead = BrokerQueue(RedisAdapter("redis://127.0.0.1:1/0"))
     api.resources.channel = reservation_channel(dead)
