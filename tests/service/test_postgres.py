@@ -89,3 +89,21 @@ def test_migrations_are_idempotent_and_create_the_schema(database_url: str) -> N
     assert {"users", "events", "reservations", "reservation_requests", "alembic_version"} <= (
         asyncio.run(tables())
     )
+
+
+def test_runs_the_binaries_of_the_pgserver_wheel(data_dir: Path) -> None:
+    """The fallback for machines without a system PostgreSQL."""
+    import pgserver
+
+    bundled = Path(pgserver.__file__).parent / "pginstall" / "bin"
+
+    async def version(dsn: str) -> str:
+        conn = await asyncpg.connect(dsn)
+        try:
+            text: str = await conn.fetchval("SHOW server_version")
+            return text
+        finally:
+            await conn.close()
+
+    with PostgresServer(data_dir, bin_dir=bundled) as server:
+        assert asyncio.run(version(server.dsn))
