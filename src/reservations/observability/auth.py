@@ -27,8 +27,8 @@ class AdminAuthError(Exception):
 
 
 def _expected_token(request: Request) -> bytes | None:
-    resources = getattr(request.app.state, "resources", None)
-    secret = resources.settings.admin_token if resources is not None else None
+    # No resources (the lifespan has not run) is an error, not an open door.
+    secret = request.app.state.resources.settings.admin_token
     if secret is None:
         return None
     value = secret.get_secret_value()
