@@ -216,7 +216,8 @@ def status(
     limit: Annotated[int, typer.Option(help="At most this many events, newest first.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
-    """Queue channel counts and, per event, capacity / reserved / remaining."""
+    """Queue channel counts and, per event, capacity / reserved / remaining (exit 1 if either
+    could not be read)."""
     from .status import collect_status, render_status
 
     settings = _settings()
@@ -227,9 +228,11 @@ def status(
     except Exception as exc:
         raise _fail(f"cannot read the status: {exc}") from exc
     if as_json:
-        console.print_json(json.dumps(report))
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
     else:
         render_status(report, console)
+    if report["errors"]:
+        raise typer.Exit(1)
 
 
 @app.command()

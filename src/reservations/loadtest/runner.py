@@ -32,10 +32,11 @@ __all__ = ["Check", "LoadTestError", "Outcomes", "Progress", "RunResult", "run_l
 _decode = msgspec.json.Decoder().decode
 
 # The outcome counts are an aggregate query in the service: poll often enough to time the outcomes
-# (50 ms), but never spend more than a fifth of the time waiting for one, so that the monitor's
-# own load on a busy service stays small.
+# (50 ms), but while the requests are being sent, keep at most a fifth of one connection busy (the
+# pause is four times the last poll, up to 0.5 s), so that the monitor's own load stays small.
 _MONITOR_INTERVAL_S = 0.05
 _MONITOR_DUTY = 0.2
+_MONITOR_MAX_PAUSE_S = 0.5
 _SETUP_CONNECTIONS = 32
 _JOB_SAMPLE = 2_000
 
@@ -360,14 +361,21 @@ class _Monitor:
             except (OSError, HttpError) as exc:
                 self.error = str(exc)
             took = time.perf_counter() - began
-            pause = max(_MONITOR_INTERVAL_S, took * (1 - _MONITOR_DUTY) / _MONITOR_DUTY)
+            pause = min(
+                _MONITOR_MAX_PAUSE_S,
+                max(_MONITOR_INTERVAL_S, took * (1 - _MONITOR_DUTY) / _MONITOR_DUTY),
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), pause)
 
     async def stop(self) -> None:
+        """Stop the background polling (harmless twice); ``poll`` still works afterwards."""
         self._stop.set()
         if self._task is not None:
             await self._task
+            self._task = None
+
+    def close(self) -> None:
         self._conn.close()
 
 
@@ -679,10 +687,16 @@ async def run_loadtest(
         expected_final = len({j for j in accepted_ids if j}) if all(accepted_ids) else accepted
         last_response = float(np.max(starts + latencies)) if len(starts) else 0.0
         progress.phase("waiting for outcomes", expected_final)
+        # The sending is over: poll in step from here, every 50 ms, so that the moment everything
+        # is final is seen to within one interval (plus one quick answer from an idle service).
+        await monitor.stop()
         deadline = time.perf_counter() + scenario.final_timeout_s
         all_final: float | None = None
         while time.perf_counter() < deadline:
-            last = monitor.last
+            try:
+                last = await monitor.poll()
+            except (OSError, HttpError):
+                last = monitor.last
             progress.advance(last.final)
             if last.final >= expected_final and last.pending == 0 and monitor.t:
                 all_final = monitor.t[-1]
@@ -690,6 +704,7 @@ async def run_loadtest(
             await asyncio.sleep(_MONITOR_INTERVAL_S)
     finally:
         await monitor.stop()
+        monitor.close()
 
     async with Pool(base_url, _SETUP_CONNECTIONS) as pool:
         # One last poll on a quiet system, so the counts checked are the settled ones.
