@@ -1,9 +1,9 @@
 """The queue dashboard in a real headless Chromium (Debian's ``chromium``, driven by Playwright).
 
 A real run: the service under uvicorn with the admin token set, reservations through its HTTP
-API finished by a real consumer, a test channel with messages that succeed and two that fail
-into the dead letters. The page must show those numbers, and its redrive buttons must empty the
-dead letters. ``UPDATE_SCREENSHOTS=1`` rewrites ``docs/dashboard.png`` from this run.
+API finished by a real consumer, a test channel with messages that succeed and three that fail
+into the dead letters. The page must show those numbers, and its delete and redrive buttons must
+empty the dead letters. ``UPDATE_SCREENSHOTS=1`` rewrites ``docs/dashboard.png`` from this run.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ async def test_dashboard_shows_a_real_run_and_redrives_dead_letters(
             resources.channel.stats, lambda s: s.processed == 108, what="108 requests processed"
         )
 
-    # A test channel: good messages, and two that fail twice into the dead letters.
+    # A test channel: good messages, and three that fail twice into the dead letters.
     test_channel = resources.queue.channel(
         TEST_CHANNEL, Job, max_attempts=2, retry_backoff="10ms", max_retry_backoff="20ms"
     )
@@ -133,10 +133,10 @@ async def test_dashboard_shows_a_real_run_and_redrives_dead_letters(
         for burst in range(4):
             await test_channel.produce_many([Job(100 * burst + n) for n in range(40)])
             await wait_for_polls(page, 3)
-        await test_channel.produce(Job(7, fail=True))
-        await test_channel.produce(Job(8, fail=True))
+        for n in (7, 8, 9):
+            await test_channel.produce(Job(n, fail=True))
         await eventually(
-            test_channel.stats, lambda s: s.dead == 2 and s.processed == 160, what="2 dead"
+            test_channel.stats, lambda s: s.dead == 3 and s.processed == 160, what="3 dead"
         )
     finally:
         await consumer.close()
@@ -146,9 +146,9 @@ async def test_dashboard_shows_a_real_run_and_redrives_dead_letters(
     for name, value in (("processed", "108"), ("produced", "108"), ("waiting", "0"),
                         ("in_flight", "0"), ("dead", "0")):  # fmt: skip
         await expect(count(page, queue, name)).to_have_attribute("data-value", value)
-    for name, value in (("processed", "160"), ("dead", "2"), ("retried", "2")):
+    for name, value in (("processed", "160"), ("dead", "3"), ("retried", "3")):
         await expect(count(page, TEST_CHANNEL, name)).to_have_attribute("data-value", value)
-    await expect(count(page, TEST_CHANNEL, "dead").locator(".value")).to_have_text("2")
+    await expect(count(page, TEST_CHANNEL, "dead").locator(".value")).to_have_text("3")
 
     for event_id in (big, small):
         event = (await client.get(f"/event/{event_id}")).json()
@@ -163,9 +163,9 @@ async def test_dashboard_shows_a_real_run_and_redrives_dead_letters(
     assert (await client.get(f"/event/{big}")).json()["remainingTickets"] == 0
 
     dead_rows = page.locator(f'section[data-channel="{TEST_CHANNEL}"] .dead-table tbody tr')
-    await expect(dead_rows).to_have_count(2)
+    await expect(dead_rows).to_have_count(3)
     letters = {d.id: d for d in await test_channel.dead_letters()}
-    for i in range(2):
+    for i in range(3):
         row = dead_rows.nth(i)
         letter = letters[str(await row.get_attribute("data-dead-id"))]
         await expect(row.locator("td").nth(1)).to_have_text(str(letter.tries))
@@ -179,9 +179,15 @@ async def test_dashboard_shows_a_real_run_and_redrives_dead_letters(
         await page.locator("#status").evaluate("el => el.dataset.state = 'live'")
         await page.screenshot(path=str(SCREENSHOT), full_page=True)
 
-    # Redrive one dead letter from its row, then the rest with "Redrive all".
+    # Delete one dead letter from its row, redrive another from its row, the rest with
+    # "Redrive all".
+    await dead_rows.filter(has_text='{"n":9,"fail":true}').locator("button.delete").click()
+    await expect(count(page, TEST_CHANNEL, "dead")).to_have_attribute("data-value", "2")
+    await expect(dead_rows).to_have_count(2)
+    assert {d.data.n for d in await test_channel.dead_letters() if d.data} == {7, 8}
     await dead_rows.first.locator("button.redrive").click()
     await expect(count(page, TEST_CHANNEL, "dead")).to_have_attribute("data-value", "1")
+    await expect(count(page, TEST_CHANNEL, "waiting")).to_have_attribute("data-value", "1")
     await expect(dead_rows).to_have_count(1)
     await page.locator(f'section[data-channel="{TEST_CHANNEL}"] button.redrive-all').click()
     await expect(count(page, TEST_CHANNEL, "dead")).to_have_attribute("data-value", "0")
