@@ -1,0 +1,128 @@
+"""``python -m reservations.faults``: every fault scenario against a real deployment."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvloop
+from rich.console import Console
+from rich.table import Table
+
+from .burst import BurstResult, create_users, run_burst
+from .deployment import Deployment
+from .scenarios import SCENARIOS, Scenario
+
+app = typer.Typer(add_completion=False)
+console = Console()
+
+
+async def run_scenarios(
+    scenarios: list[Scenario],
+    *,
+    requests: int,
+    tickets: int,
+    data_dir: Path,
+    worker_concurrency: int | None = None,
+) -> list[tuple[Scenario, BurstResult]]:
+    results: list[tuple[Scenario, BurstResult]] = []
+    users: list[int] = []
+    # One deployment per persistence setting; users carry over between scenarios.
+    for fsync in dict.fromkeys(s.appendfsync for s in scenarios):
+        deployment = Deployment(
+            data_dir / fsync, appendfsync=fsync, worker_concurrency=worker_concurrency
+        )
+        await deployment.start()
+        try:
+            users = await create_users(deployment.base_url, int(requests * 0.9))
+            for scenario in (s for s in scenarios if s.appendfsync == fsync):
+                console.print(f"[bold]{scenario.name}[/]: {scenario.fault}")
+                fault = scenario.run
+
+                async def inject(fault=fault, d=deployment) -> None:
+                    if fault is not None:
+                        await fault(d)
+
+                result = await run_burst(
+                    deployment.base_url,
+                    lambda d=deployment: d.redis.url,
+                    users,
+                    requests=requests,
+                    tickets=tickets,
+                    fault=inject if fault is not None else None,
+                )
+                results.append((scenario, result))
+                console.print(table([(scenario, result)]))
+        finally:
+            await deployment.stop()
+    return results
+
+
+def table(results: list[tuple[Scenario, BurstResult]]) -> Table:
+    t = Table(title="fault scenarios")
+    for column in ("scenario", "fault", "accepted", "retried", "final after", "result"):
+        t.add_column(column)
+    for scenario, r in results:
+        failed = [f"{c.name}: {c.detail}" for c in r.checks if not c.ok]
+        t.add_row(
+            scenario.name,
+            scenario.fault,
+            f"{r.accepted:,}",
+            f"{r.retried:,}",
+            "-" if r.all_final_s is None else f"{r.all_final_s:.1f} s",
+            "[green]all invariants hold[/]" if r.ok else "[red]" + "; ".join(failed) + "[/]",
+        )
+    return t
+
+
+def markdown(results: list[tuple[Scenario, BurstResult]], command: str) -> str:
+    lines = [
+        f"Command: `{command}`",
+        "",
+        "| scenario | fault | requests | accepted | retried by the client | all final after "
+        "| reserved | no user twice | every accepted final | nothing stuck or dead | result |",
+        "|---|---|---:|---:|---:|---:|---|---|---|---|---|",
+    ]
+    for scenario, r in results:
+        marks = ["yes" if c.ok else f"**NO** ({c.detail})" for c in r.checks[:4]]
+        lines.append(
+            f"| {scenario.name} | {scenario.fault} | {r.requests:,} | {r.accepted:,} "
+            f"| {r.retried:,} | "
+            + ("never" if r.all_final_s is None else f"{r.all_final_s:.1f} s")
+            + f" | {r.checks[0].detail} | "
+            + " | ".join(marks[1:])
+            + f" | {'pass' if r.ok else 'FAIL'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+@app.command()
+def main(
+    requests: Annotated[int, typer.Option(help="requests per scenario")] = 100_000,
+    tickets: Annotated[int, typer.Option(help="tickets of each scenario's event")] = 1_000,
+    only: Annotated[list[str] | None, typer.Option(help="scenario names (default: all)")] = None,
+    report: Annotated[Path | None, typer.Option(help="write the Markdown table here")] = None,
+) -> None:
+    """Run every fault scenario during a burst of reservations and check the invariants."""
+    chosen = [s for s in SCENARIOS if not only or s.name in only]
+    data_dir = Path(tempfile.mkdtemp(prefix="reservations-faults-"))
+    data_dir.chmod(0o755)  # PostgreSQL runs as an unprivileged user when we are root
+    try:
+        results = uvloop.run(
+            run_scenarios(chosen, requests=requests, tickets=tickets, data_dir=data_dir)
+        )
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    console.print(table(results))
+    if report is not None:
+        command = f"uv run python -m reservations.faults --requests {requests} --tickets {tickets}"
+        report.write_text(markdown(results, command))
+    if not all(r.ok for _, r in results):
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()
