@@ -1,10 +1,10 @@
 """One trace from the API request through the queue to the worker's database write, and log
 lines that carry the message id and the trace id.
 
-The producer and the worker get their tracing lines from the lead (see docs/observability.md);
-until then ``TracedChannel`` and ``TracedProcessor`` below add exactly those lines around the
-service's own channel and processor, so the test runs the real request, the real Redis round trip
-and the real PostgreSQL write.
+``TracedChannel`` and ``TracedProcessor`` below put the producer's and the worker's tracing calls
+(``produce_span``, ``consume_span``, ``db_write_span``) around the service's own channel and
+processor, so the test does not depend on where the service wires them, and still runs the real
+request, the real Redis round trip and the real PostgreSQL write.
 """
 
 from __future__ import annotations
