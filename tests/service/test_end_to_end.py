@@ -216,11 +216,22 @@ async def _check_invariants(db: asyncpg.Connection, event_id: int, jobs: list[st
 async def test_burst_with_three_workers(
     deployment: Deployment, client: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:
-    for _ in range(3):
-        deployment.start_worker()
+    """Also stops one worker gracefully mid-burst: it must exit cleanly and lose nothing."""
+    workers = [deployment.start_worker() for _ in range(3)]
     event_id, users = await _setup(client, db)
     started = time.monotonic()
-    jobs = await _burst(client, event_id, users)
+    burst = asyncio.create_task(_burst(client, event_id, users))
+
+    async def processed() -> int:
+        count: int = await db.fetchval(
+            "SELECT count(*) FROM reservation_requests WHERE event_id = $1", event_id
+        )
+        return count
+
+    await eventually(processed, lambda n: n >= 100, timeout_s=60, what="workers busy")
+    workers[2].send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(workers[2].wait, 60) == 0, deployment.log_tail()
+    jobs = await burst
     burst_s = time.monotonic() - started
     final = await _all_final(client, event_id, timeout_s=60)
     print(
