@@ -59,6 +59,8 @@ class TracedChannel(Channel[ReserveEvent]):
     """The service's channel plus the producer's line: a PRODUCER span and its headers."""
 
     async def produce(self, message: ReserveEvent, **options: Any) -> ProduceResult:
+        if "headers" in options:  # the service traces its produces itself
+            return await super().produce(message, **options)
         with produce_span(self.name) as headers:
             return await super().produce(message, headers=headers, **options)
 
@@ -162,6 +164,16 @@ async def test_an_incoming_traceparent_is_continued(
     assert server.parent is not None and format(server.parent.span_id, "016x") == (
         "b7ad6b7169203331"
     )
+
+
+def test_wrapping_twice_makes_one_span(spans: InMemorySpanExporter) -> None:
+    message = Message(data=1, id="1-1", tries=1, channel="c", produced_at_ms=1)
+    with consume_span(message) as outer, consume_span(message) as inner:
+        assert inner is outer
+        with db_write_span(["1-1"]) as write, db_write_span(["1-1"]) as nested:
+            assert nested is write
+    names = sorted(s.name for s in spans.get_finished_spans())
+    assert names == ["c process", "reservations.db.write", "reservations.db.write_batch"]
 
 
 def test_without_tracing_configured_the_helpers_cost_nothing() -> None:

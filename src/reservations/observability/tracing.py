@@ -24,6 +24,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -59,6 +60,7 @@ _enabled = False
 # the traces of the messages in a batch here (the writer runs in a task of its own).
 _active: dict[str, SpanContext] = {}
 _exporters: list[SpanExporter] = []
+_writing: ContextVar[Span | None] = ContextVar("reservations_db_write_span", default=None)
 
 
 def tracer() -> trace.Tracer:
@@ -172,13 +174,18 @@ def consume_span(message: Message[Any]) -> Iterator[Span | None]:
 
     Binds ``message_id``, ``channel`` and ``tries`` to the structlog context, so every log line
     written while handling the message carries them, and (when tracing is on) runs a CONSUMER
-    span whose parent is the producer's context from ``message.headers``.
+    span whose parent is the producer's context from ``message.headers``. Inside the span of the
+    same message it does nothing more (wrapping a handler twice is harmless).
     """
     with structlog.contextvars.bound_contextvars(
         message_id=message.id, channel=message.channel, tries=message.tries
     ):
         if not _enabled:
             yield None
+            return
+        current = trace.get_current_span()
+        if message.id in _active and current.get_span_context() == _active[message.id]:
+            yield current  # already inside this message's span: wrapping twice is harmless
             return
         parent = propagate.extract(dict(message.headers))
         with tracer().start_as_current_span(
@@ -209,10 +216,15 @@ def db_write_span(
     """Wrap one database transaction that writes the outcomes of these messages.
 
     Records a ``<name>_batch`` span linked to every message's CONSUMER span, and on exit one
-    ``<name>`` span in each message's trace with the transaction's start and end.
+    ``<name>`` span in each message's trace with the transaction's start and end. Inside another
+    write span it does nothing more.
     """
     if not _enabled:
         yield None
+        return
+    outer = _writing.get()
+    if outer is not None:
+        yield outer  # already inside a write span: wrapping twice is harmless
         return
     ids = list(message_ids)
     contexts = [_active[i] for i in ids if i in _active]
@@ -230,12 +242,14 @@ def db_write_span(
         set_status_on_exception=False,
     ) as batch_span:
         error: BaseException | None = None
+        token = _writing.set(batch_span)
         try:
             yield batch_span
         except BaseException as exc:
             error = exc
             raise
         finally:
+            _writing.reset(token)
             ended_ns = time.time_ns()
             if error is not None:
                 batch_span.record_exception(error)
