@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["Conflict", "DomainError", "NotFound", "Unavailable"]
+from starlette.responses import JSONResponse
+
+__all__ = ["Conflict", "DomainError", "NotFound", "Unavailable", "error_response"]
 
 
 class DomainError(Exception):
@@ -27,3 +29,10 @@ class Conflict(DomainError):
 class Unavailable(DomainError):
     status_code = 503
     code = "UNAVAILABLE"
+
+
+def error_response(exc: DomainError) -> JSONResponse:
+    return JSONResponse(
+        {"statusCode": exc.status_code, "error": exc.code, "message": exc.message},
+        status_code=exc.status_code,
+    )

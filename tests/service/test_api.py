@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg  # type: ignore[import-untyped]
+import httpx
 
 from brokerq import BrokerQueue
 from brokerq.redis import RedisAdapter
+from reservations.app import create_app
 from reservations.channels import reservation_channel
+from reservations.settings import Settings
 
 from .conftest import Api
 from .helpers import create_event, create_user
@@ -224,3 +229,44 @@ async def test_queue_down_is_503_and_the_place_is_handed_back(api: Api) -> None:
     assert counters is not None
     assert counters.accepted == 1
     assert counters.admitted == 1
+
+
+async def test_fast_lane_is_seen_by_outer_middleware_as_the_documented_route(
+    settings: Settings,
+) -> None:
+    """The reservation POST skips the framework's routing; middlewares added after the app is
+    built (metrics, tracing) must still see which route served it."""
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+    seen: list[tuple[str | None, int]] = []
+
+    class Recorder:
+        def __init__(self, app: ASGIApp) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            status = 0
+
+            async def capture(message: Any) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            await self.app(scope, receive, capture)
+            if scope["type"] == "http":
+                seen.append((getattr(scope.get("route"), "path", None), status))
+
+    app = create_app(settings)
+    app.add_middleware(Recorder)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            user_id = await create_user(client, 1)
+            event_id = await create_event(client, "Concert", 10)
+            seen.clear()
+            assert (await client.post(f"/reservation/{event_id}/{user_id}")).status_code == 202
+            assert (await client.post(f"/reservation/{event_id}/777")).status_code == 404
+            assert (await client.post(f"/reservation/{event_id}/0")).status_code == 422
+    template = "/reservation/{event_id}/{user_id}"
+    assert seen == [(template, 202), (template, 404), (template, 422)]

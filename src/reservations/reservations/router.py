@@ -3,11 +3,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import APIRouter, Path, Query, Request, Response, status
-from fastapi.responses import JSONResponse
-from starlette.routing import Route
+from fastapi import APIRouter, Path, Query, Response, status
 
-from reservations.camel import MAX_ID, IdPath
+from reservations.camel import IdPath
 from reservations.channels import JOB_NAME, QUEUE_NAME, RESERVATION_MAX_ATTEMPTS
 from reservations.deps import Resources, ResourcesDep, SessionDep
 
@@ -68,7 +66,8 @@ def _accepted(job: Accepted) -> Response:
     )
 
 
-async def _request(event_id: int, user_id: int, res: Resources) -> Response:
+async def accept_reservation(event_id: int, user_id: int, res: Resources) -> Response:
+    """Queue one request and answer 202 (shared by the routes below and the fast lane)."""
     accepted = await ReservationService.accept(
         res.session_factory, res.gate, res.channel, event_id=event_id, user_id=user_id
     )
@@ -103,7 +102,7 @@ async def delete_reservation(
 )
 async def request_reservation(event_id: IdPath, user_id: IdPath, res: ResourcesDep) -> Response:
     """Queue a reservation request (the seed's `reserveEvent` job)."""
-    return await _request(event_id, user_id, res)
+    return await accept_reservation(event_id, user_id, res)
 
 
 @router.post(
@@ -114,7 +113,7 @@ async def request_reservation(event_id: IdPath, user_id: IdPath, res: ResourcesD
 )
 async def request_reservation_body(body: ReservationCreate, res: ResourcesDep) -> Response:
     """Queue a reservation request given as `{userId, eventId}`."""
-    return await _request(body.event_id, body.user_id, res)
+    return await accept_reservation(body.event_id, body.user_id, res)
 
 
 @router.get("/reservation", response_model=ReservationRead)
@@ -174,33 +173,3 @@ async def list_event_reservations(
 async def event_outcomes(event_id: IdPath, session: SessionDep, res: ResourcesDep) -> EventOutcomes:
     """Counts of the event's request outcomes; `pending` is 0 once every request is final."""
     return await ReservationService(session, res.gate).outcomes(event_id)
-
-
-async def _request_fast(request: Request) -> Response:
-    """``POST /reservation/{eventId}/{userId}`` as a bare Starlette endpoint.
-
-    This is the path load arrives on, and FastAPI's per-request machinery (dependency solving,
-    parameter validation) costs more CPU than the work itself: two Redis calls. The FastAPI route
-    above stays for the OpenAPI document and for anything this one does not match (non-digits),
-    which it answers with the usual 422.
-    """
-    event_id: int = request.path_params["event_id"]
-    user_id: int = request.path_params["user_id"]
-    bad = [
-        f"{name}: must be between 1 and {MAX_ID}"
-        for name, value in (("path.event_id", event_id), ("path.user_id", user_id))
-        if not 1 <= value <= MAX_ID
-    ]
-    if bad:
-        return JSONResponse(
-            {"statusCode": 422, "error": "VALIDATION_ERROR", "message": "; ".join(bad)},
-            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-        )
-    resources: Resources = request.app.state.resources
-    return await _request(event_id, user_id, resources)
-
-
-# Mounted ahead of the FastAPI routes by the app.
-fast_routes = [
-    Route("/reservation/{event_id:int}/{user_id:int}", _request_fast, methods=["POST"]),
-]
