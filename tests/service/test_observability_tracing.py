@@ -17,15 +17,18 @@ from typing import Any
 
 import pytest
 import structlog
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from brokerq import Channel, Message, ProduceResult
 from reservations.channels import ReserveEvent
 from reservations.observability import consume_span, db_write_span, produce_span
 from reservations.observability.logs import configure_logging
 from reservations.observability.tracing import (
+    _exporter_from_env,
     configure_tracing,
     disable_tracing,
     trace_headers,
@@ -227,3 +230,45 @@ async def test_log_lines_about_a_message_carry_its_id_and_trace(
     assert "message_id" not in by_event["after_the_message"]
     assert "trace_id" not in by_event["after_the_message"]
     assert by_event["tagged"]["message_id"] == "1700000000000-8"
+
+
+def test_a_failed_write_marks_its_spans(spans: InMemorySpanExporter) -> None:
+    message = Message(data=1, id="2-1", tries=3, channel="c", produced_at_ms=2)
+    with consume_span(message), pytest.raises(RuntimeError), db_write_span(["2-1", "2-2"]):
+        raise RuntimeError("deadlock detected")
+    finished = spans.get_finished_spans()
+    [batch] = by_name(finished, "reservations.db.write_batch")
+    [write] = by_name(finished, "reservations.db.write")  # 2-2 is not being handled here
+    assert batch.attributes["messaging.batch.message_count"] == 2
+    for span in (batch, write):
+        assert span.status.status_code is StatusCode.ERROR
+        assert span.status.description == "RuntimeError"
+    assert [e.name for e in batch.events] == ["exception"]
+
+
+@pytest.mark.parametrize(
+    ("env", "kind"),
+    [
+        ({}, None),
+        ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, None),
+        ({"OTEL_TRACES_EXPORTER": "console"}, ConsoleSpanExporter),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, OTLPSpanExporter),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"}, OTLPSpanExporter),
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, OTLPSpanExporter),
+    ],
+)
+def test_the_exporter_follows_the_standard_variables(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], kind: type | None
+) -> None:
+    for name in ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT",
+                 "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    exporter = _exporter_from_env()
+    if kind is None:
+        assert exporter is None
+        assert configure_tracing("reservations-test") is None
+    else:
+        assert isinstance(exporter, kind)
+        exporter.shutdown()
