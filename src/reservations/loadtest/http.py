@@ -110,7 +110,7 @@ class Connection(asyncio.Protocol):
         self._keep_alive = True
         transport, _ = await loop.create_connection(lambda: self, self.host, self.port)
         # uvloop may call connection_made after create_connection returns; don't wait for it.
-        self._transport = cast(asyncio.Transport, transport)
+        self._transport = transport
         self._closed = False
 
     async def request(self, method: str, path: str, body: Any = None) -> Response:

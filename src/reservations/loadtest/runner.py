@@ -175,7 +175,8 @@ class RunResult:
         seen = idx < final.size
         final_at = np.full(accepted_at.size, np.nan)
         final_at[seen] = self.monitor_t_s[idx[seen]]
-        return np.clip(final_at - accepted_at, 0.0, None)
+        delays: np.ndarray = np.clip(final_at - accepted_at, 0.0, None)
+        return delays
 
     @property
     def final_source(self) -> str:
