@@ -49,6 +49,7 @@ _EMBEDDED_READY_TIMEOUT_S = 120.0
 _HEALTH_TIMEOUT_S = 60.0
 _EMBEDDED_STOP_TIMEOUT_S = 90.0
 _PR_SET_PDEATHSIG = 1
+_SAME_SIGNAL_WINDOW_S = 1.0
 
 
 def set_parent_death_signal(sig: int = signal.SIGTERM) -> None:
@@ -165,6 +166,7 @@ class Supervisor:
         self.redis_url = options.redis_url
         self._stop = asyncio.Event()
         self._signals = 0
+        self._first_signal_at = 0.0
         self.exit_code = 0
         self._pid_file = self.data_dir / "up.pid"
         self._run_file = self.data_dir / "run.json"
@@ -468,8 +470,14 @@ class Supervisor:
                     self._say(f"{child.name} exited with code {code}")
 
     def _on_signal(self, signum: int) -> None:
+        now = time.monotonic()
+        if self._signals and now - self._first_signal_at < _SAME_SIGNAL_WINDOW_S:
+            # One Ctrl-C often arrives twice: from the terminal, and forwarded by a wrapper such
+            # as `uv run` in the same process group. Only a later one means "stop now".
+            return
         self._signals += 1
         if self._signals == 1:
+            self._first_signal_at = now
             self._say(f"{signal.Signals(signum).name}: shutting down")
         else:
             self._say("second signal: stopping now, without the grace period")

@@ -175,7 +175,15 @@ def test_sigterm_stops_every_process_and_the_data_survives_a_restart(
         assert found.status_code == 200, found.text
         assert found.json()["status"] == "RESERVED"
         assert c.get(f"/event/{event_id}").json()["remainingTickets"] == before["remainingTickets"]
+    # A Ctrl-C in a terminal under `uv run` arrives twice at once (from the terminal, and
+    # forwarded by uv): that is still one graceful stop, not "stop now without grace".
+    assert up.process is not None
+    up.process.send_signal(signal.SIGINT)
     assert up.stop(signal.SIGINT) == 0
+    second_run = up.log().rsplit("reservation service is up", 1)[1]
+    assert "SIGINT: shutting down" in second_run
+    assert "without the grace period" not in second_run
+    assert "did not stop in time" not in second_run
 
 
 def test_up_refuses_a_port_in_use_and_leaves_nothing_running() -> None:
