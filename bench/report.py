@@ -38,8 +38,9 @@ def cells(results: list[dict[str, Any]], system: str) -> dict[str, Cell]:
         ]
         values = [v for v in values if not math.isnan(v)]
         note = ""
-        if workload == "latency" and any(saturated(r.get("result") or {}) for r in rows):
-            note = "saturated"
+        sat = sum(saturated(r.get("result") or {}) for r in rows)
+        if workload == "latency" and sat:
+            note = f"{sat}/{len(rows)} runs saturated"
         if not values:
             unsupported = [r for r in rows if r.get("result", {}).get("unsupported")]
             errors = [r["error"] for r in rows if r.get("error")]
@@ -200,7 +201,49 @@ def markdown_report(
         markdown_table(rows, workloads)
         + "\n\nEvery run (in run order):\n\n"
         + spread_table(rows, workloads)
+        + "\n\nMedian of the per-run ratios to Node BullMQ (same run, back to back):\n\n"
+        + paired_ratios(results, systems, "node", workloads)
         + "\n\nRedis work per message (medians):\n\n"
         + redis_cost_table(results, systems, workloads)
         + "\n"
     )
+
+
+def paired_ratios(
+    results: list[dict[str, Any]],
+    systems: list[tuple[str, str]],
+    baseline: str,
+    workloads: list[str],
+) -> str:
+    """Median over runs of (system / baseline in the same run): the two ran one after the other,
+    so this ratio is less exposed to the machine's load drifting between runs."""
+    keys = [k for k, _ in systems]
+    if baseline not in keys:
+        return ""
+    shown = metrics_for(workloads)
+    lines = ["| system | " + " | ".join(t for t, *_ in shown) + " |"]
+    lines.append("|---|" + "---:|" * len(shown))
+    for key, label in systems:
+        if key == baseline:
+            continue
+        cols = [label]
+        for _, workload, field, hb in shown:
+            ratios = []
+            for r in results:
+                if r["system"] != key or r["workload"] != workload:
+                    continue
+                base = [
+                    b
+                    for b in results
+                    if b["system"] == baseline
+                    and b["workload"] == workload
+                    and b["run"] == r["run"]
+                ]
+                x = (r.get("result") or {}).get(field)
+                y = (base[0].get("result") or {}).get(field) if base else None
+                value = ratio(x, y, hb) if x is not None and y is not None else None
+                if value is not None:
+                    ratios.append(value)
+            cols.append(fmt_ratio(statistics.median(ratios)) if ratios else "-")
+        lines.append("| " + " | ".join(cols) + " |")
+    return "\n".join(lines)
