@@ -218,6 +218,9 @@ async def test_burst_with_three_workers(
 ) -> None:
     """Also stops one worker gracefully mid-burst: it must exit cleanly and lose nothing."""
     workers = [deployment.start_worker() for _ in range(3)]
+    for i in range(3):
+        # Before its handlers are installed, SIGTERM would end a worker the default way.
+        await deployment.wait_worker_ready(i)
     event_id, users = await _setup(client, db)
     started = time.monotonic()
     burst = asyncio.create_task(_burst(client, event_id, users))
