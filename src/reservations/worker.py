@@ -26,6 +26,7 @@ from .channels import ReserveEvent
 from .deps import Resources
 from .log import configure_logging, get_logger
 from .reservations.admission import AdmissionGate
+from .reservations.recovery import recovery_loop
 from .reservations.repository import Decision
 from .reservations.service import Incoming, process_batch
 from .settings import Settings
@@ -168,10 +169,17 @@ async def run_worker(settings: Settings) -> None:
         await processor.start()
         worker = Worker(resources.queue)
         worker.add(resources.channel, processor.handle, max_parallel=settings.worker_concurrency)
+        recovery = asyncio.create_task(
+            recovery_loop(resources.gate, resources.channel, resources.session_factory),
+            name="reservation-recovery",
+        )
         log.info("worker_started", max_parallel=settings.worker_concurrency)
         try:
             await worker.run()
         finally:
+            recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await recovery
             await processor.close()
             log.info("worker_stopped")
 

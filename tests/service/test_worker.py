@@ -10,6 +10,7 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from reservations.channels import Admission, ReserveEvent
+from reservations.reservations.recovery import requeue_unfinished
 from reservations.reservations.service import Incoming, ReservationService, process_batch
 from reservations.worker import consuming
 
@@ -246,3 +247,39 @@ async def test_gate_state_is_rebuilt_from_postgres(api: Api, worker: None) -> No
     counts = await outcomes(api.client, event_id)
     assert counts["pending"] == 0
     assert counts["reserved"] == 2
+
+
+async def test_request_admitted_by_an_api_that_died_before_queueing_is_recovered(
+    api: Api, worker: None, db: asyncpg.Connection
+) -> None:
+    users = [await create_user(api.client, n) for n in range(2)]
+    event_id = await create_event(api.client, "One seat", 1)
+    # Seed the gate with a first real request, then admit a second user the way the API does,
+    # and never queue it: the API died in between.
+    first = await _final(api, await _request(api, event_id, users[0]))
+    assert first["status"] == "RESERVED"
+    r = await api.client.delete(f"/reservation/{first['reservationId']}")
+    assert r.status_code == 200
+    res = api.resources
+    orphan = await res.gate.admit(
+        event_id=event_id, user_id=users[1], request_id="orphan-1", accepted_at_ms=1
+    )
+    assert orphan.verdict == Admission.ADMITTED.value
+    # The seat is held by the orphan: the cancelled user cannot have it back.
+    late = await _final(api, await _request(api, event_id, users[0]))
+    assert late["reason"] == "SOLD_OUT"
+    pending = (await api.client.get("/reservation/requests/orphan-1")).json()
+    assert pending["status"] == "PENDING"
+
+    requeued = await requeue_unfinished(res.gate, res.channel, res.session_factory, older_than_ms=0)
+    assert requeued == 1
+    outcome = await _final(api, "orphan-1")
+    assert outcome["status"] == "RESERVED"
+    counts = await outcomes(api.client, event_id)
+    assert counts["pending"] == 0
+    # Nothing left to recover, and the request was written once.
+    assert (
+        await requeue_unfinished(res.gate, res.channel, res.session_factory, older_than_ms=0) == 0
+    )
+    assert await db.fetchval("SELECT count(*) FROM reservation_requests") == 3
+    assert await db.fetchval("SELECT reserved FROM events WHERE id = $1", event_id) == 1

@@ -14,6 +14,9 @@ Keys, all under ``rsv:``:
 - ``event:<id>:admitted``  hash: user id -> request id holding the admission ("db" when re-seeded)
 - ``user:<id>``            the user exists (see ``reservations.cache``)
 - ``req:<request id>``     a request that is queued and not yet final (expires as a safety net)
+- ``unfinished``           sorted set: request ids admitted and not yet final, by arrival time;
+                           the workers re-queue any left behind by an API that died between
+                           admitting a request and queueing it (see ``recovery.py``)
 """
 
 from __future__ import annotations
@@ -50,12 +53,14 @@ else
 end
 local marker = ARGV[4] .. ':' .. ARGV[1] .. ':' .. seq .. ':' .. ARGV[3] .. ':' .. verdict
 redis.call('SET', KEYS[4], marker, 'EX', ARGV[5])
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
 return {verdict, seq}
 """
 
 # Undo an admission whose message could not be queued: the request was never accepted.
 _UNDO = """
 redis.call('DEL', KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[2])
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'accepted', -1) end
 if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
   redis.call('HDEL', KEYS[2], ARGV[1])
@@ -146,6 +151,9 @@ def _pending_key(request_id: str) -> str:
     return f"{KEY_PREFIX}req:{request_id}"
 
 
+UNFINISHED_KEY = f"{KEY_PREFIX}unfinished"
+
+
 class AdmissionGate:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
@@ -162,6 +170,7 @@ class AdmissionGate:
             _admitted_key(event_id),
             user_key(user_id),
             _pending_key(request_id),
+            UNFINISHED_KEY,
         ]
         args: list[str | int] = [user_id, request_id, accepted_at_ms, event_id, PENDING_TTL_S]
         verdict, seq = await self._admit(keys=keys, args=args)
@@ -170,7 +179,12 @@ class AdmissionGate:
         )
 
     async def undo(self, *, event_id: int, user_id: int, request_id: str) -> None:
-        keys = [_event_key(event_id), _admitted_key(event_id), _pending_key(request_id)]
+        keys = [
+            _event_key(event_id),
+            _admitted_key(event_id),
+            _pending_key(request_id),
+            UNFINISHED_KEY,
+        ]
         await self._undo(keys=keys, args=[user_id, request_id])
 
     async def release(self, *, event_id: int, user_id: int, request_id: str | None = None) -> bool:
@@ -218,6 +232,29 @@ class AdmissionGate:
         )
 
     async def finished(self, request_ids: Iterable[str]) -> None:
-        keys = [_pending_key(r) for r in request_ids]
-        if keys:
-            await self.redis.delete(*keys)
+        ids = list(request_ids)
+        if ids:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(*[_pending_key(r) for r in ids])
+                pipe.zrem(UNFINISHED_KEY, *ids)
+                await pipe.execute()
+
+    async def unfinished_before(self, before_ms: int, *, limit: int) -> list[str]:
+        """Request ids admitted before ``before_ms`` and not yet final, oldest first."""
+        raw = await self.redis.zrangebyscore(
+            UNFINISHED_KEY, "-inf", f"({before_ms}", start=0, num=limit
+        )
+        return [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
+
+    async def touch_unfinished(self, request_ids: Sequence[str], now_ms: int) -> None:
+        """Move re-queued requests to the back, so they are not re-queued again at once."""
+        if request_ids:
+            await self.redis.zadd(UNFINISHED_KEY, dict.fromkeys(request_ids, now_ms))
+
+    async def try_lock(self, name: str, ttl_ms: int) -> bool:
+        """A best-effort lock that expires by itself (for periodic jobs, not for correctness)."""
+        return bool(await self.redis.set(f"{KEY_PREFIX}lock:{name}", b"1", nx=True, px=ttl_ms))
+
+    async def forget_unfinished(self, request_ids: Sequence[str]) -> None:
+        if request_ids:
+            await self.redis.zrem(UNFINISHED_KEY, *request_ids)
