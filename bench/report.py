@@ -169,6 +169,8 @@ def redis_cost_table(
 ) -> str:
     """Median Redis work per message (commands, CPU microseconds) for the throughput workloads."""
     shown = [w for w in ("produce", "produce_batch", "consume") if w in workloads]
+    if not shown:
+        return "(no throughput workload in this run)"
     head = ["system"] + [f"{w}: cmds/msg, Redis CPU us/msg" for w in shown]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(shown)]
     for key, label in systems:
