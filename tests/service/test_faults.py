@@ -1,0 +1,72 @@
+"""Each fault of the reliability table, on a small burst: the invariants must hold after it.
+
+All scenarios run once, on two deployments (one per Redis fsync policy), in a module fixture;
+each test then checks one scenario's result. The full-size runs (100,000 requests) are
+``python -m reservations.faults``; see docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reservations.faults.__main__ import run_scenarios
+from reservations.faults.burst import BurstResult
+from reservations.faults.scenarios import SCENARIOS
+
+REQUESTS = 1000
+# Two deployments and eight bursts with their faults (ten seconds without PostgreSQL, leases of
+# killed workers running out): minutes, not seconds, on a busy two-core machine.
+pytestmark = pytest.mark.timeout(1200)
+
+# Found by this harness and not fixed yet (see docs/reliability.md): the admission gate and the
+# produce are two Redis calls, so a request admitted just before the API or Redis dies is never
+# queued; it stays PENDING and keeps its admission. Whether a run hits that window depends on
+# timing, hence not strict.
+ORPHANED_ADMISSION = (
+    "a request admitted by the gate but never queued (API or Redis died in between) stays PENDING"
+)
+KNOWN_BROKEN = {
+    "api-killed": ORPHANED_ADMISSION,
+    "redis-killed-always": ORPHANED_ADMISSION,
+    "redis-killed-everysec": ORPHANED_ADMISSION,
+}
+
+
+@pytest.fixture(scope="module")
+def data_dir() -> Iterator[Path]:
+    # Not pytest's tmp_path: its parent is private to root, and PostgreSQL runs as an
+    # unprivileged user when the suite runs as root.
+    path = Path(tempfile.mkdtemp(prefix="reservations-faults-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+async def results(data_dir: Path) -> dict[str, BurstResult]:
+    ran = await run_scenarios(SCENARIOS, requests=REQUESTS, tickets=40, data_dir=data_dir)
+    return {scenario.name: result for scenario, result in ran}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            s.name,
+            marks=[pytest.mark.xfail(reason=KNOWN_BROKEN[s.name], strict=False)]
+            if s.name in KNOWN_BROKEN
+            else [],
+        )
+        for s in SCENARIOS
+    ],
+)
+def test_invariants_hold_through_the_fault(name: str, results: dict[str, BurstResult]) -> None:
+    result = results[name]
+    failed = [f"{c.name}: {c.detail}" for c in result.checks if not c.ok]
+    assert failed == []
+    assert result.accepted == REQUESTS
