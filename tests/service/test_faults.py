@@ -1,7 +1,7 @@
 """Each fault of the reliability table, on a small burst: the invariants must hold after it.
 
-All scenarios run once, on two deployments (one per Redis fsync policy), in a module fixture;
-each test then checks one scenario's result. The full-size runs (100,000 requests) are
+All scenarios run once, one after the other on one deployment, in a module fixture; each test
+then checks one scenario's result. The full-size runs (100,000 requests) are
 ``python -m reservations.faults``; see docs/reliability.md.
 """
 
@@ -19,7 +19,7 @@ from reservations.faults.burst import BurstResult
 from reservations.faults.scenarios import SCENARIOS
 
 REQUESTS = 1000
-# Two deployments and eight bursts with their faults (ten seconds without PostgreSQL, leases of
+# One deployment and eight bursts with their faults (ten seconds without PostgreSQL, leases of
 # killed workers running out): minutes, not seconds, on a busy two-core machine.
 pytestmark = pytest.mark.timeout(1200)
 

@@ -29,35 +29,31 @@ async def run_scenarios(
     worker_concurrency: int | None = None,
 ) -> list[tuple[Scenario, BurstResult]]:
     results: list[tuple[Scenario, BurstResult]] = []
-    users: list[int] = []
-    # One deployment per persistence setting; users carry over between scenarios.
-    for fsync in dict.fromkeys(s.appendfsync for s in scenarios):
-        deployment = Deployment(
-            data_dir / fsync, appendfsync=fsync, worker_concurrency=worker_concurrency
-        )
-        await deployment.start()
-        try:
-            users = await create_users(deployment.base_url, int(requests * 0.9))
-            for scenario in (s for s in scenarios if s.appendfsync == fsync):
-                console.print(f"[bold]{scenario.name}[/]: {scenario.fault}")
-                fault = scenario.run
+    deployment = Deployment(data_dir, worker_concurrency=worker_concurrency)
+    await deployment.start()
+    try:
+        users = await create_users(deployment.base_url, int(requests * 0.9))
+        for scenario in scenarios:
+            console.print(f"[bold]{scenario.name}[/]: {scenario.fault}")
+            await deployment.set_appendfsync(scenario.appendfsync)
+            fault = scenario.run
 
-                async def inject(fault=fault, d=deployment) -> None:
-                    if fault is not None:
-                        await fault(d)
+            async def inject(fault=fault, d=deployment) -> None:
+                if fault is not None:
+                    await fault(d)
 
-                result = await run_burst(
-                    deployment.base_url,
-                    lambda d=deployment: d.redis.url,
-                    users,
-                    requests=requests,
-                    tickets=tickets,
-                    fault=inject if fault is not None else None,
-                )
-                results.append((scenario, result))
-                console.print(table([(scenario, result)]))
-        finally:
-            await deployment.stop()
+            result = await run_burst(
+                deployment.base_url,
+                lambda d=deployment: d.redis.url,
+                users,
+                requests=requests,
+                tickets=tickets,
+                fault=inject if fault is not None else None,
+            )
+            results.append((scenario, result))
+            console.print(table([(scenario, result)]))
+    finally:
+        await deployment.stop()
     return results
 
 

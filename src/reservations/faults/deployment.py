@@ -141,6 +141,17 @@ class Deployment:
     async def start_redis(self) -> None:
         await self.redis.start()
 
+    async def set_appendfsync(self, policy: str) -> None:
+        """Change the fsync policy of the running Redis (and of its restarts)."""
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(self.redis.url)
+        try:
+            await client.config_set("appendfsync", policy)
+        finally:
+            await client.aclose()
+        self.redis.appendfsync = policy
+
     async def stop_postgres(self) -> None:
         await asyncio.to_thread(self.postgres.stop)
 
