@@ -50,7 +50,13 @@ async def open_resources(
     # Bounded and blocking: a burst waits briefly for a connection instead of failing.
     redis = Redis(
         connection_pool=BlockingConnectionPool.from_url(
-            redis_url, max_connections=64, timeout=10, health_check_interval=30
+            redis_url,
+            max_connections=64,
+            timeout=10,
+            health_check_interval=30,
+            # Bounded, so that a dead connection fails a call instead of holding it for ever.
+            socket_timeout=15,
+            socket_connect_timeout=5,
         )
     )
     queue = BrokerQueue(RedisAdapter(redis_url))

@@ -70,6 +70,9 @@ def create_engine(database_url: str, *, pool_size: int = 10, **kwargs: Any) -> A
         pool_pre_ping=True,
         # Never echo SQL parameters or URLs into logs: they can hold personal data and passwords.
         hide_parameters=True,
+        # A statement or connect that never returns would hold a queue message for ever (its
+        # lease is renewed while the handler runs); bounded, it fails and is retried.
+        connect_args={"timeout": 10, "command_timeout": 60},
         **kwargs,
     )
 

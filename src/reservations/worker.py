@@ -90,7 +90,17 @@ class ReservationProcessor:
                 await self._ready.wait_for(lambda: bool(self._queue))
                 batch = self._queue[: self.max_batch]
                 del self._queue[: self.max_batch]
-            await self._write(batch)
+            try:
+                await self._write(batch)
+            except BaseException as exc:
+                # Whatever happened, no handler may wait for ever: a message whose handler never
+                # returns stays leased (its lease is renewed) and is never retried.
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(RuntimeError(f"reservation writer failed: {exc!r}"))
+                if self._closing or not isinstance(exc, Exception | asyncio.CancelledError):
+                    raise
+                log.error("reservation_writer_error", error=type(exc).__name__)
 
     async def _write(self, batch: list[tuple[Incoming, asyncio.Future[Decision]]]) -> None:
         try:
