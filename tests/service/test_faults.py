@@ -23,19 +23,6 @@ REQUESTS = 1000
 # killed workers running out): minutes, not seconds, on a busy two-core machine.
 pytestmark = pytest.mark.timeout(1200)
 
-# Found by this harness and not fixed yet (see docs/reliability.md): the admission gate and the
-# produce are two Redis calls, so a request admitted just before the API or Redis dies is never
-# queued; it stays PENDING and keeps its admission. Whether a run hits that window depends on
-# timing, hence not strict.
-ORPHANED_ADMISSION = (
-    "a request admitted by the gate but never queued (API or Redis died in between) stays PENDING"
-)
-KNOWN_BROKEN = {
-    "api-killed": ORPHANED_ADMISSION,
-    "redis-killed-always": ORPHANED_ADMISSION,
-    "redis-killed-everysec": ORPHANED_ADMISSION,
-}
-
 
 @pytest.fixture(scope="module")
 def data_dir() -> Iterator[Path]:
@@ -53,18 +40,7 @@ async def results(data_dir: Path) -> dict[str, BurstResult]:
     return {scenario.name: result for scenario, result in ran}
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            s.name,
-            marks=[pytest.mark.xfail(reason=KNOWN_BROKEN[s.name], strict=False)]
-            if s.name in KNOWN_BROKEN
-            else [],
-        )
-        for s in SCENARIOS
-    ],
-)
+@pytest.mark.parametrize("name", [s.name for s in SCENARIOS])
 def test_invariants_hold_through_the_fault(name: str, results: dict[str, BurstResult]) -> None:
     result = results[name]
     failed = [f"{c.name}: {c.detail}" for c in result.checks if not c.ok]

@@ -26,6 +26,7 @@ __all__ = ["BurstResult", "Check", "create_users", "run_burst"]
 
 _RETRY_PAUSE_S = 0.05
 _GIVE_UP_S = 120.0
+_DRAIN_TIMEOUT_S = 90.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,9 +192,20 @@ async def run_burst(
         sampled = [await _get_json(pool, f"/reservation/requests/{job}") for job in sample]
     result.seconds = time.perf_counter() - started
 
+    # A killed worker's last messages may be final in the database but unacknowledged: they
+    # stay in flight until their lease runs out, are delivered again and acknowledged without
+    # effect. So "nothing stuck" means the queue drains, within a few leases.
     queue = BrokerQueue(RedisAdapter(redis_url()))
     try:
-        stats = await queue.channel(QUEUE_NAME, dict).stats()
+        channel = queue.channel(QUEUE_NAME, dict)
+        deadline = time.monotonic() + _DRAIN_TIMEOUT_S
+        while True:
+            stats = await channel.stats()
+            if stats.waiting + stats.in_flight + stats.delayed == 0:
+                break
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
     finally:
         await queue.close()
 
