@@ -17,7 +17,10 @@ from sqlalchemy import text
 from .deps import Resources, ResourcesDep
 from .errors import DomainError, error_response
 from .events.router import router as events_router
-from .log import configure_logging, get_logger
+from .log import get_logger
+from .observability import install
+from .observability.logs import configure_logging
+from .observability.tracing import configure_tracing
 from .reservations.fastlane import ReservationFastLane
 from .reservations.router import router as reservations_router
 from .settings import Settings
@@ -117,6 +120,9 @@ def create_app(settings: Settings) -> FastAPI:
             status_code=status.HTTP_200_OK if healthy else status.HTTP_503_SERVICE_UNAVAILABLE,
         )
 
+    # The dashboard, /metrics and the request-latency and tracing middleware (outside the fast
+    # lane, so they see its requests too).
+    install(app)
     return app
 
 
@@ -175,4 +181,5 @@ def app_from_env() -> FastAPI:
     """Zero-argument factory for ``uvicorn --factory reservations.app:app_from_env``."""
     settings = Settings()
     configure_logging(json=settings.json_logs, level=settings.log_level)
+    configure_tracing("reservations-api")
     return create_app(settings)

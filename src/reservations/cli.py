@@ -179,7 +179,7 @@ def worker(
 
     import uvloop
 
-    from .log import configure_logging
+    from .observability.logs import configure_logging
     from .supervisor import set_parent_death_signal
     from .worker import run_worker
 

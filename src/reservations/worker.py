@@ -24,7 +24,9 @@ from brokerq import Message
 from .app import open_resources
 from .channels import ReserveEvent
 from .deps import Resources
-from .log import configure_logging, get_logger
+from .log import get_logger
+from .observability.logs import configure_logging
+from .observability.tracing import configure_tracing, consume_span, db_write_span
 from .reservations.admission import AdmissionGate
 from .reservations.recovery import recovery_loop
 from .reservations.repository import Decision
@@ -68,21 +70,22 @@ class ReservationProcessor:
 
     async def handle(self, message: Message[ReserveEvent]) -> None:
         """The brokerq handler: returns once the request's outcome is committed."""
-        if self._closing:
-            raise RuntimeError("the reservation writer is closing")
-        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        async with self._ready:
-            self._queue.append((Incoming(message.id, message.data), future))
-            self._ready.notify()
-        decision = await future
-        log.debug(
-            "reservation_request_final",
-            message_id=message.id,
-            request_id=message.data.requestId,
-            status=decision.status,
-            reason=decision.reason,
-            tries=message.tries,
-        )
+        with consume_span(message):
+            if self._closing:
+                raise RuntimeError("the reservation writer is closing")
+            future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+            async with self._ready:
+                self._queue.append((Incoming(message.id, message.data), future))
+                self._ready.notify()
+            decision = await future
+            log.debug(
+                "reservation_request_final",
+                message_id=message.id,
+                request_id=message.data.requestId,
+                status=decision.status,
+                reason=decision.reason,
+                tries=message.tries,
+            )
 
     async def _write_loop(self) -> None:
         while True:
@@ -104,7 +107,10 @@ class ReservationProcessor:
 
     async def _write(self, batch: list[tuple[Incoming, asyncio.Future[Decision]]]) -> None:
         try:
-            decisions = await process_batch(self.session_factory, self.gate, [i for i, _ in batch])
+            with db_write_span([i.message_id for i, _ in batch]):
+                decisions = await process_batch(
+                    self.session_factory, self.gate, [i for i, _ in batch]
+                )
         except Exception as exc:
             if len(batch) > 1:
                 # One bad request must not fail its neighbours: retry them one by one.
@@ -173,6 +179,7 @@ async def run_worker(settings: Settings) -> None:
     """Consume reservation requests until SIGTERM or SIGINT, then finish what is held and stop."""
     from brokerq import Worker
 
+    configure_tracing("reservations-worker")
     # Each parallel handler waits on a shared writer, so few connections suffice.
     async with open_resources(settings, pool_size=4) as resources:
         processor = ReservationProcessor(resources.session_factory, resources.gate)

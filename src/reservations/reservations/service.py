@@ -16,6 +16,7 @@ from reservations.channels import Admission, ReserveEvent
 from reservations.errors import Conflict, NotFound, Unavailable
 from reservations.events.service import EventService
 from reservations.log import get_logger
+from reservations.observability.tracing import produce_span
 from reservations.users.service import UserService
 
 from .admission import AdmissionGate, EventSnapshot, Verdict
@@ -107,7 +108,9 @@ class ReservationService:
             seq=result.seq, acceptedAtMs=accepted_at_ms,
         )  # fmt: skip
         try:
-            produced = await self.channel.produce(message)
+            # The trace context travels in the message's headers to the worker.
+            with produce_span(self.channel.name) as headers:
+                produced = await self.channel.produce(message, headers=headers)
         except Exception as exc:
             # Not queued means not accepted: hand the place back so no ticket is held for nobody.
             log.error("reservation_queue_failed", request_id=request_id, error=type(exc).__name__)
