@@ -39,9 +39,8 @@ async def open_resources(
 ) -> AsyncIterator[Resources]:
     """What the API and the workers share: database engine, Redis, the queue and its channel."""
     from brokerq import BrokerQueue
-    from brokerq.redis import RedisAdapter
 
-    from .channels import reservation_channel
+    from .channels import queue_adapter, reservation_channel
     from .db import create_engine, create_session_factory
     from .reservations.admission import AdmissionGate
 
@@ -62,7 +61,7 @@ async def open_resources(
             socket_connect_timeout=5,
         )
     )
-    queue = BrokerQueue(RedisAdapter(redis_url))
+    queue = BrokerQueue(queue_adapter(settings.queue_engine, redis_url))
     try:
         resources = Resources(
             settings=settings,

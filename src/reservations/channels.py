@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 if TYPE_CHECKING:
-    from brokerq import BrokerQueue
+    from brokerq import Adapter, BrokerQueue
     from brokerq.channel import Channel
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "RESERVATION_MAX_ATTEMPTS",
     "Admission",
     "ReserveEvent",
+    "queue_adapter",
     "reservation_channel",
 ]
 
@@ -53,6 +54,18 @@ class ReserveEvent(msgspec.Struct, frozen=True, kw_only=True):
     seq: int
     """Arrival order at the gate, per event."""
     acceptedAtMs: int
+
+
+def queue_adapter(engine: str, redis_url: str) -> Adapter:
+    """The queue engine: brokerq's own Redis layout, or BullMQ's (``QUEUE_ENGINE=bullmq``), where
+    Node BullMQ producers and workers (the seed's NestJS services) share the queue."""
+    if engine == "bullmq":
+        from brokerq.bullmq import BullMQAdapter
+
+        return BullMQAdapter(redis_url, job_names={QUEUE_NAME: JOB_NAME}, remove_on_complete=True)
+    from brokerq.redis import RedisAdapter
+
+    return RedisAdapter(redis_url)
 
 
 def reservation_channel(queue: BrokerQueue) -> Channel[ReserveEvent]:

@@ -224,7 +224,9 @@ def status(
     database_url = _database_url(settings)
     redis_url = _redis_url(settings)
     try:
-        report = asyncio.run(collect_status(redis_url, database_url, event or [], limit))
+        report = asyncio.run(
+            collect_status(redis_url, database_url, event or [], limit, settings.queue_engine)
+        )
     except Exception as exc:
         raise _fail(f"cannot read the status: {exc}") from exc
     if as_json:

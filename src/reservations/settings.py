@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
     otel_enabled: bool = Field(default=False, validation_alias="OTEL_ENABLED")
     db_pool_size: int = Field(default=10, validation_alias="DB_POOL_SIZE", ge=1)
+    queue_engine: Literal["redis", "bullmq"] = Field(
+        default="redis",
+        validation_alias="QUEUE_ENGINE",
+        description="'bullmq' keeps the reservation queue in BullMQ's layout, shared with the "
+        "seed's NestJS services",
+    )
 
     def __init__(self, **values: Any) -> None:
         # The environment variable picks the file, so it is read before pydantic-settings loads it.

@@ -10,13 +10,12 @@ from rich.table import Table
 __all__ = ["collect_status", "render_status"]
 
 
-async def _channel_stats(redis_url: str) -> list[dict[str, Any]]:
+async def _channel_stats(redis_url: str, queue_engine: str) -> list[dict[str, Any]]:
     from brokerq import BrokerQueue
-    from brokerq.redis import RedisAdapter
 
-    from .channels import reservation_channel
+    from .channels import queue_adapter, reservation_channel
 
-    queue = BrokerQueue(RedisAdapter(redis_url))
+    queue = BrokerQueue(queue_adapter(queue_engine, redis_url))
     try:
         stats = await reservation_channel(queue).stats()
     finally:
@@ -67,12 +66,16 @@ async def _events(database_url: str, event_ids: list[int], limit: int) -> list[d
 
 
 async def collect_status(
-    redis_url: str, database_url: str | None, event_ids: list[int], limit: int
+    redis_url: str,
+    database_url: str | None,
+    event_ids: list[int],
+    limit: int,
+    queue_engine: str = "redis",
 ) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (also what ``status --json`` prints)."""
     report: dict[str, Any] = {"channels": [], "events": [], "errors": []}
     try:
-        report["channels"] = await _channel_stats(redis_url)
+        report["channels"] = await _channel_stats(redis_url, queue_engine)
     except Exception as exc:
         report["errors"].append(f"queue: {exc}")
     if database_url is None:
