@@ -3,7 +3,10 @@
 Every guarantee on: leases (a consumer holds each message under a renewed 30 s lease), acks
 written to Redis before a message counts as done, and for ``--variant eo`` EXACTLY_ONCE with
 deduplication on (the default 5 min window: every produce is checked against and recorded in the
-dedup window). ``--variant alo`` is AT_LEAST_ONCE.
+dedup window). ``--variant alo`` is AT_LEAST_ONCE. ``--variant bullmq-alo`` / ``bullmq-eo`` run
+the same on ``BullMQAdapter``: BullMQ jobs written and moved by BullMQ's own Lua scripts in
+batches, with the Node runner's job options ``removeOnComplete`` / ``removeOnFail``; leases are
+BullMQ job locks, and exactly-once is BullMQ deduplication.
 
 (a) ``produce`` from ``--concurrency`` tasks, (b) ``produce_many`` in batches of ``--batch``,
 (c) ``consume(noop, max_parallel=--parallel)``, timed from the ``consume`` call until the
@@ -20,7 +23,7 @@ from typing import Any
 import msgspec
 
 from bench import common
-from brokerq import BrokerQueue, Channel, Processing
+from brokerq import Adapter, BrokerQueue, Channel, Processing
 from brokerq.redis import RedisAdapter
 
 MODULE = "bench.brokerq_runner"
@@ -38,21 +41,33 @@ class TimedEvent(msgspec.Struct):
 
 
 def extra(args: Any) -> dict[str, Any]:
-    return {
+    info = {
         "lib": "brokerq",
         "version": version("brokerq-reservations"),
         "redis_py": version("redis"),
         "mode": args.variant,
     }
+    if args.variant.startswith("bullmq-"):
+        info.update(engine="bullmq", bullmq_py=version("bullmq"))
+    return info
+
+
+def adapter(url: str, variant: str) -> Adapter:
+    if variant.startswith("bullmq-"):
+        from brokerq.bullmq import BullMQAdapter
+
+        options = {"removeOnComplete": True, "removeOnFail": True}
+        return BullMQAdapter(url, job_name="noop", job_options=options)
+    return RedisAdapter(url)
 
 
 def channel(queue: BrokerQueue, name: str, type_: Any, variant: str) -> Channel[Any]:
-    process = Processing.EXACTLY_ONCE if variant == "eo" else Processing.AT_LEAST_ONCE
+    process = Processing.EXACTLY_ONCE if variant.endswith("eo") else Processing.AT_LEAST_ONCE
     return queue.channel(name, type_, process=process, lease="30s")
 
 
 async def main(args: Any) -> dict[str, Any]:
-    queue = BrokerQueue(RedisAdapter(args.url))
+    queue = BrokerQueue(adapter(args.url, args.variant))
     ch = channel(queue, "bench/events", Event, args.variant)
     info = extra(args)
 
@@ -105,7 +120,7 @@ async def main(args: Any) -> dict[str, Any]:
 
 
 async def producer_setup(args: Any) -> Any:
-    queue = BrokerQueue(RedisAdapter(args.url))
+    queue = BrokerQueue(adapter(args.url, args.variant))
     lat_ch = channel(queue, "bench/latency", TimedEvent, args.variant)
 
     async def produce_one(msg: dict[str, Any]) -> None:

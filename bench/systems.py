@@ -84,8 +84,8 @@ SYSTEMS: dict[str, System] = {
             "brokerq-bullmq",
             "brokerq on BullMQ layout",
             "own",
-            "bench.brokerq_bullmq_runner",
-            variant="alo",
+            "bench.brokerq_runner",
+            variant="bullmq-alo",
             parallel=100,
         ),
         System(
