@@ -121,6 +121,7 @@ def up(
         redis_fsync=redis_fsync,
         database_url=database_url,
         redis_url=settings.effective_redis_url if _redis_configured(settings) else None,
+        worker_metrics_port=settings.worker_metrics_port,
     )
     raise typer.Exit(run_up(options, console))
 
@@ -173,6 +174,15 @@ def worker(
         int | None,
         typer.Option(help="Messages handled at once (default: WORKER_CONCURRENCY)."),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve this worker's Prometheus metrics (handler durations, lost leases) on "
+            "127.0.0.1:PORT/metrics.",
+            min=1,
+            max=65535,
+        ),
+    ] = None,
 ) -> None:
     """Run one worker (consumer) process until SIGTERM / SIGINT."""
     import signal
@@ -190,6 +200,10 @@ def worker(
     if concurrency is not None:
         settings = settings.model_copy(update={"worker_concurrency": concurrency})
     configure_logging(json=settings.json_logs, level=settings.log_level)
+    if metrics_port is not None:
+        from .observability.metrics import start_worker_metrics
+
+        start_worker_metrics(metrics_port, addr="127.0.0.1")
     uvloop.run(run_worker(settings))
 
 

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
     otel_enabled: bool = Field(default=False, validation_alias="OTEL_ENABLED")
     db_pool_size: int = Field(default=10, validation_alias="DB_POOL_SIZE", ge=1)
+    worker_metrics_port: int | None = Field(
+        default=None,
+        validation_alias="WORKER_METRICS_PORT",
+        ge=1,
+        le=65000,
+        description="`up` gives worker i (from 0) its own metrics port: this plus i",
+    )
     queue_engine: Literal["redis", "bullmq"] = Field(
         default="redis",
         validation_alias="QUEUE_ENGINE",

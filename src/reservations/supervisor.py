@@ -88,6 +88,7 @@ class UpOptions:
     database_url: str | None = None
     redis_url: str | None = None  # None: start the embedded Redis
     extra_env: dict[str, str] = field(default_factory=dict)
+    worker_metrics_port: int | None = None  # worker i serves its metrics on this + i - 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,7 +330,10 @@ class Supervisor:
         self.children = [_Child("api", self._cli(*api), self.log_dir / "api.log")]
         for i in range(1, o.workers + 1):
             name = f"worker-{i}"
-            self.children.append(_Child(name, self._cli("worker"), self.log_dir / f"{name}.log"))
+            args = ["worker"]
+            if o.worker_metrics_port is not None:
+                args += ["--metrics-port", str(o.worker_metrics_port + i - 1)]
+            self.children.append(_Child(name, self._cli(*args), self.log_dir / f"{name}.log"))
 
     async def _wait_healthy(self) -> None:
         from .loadtest.http import HttpError, Pool
