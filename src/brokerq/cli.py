@@ -91,7 +91,10 @@ def stats_table(rows: list[ChannelStats]) -> Table:
         "retried", "redelivered", "dead_lettered", "lag_ms",
     )  # fmt: skip
     for column in columns:
-        table.add_column(column, justify="left" if column == "channel" else "right")
+        if column == "channel":
+            table.add_column(column, no_wrap=True)
+        else:
+            table.add_column(column, justify="right")
     for row in rows:
         table.add_row(*(str(getattr(row, column)) for column in columns))
     return table

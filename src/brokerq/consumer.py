@@ -195,7 +195,10 @@ class Consumer(Generic[T]):
             try:
                 data = ch.codec.decode(delivery.payload)
             except DECODE_ERRORS as exc:
-                log.error("channel %s: message %s does not decode: %s", ch.name, delivery.id, exc)
+                log.error(
+                    "channel %s: message %s does not decode: %s", ch.name, delivery.id, exc,
+                    extra={"message_id": delivery.id, "channel": ch.name},
+                )  # fmt: skip
                 self._settle.dead.append((delivery.id, _error(f"undecodable payload: {exc}")))
                 self.failed += 1
                 self._observe["undecodable"](time.perf_counter() - started)
@@ -230,6 +233,7 @@ class Consumer(Generic[T]):
                 "channel %s: message %s failed on try %d%s: %r",
                 ch.name, delivery.id, delivery.tries,
                 " (dead-lettered)" if last else f", retry in {delay}ms", exc,
+                extra={"message_id": delivery.id, "channel": ch.name, "tries": delivery.tries},
             )  # fmt: skip
             self._settle.retries.append(
                 (delivery.id, delay, _error(f"{type(exc).__name__}: {exc}"))

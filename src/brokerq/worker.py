@@ -24,6 +24,7 @@ class _Registration:
     channel: Channel[Any]
     handler: Handler[Any]
     max_parallel: int
+    envelope: bool | None
 
 
 class Worker:
@@ -42,10 +43,18 @@ class Worker:
         self._stop: asyncio.Event | None = None
         self._stop_requested = False
 
-    def add(self, channel: Channel[Any], handler: Handler[Any], *, max_parallel: int = 10) -> None:
+    def add(
+        self,
+        channel: Channel[Any],
+        handler: Handler[Any],
+        *,
+        max_parallel: int = 10,
+        envelope: bool | None = None,
+    ) -> None:
+        """Consume ``channel`` with ``handler`` when the worker runs (see ``Channel.consume``)."""
         if self.consumers:
             raise ConsumerError("add consumers before the worker runs")
-        self._registrations.append(_Registration(channel, handler, max_parallel))
+        self._registrations.append(_Registration(channel, handler, max_parallel, envelope))
 
     def stop(self) -> None:
         """Ask a running worker to stop; harmless to call more than once."""
@@ -69,7 +78,10 @@ class Worker:
         try:
             for reg in self._registrations:
                 consumer = await reg.channel.consume(
-                    reg.handler, max_parallel=reg.max_parallel, grace=self.grace
+                    reg.handler,
+                    max_parallel=reg.max_parallel,
+                    envelope=reg.envelope,
+                    grace=self.grace,
                 )
                 self.consumers.append(consumer)
                 log.info("consuming %s (max_parallel=%d)", reg.channel.name, reg.max_parallel)
