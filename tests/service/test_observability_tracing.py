@@ -1,19 +1,16 @@
 """One trace from the API request through the queue to the worker's database write, and log
 lines that carry the message id and the trace id.
 
-``TracedChannel`` and ``TracedProcessor`` below put the producer's and the worker's tracing calls
-(``produce_span``, ``consume_span``, ``db_write_span``) around the service's own channel and
-processor, so the test does not depend on where the service wires them, and still runs the real
-request, the real Redis round trip and the real PostgreSQL write.
+The service's own producer and worker code carry the spans (``produce_span``, ``consume_span``,
+``db_write_span``): the test runs the real request, the real Redis round trip and the real
+PostgreSQL write.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import pytest
 import structlog
@@ -23,8 +20,7 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from brokerq import Channel, Message, ProduceResult
-from reservations.channels import ReserveEvent
+from brokerq import Message
 from reservations.observability import consume_span, db_write_span, produce_span
 from reservations.observability.logs import configure_logging
 from reservations.observability.tracing import (
@@ -35,8 +31,6 @@ from reservations.observability.tracing import (
     tracing_enabled,
 )
 from reservations.reservations.admission import AdmissionGate
-from reservations.reservations.repository import Decision
-from reservations.reservations.service import Incoming
 from reservations.worker import ReservationProcessor
 
 from ._observability_fixtures import Observed, observed
@@ -58,41 +52,10 @@ def spans() -> Iterator[InMemorySpanExporter]:
         _EXPORTER.clear()
 
 
-class TracedChannel(Channel[ReserveEvent]):
-    """The service's channel plus the producer's line: a PRODUCER span and its headers."""
-
-    async def produce(self, message: ReserveEvent, **options: Any) -> ProduceResult:
-        if "headers" in options:  # the service traces its produces itself
-            return await super().produce(message, **options)
-        with produce_span(self.name) as headers:
-            return await super().produce(message, headers=headers, **options)
-
-
-class TracedProcessor(ReservationProcessor):
-    """The service's processor plus the worker's lines: a CONSUMER span per message and a span
-    around each database write."""
-
-    async def handle(self, message: Message[ReserveEvent]) -> None:
-        with consume_span(message):
-            structlog.get_logger("test.worker").info("handling_reservation")
-            await super().handle(message)
-
-    async def _write(self, batch: list[tuple[Incoming, asyncio.Future[Decision]]]) -> None:
-        with db_write_span([item.message_id for item, _ in batch]):
-            await super()._write(batch)
-
-
-def traced(channel: Channel[ReserveEvent]) -> TracedChannel:
-    copy = TracedChannel.__new__(TracedChannel)
-    copy.__dict__.update(channel.__dict__)
-    return copy
-
-
 @pytest.fixture
 async def traced_service(observed: Observed) -> AsyncIterator[Observed]:
     resources = observed.resources
-    resources.channel = traced(resources.channel)
-    processor = TracedProcessor(resources.session_factory, AdmissionGate(resources.redis))
+    processor = ReservationProcessor(resources.session_factory, AdmissionGate(resources.redis))
     await processor.start()
     consumer = await resources.channel.consume(processor.handle, max_parallel=8, envelope=True)
     try:
