@@ -129,7 +129,11 @@ class RedisServer:
         self.process = subprocess.Popen(
             self._args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.dir
         )
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.kill()  # never leave a server behind that nobody will stop
+            raise
 
     def _ping(self) -> bool:
         try:
@@ -225,6 +229,13 @@ class RedisCluster:
         return f"redis://127.0.0.1:{self.nodes[0].port}"
 
     def start_sync(self) -> None:
+        try:
+            self._form()
+        except BaseException:
+            self.stop_sync()  # no half-formed cluster left running
+            raise
+
+    def _form(self) -> None:
         import redis
 
         for node in self.nodes:
