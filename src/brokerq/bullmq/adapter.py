@@ -28,6 +28,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from ..adapter import Delivery, Exchange, Outgoing, RawDeadLetter, Settlement
 from ..messages import ChannelStats
 from ..options import PRIORITY_MAX, check_channel_name
+from ..redis.adapter import connect
 from . import scripts
 from .batch import BATCH
 from .scripts import Script
@@ -190,12 +191,7 @@ class BullMQAdapter:
             raise ValueError("give either a Redis URL or a client")
         if client is None:
             assert url is not None
-            options.setdefault("socket_connect_timeout", 5)
-            options.setdefault("socket_timeout", 30)
-            options.setdefault("health_check_interval", 15)
-            if password is not None:
-                options["password"] = password
-            client = aioredis.Redis.from_url(url, **options)
+            client = connect(url, password=password, **options)
         elif client.connection_pool.connection_kwargs.get("decode_responses"):
             # Job data would come back as str and scripts' binary arguments would not survive.
             raise ValueError("BullMQAdapter needs a client without decode_responses=True")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -15,7 +15,34 @@ from ..messages import ChannelStats
 from . import scripts
 from .keys import ChannelKeys, channel_of
 
-__all__ = ["RedisAdapter"]
+__all__ = ["RedisAdapter", "connect"]
+
+
+@overload
+def connect(
+    url: str, *, cluster: Literal[False] = False, password: str | None = None, **options: Any
+) -> aioredis.Redis: ...
+
+
+@overload
+def connect(
+    url: str, *, cluster: bool, password: str | None = None, **options: Any
+) -> aioredis.Redis | RedisCluster: ...
+
+
+def connect(
+    url: str, *, cluster: bool = False, password: str | None = None, **options: Any
+) -> aioredis.Redis | RedisCluster:
+    """A redis-py asyncio client with bounded connect and read timeouts (a dead server fails a
+    call instead of hanging it; our blocking waits stay far below the read timeout)."""
+    options.setdefault("socket_connect_timeout", 5)
+    options.setdefault("socket_timeout", 30)
+    if password is not None:
+        options["password"] = password
+    if cluster:
+        return RedisCluster.from_url(url, **options)
+    options.setdefault("health_check_interval", 15)
+    return aioredis.Redis.from_url(url, **options)
 
 
 def _only_deduplicated(items: Sequence[Outgoing]) -> bool:
@@ -53,16 +80,7 @@ class RedisAdapter:
             raise ValueError("give either a Redis URL or a client")
         if client is None:
             assert url is not None
-            options.setdefault("socket_connect_timeout", 5)
-            options.setdefault("socket_timeout", 30)
-            options.setdefault("health_check_interval", 15)
-            if password is not None:
-                options["password"] = password
-            if cluster:
-                options.pop("health_check_interval")
-                client = RedisCluster.from_url(url, **options)
-            else:
-                client = aioredis.Redis.from_url(url, **options)
+            client = connect(url, cluster=cluster, password=password, **options)
         self._client: Any = client
         self._keys: dict[str, ChannelKeys] = {}
 
