@@ -122,6 +122,9 @@ def up(
         database_url=database_url,
         redis_url=settings.effective_redis_url if _redis_configured(settings) else None,
         worker_metrics_port=settings.worker_metrics_port,
+        admin_token_configured=bool(
+            settings.admin_token is not None and settings.admin_token.get_secret_value()
+        ),
     )
     raise typer.Exit(run_up(options, console))
 
@@ -278,6 +281,14 @@ def loadtest(
         bool, typer.Option(help="Fail (exit 2) when a throughput target is missed, too.")
     ] = False,
     seed: Annotated[int | None, typer.Option(help="Random seed for the request order.")] = None,
+    admin_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ADMIN_TOKEN",
+            show_envvar=True,
+            help="Bearer token for creating the event (default: <data dir>/admin-token).",
+        ),
+    ] = None,
     reuse_users: Annotated[
         bool,
         typer.Option(
@@ -306,6 +317,7 @@ def loadtest(
         seed=seed,
         data_dir=Path(os.environ.get("DATA_DIR", "data")),
         reuse_users=reuse_users,
+        admin_token=admin_token,
     )
     raise typer.Exit(code)
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from .ratelimit import RateLimiter
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -29,6 +30,11 @@ class Resources:
     queue: BrokerQueue
     channel: Channel[ReserveEvent]
     gate: AdmissionGate
+    limiter: RateLimiter | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        limit = self.settings.rate_limit()
+        self.limiter = None if limit is None else RateLimiter(limit)
 
 
 # async, so FastAPI calls it on the loop instead of a thread pool: it runs on every request.

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from starlette.responses import JSONResponse
 
-__all__ = ["Conflict", "DomainError", "NotFound", "Unavailable", "error_response"]
+__all__ = [
+    "Conflict",
+    "DomainError",
+    "NotFound",
+    "TooManyRequests",
+    "Unavailable",
+    "error_response",
+]
 
 
 class DomainError(Exception):
     status_code = 400
     code = "BAD_REQUEST"
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -26,6 +34,15 @@ class Conflict(DomainError):
     code = "CONFLICT"
 
 
+class TooManyRequests(DomainError):
+    status_code = 429
+    code = "TOO_MANY_REQUESTS"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
 class Unavailable(DomainError):
     status_code = 503
     code = "UNAVAILABLE"
@@ -35,4 +52,5 @@ def error_response(exc: DomainError) -> JSONResponse:
     return JSONResponse(
         {"statusCode": exc.status_code, "error": exc.code, "message": exc.message},
         status_code=exc.status_code,
+        headers=exc.headers,
     )

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .ratelimit import RateLimit, parse_rate
 
 __all__ = ["Settings", "env_file_for"]
 
@@ -40,7 +42,30 @@ class Settings(BaseSettings):
     redis_password: SecretStr | None = Field(default=None, validation_alias="REDIS_PASSWORD")
     workers: int = Field(default=3, validation_alias="WORKERS", ge=1)
     worker_concurrency: int = Field(default=64, validation_alias="WORKER_CONCURRENCY", ge=1)
-    admin_token: SecretStr | None = Field(default=None, validation_alias="ADMIN_TOKEN")
+    admin_token: SecretStr | None = Field(
+        default=None,
+        validation_alias="ADMIN_TOKEN",
+        description="bearer token for creating events, cancelling, the dashboard and /metrics; "
+        "unset refuses them",
+    )
+    reservation_rate_limit: str | None = Field(
+        default=None,
+        validation_alias="RESERVATION_RATE_LIMIT",
+        description="per-client limit on reservation POSTs, e.g. '20/s' or '600/min'; unset: none",
+    )
+    reservation_rate_burst: int | None = Field(
+        default=None,
+        validation_alias="RESERVATION_RATE_BURST",
+        ge=1,
+        description="requests a client may send at once before the rate applies (default: the "
+        "rate's count)",
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        validation_alias="MAX_BODY_BYTES",
+        ge=1,
+        description="largest request body the API reads; a larger one is answered 413 unread",
+    )
     data_dir: str = Field(default="data", validation_alias="DATA_DIR")
     log_format: Literal["json", "console", "auto"] = Field(
         default="auto", validation_alias="LOG_FORMAT"
@@ -61,6 +86,18 @@ class Settings(BaseSettings):
         description="'bullmq' keeps the reservation queue in BullMQ's layout, shared with the "
         "seed's NestJS services",
     )
+
+    @model_validator(mode="after")
+    def _rate_limit_parses(self) -> Settings:
+        # At start-up, not at the first request.
+        self.rate_limit()
+        return self
+
+    def rate_limit(self) -> RateLimit | None:
+        """The parsed ``RESERVATION_RATE_LIMIT``, or None when there is no limit."""
+        if not self.reservation_rate_limit:
+            return None
+        return parse_rate(self.reservation_rate_limit, self.reservation_rate_burst)
 
     def __init__(self, **values: Any) -> None:
         # The environment variable picks the file, so it is read before pydantic-settings loads it.

@@ -41,6 +41,8 @@ from typing import IO, Any
 from rich.console import Console
 from rich.table import Table
 
+from .admin_token import TOKEN_FILE, ensure_admin_token
+
 __all__ = ["UpOptions", "run_embedded", "run_up", "set_parent_death_signal"]
 
 _MAX_CRASHES = 5
@@ -89,6 +91,7 @@ class UpOptions:
     redis_url: str | None = None  # None: start the embedded Redis
     extra_env: dict[str, str] = field(default_factory=dict)
     worker_metrics_port: int | None = None  # worker i serves its metrics on this + i - 1
+    admin_token_configured: bool = False  # False: use (or make) the data folder's admin-token
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,6 +174,7 @@ class Supervisor:
         self.exit_code = 0
         self._pid_file = self.data_dir / "up.pid"
         self._run_file = self.data_dir / "run.json"
+        self._admin_token: str | None = None
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -190,6 +194,8 @@ class Supervisor:
             env["DATABASE_URL"] = self.database_url
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url
+        if self._admin_token is not None:
+            env["ADMIN_TOKEN"] = self._admin_token
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
@@ -382,6 +388,12 @@ class Supervisor:
         rd = "embedded" if self.options.redis_url is None else "configured"
         table.add_row(f"PostgreSQL ({pg})", _redact(self.database_url or "-"))
         table.add_row(f"Redis ({rd})", _redact(self.redis_url or "-"))
+        table.add_row(
+            "admin token",
+            "configured (ADMIN_TOKEN)"
+            if self.options.admin_token_configured
+            else f"in {self.data_dir / TOKEN_FILE} (set ADMIN_TOKEN to choose one)",
+        )
         table.add_row("data dir", str(self.data_dir))
         table.add_row("logs", f"{self.log_dir}/{{api,worker-N,embedded}}.log")
         if self.options.database_url is None:
@@ -495,6 +507,8 @@ class Supervisor:
             loop.add_signal_handler(sig, self._on_signal, sig)
         try:
             self._claim_data_dir()
+            if not self.options.admin_token_configured:
+                self._admin_token = ensure_admin_token(self.data_dir)
         except StartupError as exc:
             self.console.print(f"[bold red]startup failed:[/] {exc}")
             return 1

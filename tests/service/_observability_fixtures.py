@@ -25,7 +25,8 @@ from reservations.deps import Resources
 from reservations.observability import install
 from reservations.settings import Settings
 
-ADMIN_TOKEN = "s3cret-admin-token-for-tests"
+from .helpers import ADMIN, ADMIN_TOKEN
+
 TEST_CHANNEL = "observability/test"
 STARTUP_TIMEOUT_S = 30.0
 
@@ -63,26 +64,37 @@ def settings_with_token(settings: Settings, token: str | None) -> Settings:
     return settings.model_copy(update={"admin_token": None if token is None else SecretStr(token)})
 
 
-async def _observed(settings: Settings, base_url: str = "http://test") -> AsyncIterator[Observed]:
+async def _observed(
+    settings: Settings, headers: dict[str, str] | None = None, base_url: str = "http://test"
+) -> AsyncIterator[Observed]:
     app = create_app(settings)
     install(app)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url=base_url, headers=headers
+        ) as client:
             yield Observed(app, client)
 
 
 @pytest.fixture
 async def observed(settings: Settings) -> AsyncIterator[Observed]:
-    """No admin token configured: everything is open, as on a development machine."""
-    async for o in _observed(settings_with_token(settings, None)):
+    """``ADMIN_TOKEN`` set and a client that sends it: an operator's view."""
+    async for o in _observed(settings_with_token(settings, ADMIN_TOKEN), ADMIN):
         yield o
 
 
 @pytest.fixture
 async def guarded(settings: Settings) -> AsyncIterator[Observed]:
-    """``ADMIN_TOKEN`` set."""
+    """``ADMIN_TOKEN`` set, and a client without it."""
     async for o in _observed(settings_with_token(settings, ADMIN_TOKEN)):
+        yield o
+
+
+@pytest.fixture
+async def unconfigured(settings: Settings) -> AsyncIterator[Observed]:
+    """No ``ADMIN_TOKEN`` configured at all."""
+    async for o in _observed(settings_with_token(settings, None)):
         yield o
 
 

@@ -27,8 +27,15 @@ STARTUP_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 60.0
 
 # What `reservations up` must not inherit from the developer's shell or CI: it would then use
-# those servers instead of starting its own.
-_SERVER_VARS = ("DATABASE_URL", "REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD")
+# those servers (and that admin token) instead of making its own.
+_SERVER_VARS = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "REDIS_PASSWORD",
+    "ADMIN_TOKEN",
+)
 
 
 def free_port() -> int:
@@ -94,6 +101,11 @@ class UpProcess:
 
     def __post_init__(self) -> None:
         self.log_path = self.data_dir / "up-test.log"
+
+    def admin_headers(self) -> dict[str, str]:
+        """The Authorization header with the token ``up`` made in its data folder."""
+        token = (self.data_dir / "admin-token").read_text().strip()
+        return {"Authorization": f"Bearer {token}"}
 
     @property
     def base_url(self) -> str:

@@ -27,6 +27,8 @@ from reservations.deps import Resources
 from reservations.embedded.postgres import PostgresServer
 from reservations.settings import Settings
 
+from .helpers import ADMIN_TOKEN
+
 # A Redis database of our own, apart from the library's tests.
 REDIS_DB = 7
 
@@ -99,6 +101,7 @@ def settings(database_url: str, redis_url: str, clean: None) -> Settings:
         ENVIRONMENT="test",
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,
+        ADMIN_TOKEN=ADMIN_TOKEN,
     )
 
 

@@ -11,6 +11,10 @@ import httpx
 
 T = TypeVar("T")
 
+# The admin token the test settings configure; creating events and cancelling need it.
+ADMIN_TOKEN = "s3cret-admin-token-for-tests"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
 
 async def eventually(
     probe: Callable[[], Awaitable[T]],
@@ -46,6 +50,7 @@ async def create_event(client: httpx.AsyncClient, name: str, max_tickets: int) -
             "location": "Seoul",
             "maxTickets": max_tickets,
         },
+        headers=ADMIN,
     )
     assert r.status_code == 201, r.text
     event_id: int = r.json()["id"]

@@ -14,7 +14,7 @@ from reservations.channels import reservation_channel
 from reservations.settings import Settings
 
 from .conftest import Api
-from .helpers import create_event, create_user
+from .helpers import ADMIN, create_event, create_user
 
 
 async def test_user_create_and_get(api: Api) -> None:
@@ -50,7 +50,9 @@ async def test_bad_input_is_a_clear_4xx(api: Api) -> None:
     r = await api.client.get("/user/12345")
     assert r.status_code == 404
     assert r.json()["message"] == "user 12345 does not exist"
-    r = await api.client.post("/event", json={"name": "x", "date": "tomorrow", "location": "y"})
+    r = await api.client.post(
+        "/event", json={"name": "x", "date": "tomorrow", "location": "y"}, headers=ADMIN
+    )
     assert r.status_code == 422
     assert "maxTickets" in r.json()["message"]
     r = await api.client.post("/reservation", json={"userId": "one"})
@@ -72,6 +74,7 @@ async def test_event_create_and_get(api: Api) -> None:
     r = await api.client.post(
         "/event",
         json={"name": "Concert", "date": "2030-01-01T00:00:00Z", "location": "x", "maxTickets": 1},
+        headers=ADMIN,
     )
     assert r.status_code == 409
     r = await api.client.get("/event/777")
@@ -156,7 +159,7 @@ async def test_get_reservation_404_and_unknown_job(api: Api) -> None:
     assert r.status_code == 422
     r = await api.client.get("/reservation/requests/nope")
     assert r.status_code == 404
-    r = await api.client.delete("/reservation/5")
+    r = await api.client.delete("/reservation/5", headers=ADMIN)
     assert r.status_code == 404
     r = await api.client.get("/event/5/reservations")
     assert r.status_code == 404

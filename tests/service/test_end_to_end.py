@@ -22,7 +22,7 @@ import pytest
 
 from reservations.settings import Settings
 
-from .helpers import eventually
+from .helpers import ADMIN, ADMIN_TOKEN, eventually
 
 TICKETS = 50
 DISTINCT_USERS = 1500
@@ -59,6 +59,7 @@ class Deployment:
             LOG_FORMAT="json",
             LOG_LEVEL="INFO",
             WORKER_CONCURRENCY="64",
+            ADMIN_TOKEN=ADMIN_TOKEN,
         )
         return env
 
@@ -148,6 +149,7 @@ async def _setup(client: httpx.AsyncClient, db: asyncpg.Connection) -> tuple[int
         "/event",
         json={"name": "Burst", "date": "2030-01-01T00:00:00Z", "location": "Busan",
               "maxTickets": TICKETS},
+        headers=ADMIN,
     )  # fmt: skip
     assert r.status_code == 201
     event_id: int = r.json()["id"]

@@ -1,14 +1,21 @@
-"""The admin token guards the dashboard's data, its actions and /metrics."""
+"""The admin token guards creating events, cancelling, the dashboard's data and actions, and
+/metrics: without it, 401 and nothing changes."""
 
 from __future__ import annotations
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from ._observability_fixtures import ADMIN_TOKEN, Observed, guarded, observed
+from ._observability_fixtures import Observed, guarded, observed, unconfigured
+from .helpers import ADMIN, ADMIN_TOKEN, create_user
 
-__all__ = ["guarded", "observed"]
+__all__ = ["guarded", "observed", "unconfigured"]
 
+EVENT = {"name": "Gala", "date": "2030-05-01T19:00:00Z", "location": "Seoul", "maxTickets": 5}
 GUARDED = [
+    ("POST", "/event", EVENT),
+    ("POST", "/reservation/1/cancel", None),
+    ("DELETE", "/reservation/1", None),
     ("GET", "/admin/queue/api/overview", None),
     ("GET", "/admin/queue/api/dead-letters?channel=reservation-queue", None),
     ("POST", "/admin/queue/api/redrive", {"channel": "reservation-queue", "ids": []}),
@@ -18,11 +25,17 @@ GUARDED = [
 
 
 @pytest.mark.parametrize(("method", "path", "body"), GUARDED)
-async def test_without_a_configured_token_everything_is_open(
-    observed: Observed, method: str, path: str, body: object
+async def test_without_a_configured_token_everything_is_refused(
+    unconfigured: Observed, method: str, path: str, body: object
 ) -> None:
-    r = await observed.client.request(method, path, json=body)
-    assert r.status_code == 200, r.text
+    # A forgotten setting must not leave the server writable by anyone.
+    r = await unconfigured.client.request(
+        method, path, json=body, headers={"Authorization": "Bearer anything"}
+    )
+    assert r.status_code == 401, r.text
+    assert r.json()["message"] == (
+        "admin operations are disabled: the server has no ADMIN_TOKEN configured"
+    )
 
 
 @pytest.mark.parametrize(("method", "path", "body"), GUARDED)
@@ -66,7 +79,49 @@ async def test_the_right_token_opens_everything(
     r = await guarded.client.request(
         method, path, json=body, headers={"Authorization": f"bearer {ADMIN_TOKEN}"}
     )
+    # Past the token check: the operation itself answers (there is no reservation 1).
+    expected = {"/event": 201, "/reservation/1/cancel": 404, "/reservation/1": 404}
+    assert r.status_code == expected.get(path, 200), r.text
+
+
+async def test_refused_operations_change_nothing(guarded: Observed, db: asyncpg.Connection) -> None:
+    client = guarded.client
+    user_id = await create_user(client, 1)
+    r = await client.post("/event", json=EVENT, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    event_id = r.json()["id"]
+    # A reservation as a worker writes it, so that there is something to cancel.
+    reservation_id = await db.fetchval(
+        "INSERT INTO reservations (event_id, user_id, status, reserved_at) "
+        "VALUES ($1, $2, 'RESERVED', now()) RETURNING id",
+        event_id,
+        user_id,
+    )
+    await db.execute("UPDATE events SET reserved = reserved + 1 WHERE id = $1", event_id)
+    before = await _tables(db)
+    attempts = [
+        ("POST", "/event", EVENT),
+        ("POST", f"/reservation/{reservation_id}/cancel", None),
+        ("DELETE", f"/reservation/{reservation_id}", None),
+    ]
+    for method, path, body in attempts:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}):
+            r = await client.request(method, path, json=body, headers=headers)
+            assert r.status_code == 401, (method, path, headers, r.text)
+    assert await _tables(db) == before
+    # The same requests with the token do change it: the check above can fail.
+    r = await client.post(f"/reservation/{reservation_id}/cancel", headers=ADMIN)
     assert r.status_code == 200, r.text
+    assert await _tables(db) != before
+
+
+async def _tables(db: asyncpg.Connection) -> list[tuple[object, ...]]:
+    rows = await db.fetch(
+        "SELECT 'event', id, name, reserved::text FROM events "
+        "UNION ALL SELECT 'reservation', id, status, cancelled_at::text FROM reservations "
+        "ORDER BY 1, 2"
+    )
+    return [tuple(r) for r in rows]
 
 
 async def test_the_page_itself_holds_no_data_and_loads_without_the_token(

@@ -55,7 +55,7 @@ def client(up: UpProcess) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="module")
-def booked(client: httpx.Client) -> dict[str, Any]:
+def booked(up: UpProcess, client: httpx.Client) -> dict[str, Any]:
     """A user with a reservation for an event of two tickets, made through the running service."""
     user = client.post("/user", json={"name": "Ada", "email": "ada@example.com"})
     assert user.status_code == 201, user.text
@@ -63,6 +63,7 @@ def booked(client: httpx.Client) -> dict[str, Any]:
         "/event",
         json={"name": "Up test", "date": "2030-01-01T19:00:00Z", "location": "Hall",
               "maxTickets": 2},
+        headers=up.admin_headers(),
     )  # fmt: skip
     assert event.status_code == 201, event.text
     outcome = reserve_and_wait(client, event.json()["id"], user.json()["id"])
@@ -81,6 +82,21 @@ def test_up_serves_the_api_and_swagger(up: UpProcess, client: httpx.Client) -> N
     assert (up.data_dir / "redis").is_dir()
     for name in ("api", "worker-1", "worker-2", "embedded"):
         assert (up.data_dir / "logs" / f"{name}.log").exists()
+
+
+def test_up_makes_an_admin_token_that_only_its_owner_can_read(
+    up: UpProcess, client: httpx.Client
+) -> None:
+    token_file = up.data_dir / "admin-token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert len(token_file.read_text().strip()) >= 32
+    event = {"name": "No", "date": "2030-01-01T19:00:00Z", "location": "Hall", "maxTickets": 1}
+    refused = client.post("/event", json=event)
+    assert refused.status_code == 401, refused.text
+    wrong = client.post("/event", json=event, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401, wrong.text
+    accepted = client.post("/event", json=event, headers=up.admin_headers())
+    assert accepted.status_code == 201, accepted.text
 
 
 def test_a_reservation_goes_through_queue_and_workers(booked: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from reservations.reservations.service import Incoming, ReservationService, proc
 from reservations.worker import consuming
 
 from .conftest import Api
-from .helpers import create_event, create_user, eventually, outcomes
+from .helpers import ADMIN, create_event, create_user, eventually, outcomes
 
 
 @pytest.fixture
@@ -97,10 +97,10 @@ async def test_cancel_gives_the_ticket_to_the_next_arrival(api: Api, worker: Non
     late = await _final(api, await _request(api, event_id, users[1]))
     assert (first["status"], late["reason"]) == ("RESERVED", "SOLD_OUT")
 
-    r = await api.client.delete(f"/reservation/{first['reservationId']}")
+    r = await api.client.delete(f"/reservation/{first['reservationId']}", headers=ADMIN)
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "CANCELLED"
-    r = await api.client.post(f"/reservation/{first['reservationId']}/cancel")
+    r = await api.client.post(f"/reservation/{first['reservationId']}/cancel", headers=ADMIN)
     assert r.status_code == 409
     assert (await api.client.get(f"/event/{event_id}")).json()["remainingTickets"] == 1
 
@@ -258,7 +258,7 @@ async def test_request_admitted_by_an_api_that_died_before_queueing_is_recovered
     # and never queue it: the API died in between.
     first = await _final(api, await _request(api, event_id, users[0]))
     assert first["status"] == "RESERVED"
-    r = await api.client.delete(f"/reservation/{first['reservationId']}")
+    r = await api.client.delete(f"/reservation/{first['reservationId']}", headers=ADMIN)
     assert r.status_code == 200
     res = api.resources
     orphan = await res.gate.admit(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
+from reservations.auth import AdminDep
 from reservations.camel import IdPath
 from reservations.deps import SessionDep
 
@@ -11,8 +12,14 @@ from .service import EventService
 router = APIRouter(prefix="/event", tags=["event"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=EventRead)
-async def create_event(data: EventCreate, session: SessionDep) -> EventRead:
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=EventRead,
+    responses={401: {"description": "Without the admin token"}},
+)
+async def create_event(data: EventCreate, session: SessionDep, _: AdminDep) -> EventRead:
+    """Put an event on sale (admin token required)."""
     event = await EventService(session).create(data)
     await session.commit()
     return EventService.to_read(event)

@@ -49,6 +49,7 @@ async def run_scenarios(
                 requests=requests,
                 tickets=tickets,
                 fault=inject if fault is not None else None,
+                admin_token=deployment.admin_token,
             )
             results.append((scenario, result))
             console.print(table([(scenario, result)]))

@@ -72,7 +72,7 @@ async def create_users(base_url: str, count: int, connections: int = 32) -> list
     return ids
 
 
-async def _create_event(base_url: str, tickets: int) -> int:
+async def _create_event(base_url: str, tickets: int, admin_token: str | None) -> int:
     async with Pool(base_url, 1) as pool:
         body = {
             "name": f"faults {uuid.uuid4().hex[:8]}",
@@ -80,7 +80,8 @@ async def _create_event(base_url: str, tickets: int) -> int:
             "location": "fault injection",
             "maxTickets": tickets,
         }
-        resp = await pool.post("/event", body)
+        headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else None
+        resp = await pool.post("/event", body, headers)
         if resp.status != 201:
             raise RuntimeError(f"POST /event answered {resp.status}: {resp.body[:200]!r}")
         return int(resp.json()["id"])
@@ -112,6 +113,7 @@ async def run_burst(
     connections: int = 64,
     final_timeout_s: float = 180.0,
     seed: int = 7,
+    admin_token: str | None = None,
 ) -> BurstResult:
     """Fire ``requests`` POSTs (distinct users first, the rest repeats) and run ``fault`` once
     ``fault_after`` of them were sent; then wait for every accepted request to be final."""
@@ -119,7 +121,7 @@ async def run_burst(
     distinct = users[: min(len(users), requests)]
     sequence = distinct + rng.choices(distinct, k=requests - len(distinct))
     rng.shuffle(sequence)
-    event_id = await _create_event(base_url, tickets)
+    event_id = await _create_event(base_url, tickets, admin_token)
     result = BurstResult(requests=requests, tickets=tickets)
     jobs: set[str] = set()
     next_i = 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -39,6 +40,7 @@ class Deployment:
         self.worker_count = workers
         self.worker_concurrency = worker_concurrency
         self.port = free_port()
+        self.admin_token = secrets.token_urlsafe(24)
         self.postgres = PostgresServer(data_dir / "postgres")
         self.redis = RedisServer(data_dir / "redis", appendonly=True, appendfsync=appendfsync)
         self.api: subprocess.Popen[bytes] | None = None
@@ -58,7 +60,7 @@ class Deployment:
             LOG_FORMAT="json",
             LOG_LEVEL="INFO",
         )
-        env.pop("ADMIN_TOKEN", None)
+        env["ADMIN_TOKEN"] = self.admin_token
         if self.worker_concurrency is not None:
             env["WORKER_CONCURRENCY"] = str(self.worker_concurrency)
         return env

@@ -19,6 +19,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from reservations.admin_token import read_admin_token
+
 from . import runner
 from .http import parse_base_url
 from .report import plot, summary_table
@@ -96,6 +98,7 @@ def run_loadtest_command(
     seed: int | None,
     data_dir: Path,
     reuse_users: bool = True,
+    admin_token: str | None = None,
 ) -> int:
     """Run one scenario; 0 when every invariant holds (and, with ``strict``, every target)."""
     try:
@@ -118,7 +121,8 @@ def run_loadtest_command(
     try:
         with Progress(*columns, console=console, transient=False) as progress:
             cache = _users_cache(data_dir, base_url) if reuse_users else None
-            result = _run(base_url, chosen, RichProgress(progress, console), seed, cache)
+            token = admin_token or read_admin_token(data_dir)
+            result = _run(base_url, chosen, RichProgress(progress, console), seed, cache, token)
     except runner.LoadTestError as exc:
         console.print(f"[bold red]load test aborted:[/] {exc}")
         return 1
@@ -154,8 +158,9 @@ def _run(
     progress: runner.Progress,
     seed: int | None,
     users_cache: Path | None,
+    admin_token: str | None,
 ) -> runner.RunResult:
-    main = runner.run_loadtest(base_url, chosen, progress, seed, users_cache)
+    main = runner.run_loadtest(base_url, chosen, progress, seed, users_cache, admin_token)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency of uvicorn[standard]

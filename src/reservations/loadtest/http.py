@@ -9,7 +9,7 @@ no redirects, no cookies, JSON bodies only. It is not a general HTTP client.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -113,21 +113,24 @@ class Connection(asyncio.Protocol):
         self._transport = transport
         self._closed = False
 
-    async def request(self, method: str, path: str, body: Any = None) -> Response:
+    async def request(
+        self, method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None
+    ) -> Response:
         if self._closed:
             await self.connect()
         transport = self._transport
         assert transport is not None
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items()) if headers else ""
         if body is None:
             head = (
-                f"{method} {path} HTTP/1.1\r\nHost: {self._host_header}\r\n"
+                f"{method} {path} HTTP/1.1\r\nHost: {self._host_header}\r\n{extra}"
                 "Content-Length: 0\r\n\r\n"
             )
             payload = head.encode()
         else:
             raw = _json_encode(body)
             head = (
-                f"{method} {path} HTTP/1.1\r\nHost: {self._host_header}\r\n"
+                f"{method} {path} HTTP/1.1\r\nHost: {self._host_header}\r\n{extra}"
                 f"Content-Type: application/json\r\nContent-Length: {len(raw)}\r\n\r\n"
             )
             payload = head.encode() + raw
@@ -157,10 +160,12 @@ class Pool:
             self._all.append(conn)
             self._idle.put_nowait(conn)
 
-    async def request(self, method: str, path: str, body: Any = None) -> Response:
+    async def request(
+        self, method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None
+    ) -> Response:
         conn = await self._idle.get()
         try:
-            return await conn.request(method, self.prefix + path, body)
+            return await conn.request(method, self.prefix + path, body, headers)
         except (OSError, HttpError):
             conn.close()
             raise
@@ -170,8 +175,10 @@ class Pool:
     async def get(self, path: str) -> Response:
         return await self.request("GET", path)
 
-    async def post(self, path: str, body: Any = None) -> Response:
-        return await self.request("POST", path, body)
+    async def post(
+        self, path: str, body: Any = None, headers: Mapping[str, str] | None = None
+    ) -> Response:
+        return await self.request("POST", path, body, headers)
 
     def connections(self) -> Sequence[Connection]:
         return self._all

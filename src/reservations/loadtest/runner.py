@@ -295,7 +295,9 @@ async def _bounded(
     return results
 
 
-async def _create_event(pool: Pool, run_id: str, scenario: Scenario) -> int:
+async def _create_event(
+    pool: Pool, run_id: str, scenario: Scenario, admin_token: str | None
+) -> int:
     date = (datetime.now(UTC) + timedelta(days=30)).isoformat()
     body = {
         "name": f"loadtest {scenario.name} {run_id}",
@@ -303,7 +305,14 @@ async def _create_event(pool: Pool, run_id: str, scenario: Scenario) -> int:
         "location": "loadtest",
         "maxTickets": scenario.tickets,
     }
-    data = await _expect(await pool.post("/event", body), "POST /event", 200, 201)
+    headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else None
+    resp = await pool.post("/event", body, headers)
+    if resp.status == 401:
+        raise LoadTestError(
+            "POST /event needs the admin token: pass --admin-token or set ADMIN_TOKEN "
+            "(`reservations up` keeps the one it made in <data dir>/admin-token)"
+        )
+    data = await _expect(resp, "POST /event", 200, 201)
     event_id = _first_int(data, "id", "eventId")
     if event_id is None:
         raise LoadTestError(f"POST /event answered without an id: {data!r}")
@@ -652,6 +661,7 @@ async def run_loadtest(
     progress: Progress | None = None,
     seed: int | None = None,
     users_cache: Path | None = None,
+    admin_token: str | None = None,
 ) -> RunResult:
     """Run ``scenario`` against the service at ``base_url`` and check it; see the module doc.
 
@@ -664,7 +674,7 @@ async def run_loadtest(
     setup_started = time.perf_counter()
     await wait_healthy(base_url)
     async with Pool(base_url, _SETUP_CONNECTIONS) as pool:
-        event_id = await _create_event(pool, run_id, scenario)
+        event_id = await _create_event(pool, run_id, scenario, admin_token)
         progress.note(f"event {event_id}: {scenario.tickets:,} tickets")
         user_ids = await _cached_users(pool, users_cache, scenario.users, rng, progress)
         if not user_ids:

@@ -17,7 +17,8 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from .auth import AdminAuthError, admin_auth_error_response, require_admin
+from reservations.auth import AdminAuthError, admin_auth_error_response, require_admin
+
 from .dashboard.data import DashboardState
 from .dashboard.router import router as dashboard_router
 from .http import RequestObservation

@@ -27,8 +27,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest, start_http_server
 
 from brokerq.metrics import export_channel_stats
-
-from .auth import AdminDep
+from reservations.auth import AdminDep
 
 __all__ = ["router", "start_worker_metrics"]
 

@@ -50,7 +50,10 @@ class ReservationFastLane:
         scope["route"] = _DOCUMENTED_ROUTE
         scope["endpoint"] = request_reservation
         try:
-            response = await accept_reservation(event_id, user_id, scope["app"].state.resources)
+            client = scope.get("client")
+            response = await accept_reservation(
+                event_id, user_id, scope["app"].state.resources, client[0] if client else None
+            )
         except DomainError as exc:
             response = error_response(exc)
         await response(scope, receive, send)

@@ -3,11 +3,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 
+from reservations.auth import AdminDep
 from reservations.camel import IdPath
 from reservations.channels import JOB_NAME, QUEUE_NAME, RESERVATION_MAX_ATTEMPTS
 from reservations.deps import Resources, ResourcesDep, SessionDep
+from reservations.errors import TooManyRequests
+from reservations.ratelimit import RateLimiter
 
 from .models import RequestStatus, ReservationStatus
 from .schemas import (
@@ -34,6 +37,7 @@ _ACCEPTED_DOC: dict[int | str, dict[str, Any]] = {
     202: {"model": JobAccepted, "description": "Queued; poll the Location for the outcome."},
     404: {"description": "Unknown user or event"},
     422: {"description": "Invalid ids"},
+    429: {"description": "Over the per-client rate limit; see Retry-After"},
     503: {"description": "Queue unavailable; the request was not accepted"},
 }
 
@@ -66,8 +70,19 @@ def _accepted(job: Accepted) -> Response:
     )
 
 
-async def accept_reservation(event_id: int, user_id: int, res: Resources) -> Response:
+async def accept_reservation(
+    event_id: int, user_id: int, res: Resources, client: str | None
+) -> Response:
     """Queue one request and answer 202 (shared by the routes below and the fast lane)."""
+    if res.limiter is not None:
+        # Keyed by peer address; a request without one (a test transport) shares one bucket.
+        wait = res.limiter.check(client or "")
+        if wait is not None:
+            raise TooManyRequests(
+                f"too many reservation requests from this client: the limit is "
+                f"{res.limiter.limit}; retry after the Retry-After header's seconds",
+                RateLimiter.retry_after(wait),
+            )
     accepted = await ReservationService.accept(
         res.session_factory, res.gate, res.channel, event_id=event_id, user_id=user_id
     )
@@ -75,10 +90,19 @@ async def accept_reservation(event_id: int, user_id: int, res: Resources) -> Res
 
 
 # Declared before /reservation/{eventId}/{userId} so that ".../cancel" is not read as a user id.
-@router.post("/reservation/{reservation_id}/cancel", response_model=ReservationRead)
+@router.post(
+    "/reservation/{reservation_id}/cancel",
+    response_model=ReservationRead,
+    responses={401: {"description": "Without the admin token"}},
+)
 async def cancel_reservation(
-    reservation_id: IdPath, session: SessionDep, res: ResourcesDep
+    reservation_id: IdPath, session: SessionDep, res: ResourcesDep, _: AdminDep
 ) -> ReservationRead:
+    """Cancel a reservation; its ticket goes back on sale (admin token required).
+
+    Users do not authenticate (as in the seed), so a reservation id alone must not let anyone
+    free someone else's ticket: cancelling is an operator's act.
+    """
     service = ReservationService(session, res.gate)
     reservation = await service.cancel(reservation_id)
     await session.commit()
@@ -86,12 +110,16 @@ async def cancel_reservation(
     return ReservationRead.model_validate(reservation)
 
 
-@router.delete("/reservation/{reservation_id}", response_model=ReservationRead)
+@router.delete(
+    "/reservation/{reservation_id}",
+    response_model=ReservationRead,
+    responses={401: {"description": "Without the admin token"}},
+)
 async def delete_reservation(
-    reservation_id: IdPath, session: SessionDep, res: ResourcesDep
+    reservation_id: IdPath, session: SessionDep, res: ResourcesDep, _: AdminDep
 ) -> ReservationRead:
     """Cancels the reservation (kept, with status CANCELLED); its ticket goes back on sale."""
-    return await cancel_reservation(reservation_id, session, res)
+    return await cancel_reservation(reservation_id, session, res, None)
 
 
 @router.post(
@@ -100,9 +128,11 @@ async def delete_reservation(
     response_class=Response,
     responses=_ACCEPTED_DOC,
 )
-async def request_reservation(event_id: IdPath, user_id: IdPath, res: ResourcesDep) -> Response:
+async def request_reservation(
+    event_id: IdPath, user_id: IdPath, res: ResourcesDep, request: Request
+) -> Response:
     """Queue a reservation request (the seed's `reserveEvent` job)."""
-    return await accept_reservation(event_id, user_id, res)
+    return await accept_reservation(event_id, user_id, res, _client(request))
 
 
 @router.post(
@@ -111,9 +141,15 @@ async def request_reservation(event_id: IdPath, user_id: IdPath, res: ResourcesD
     response_class=Response,
     responses=_ACCEPTED_DOC,
 )
-async def request_reservation_body(body: ReservationCreate, res: ResourcesDep) -> Response:
+async def request_reservation_body(
+    body: ReservationCreate, res: ResourcesDep, request: Request
+) -> Response:
     """Queue a reservation request given as `{userId, eventId}`."""
-    return await accept_reservation(body.event_id, body.user_id, res)
+    return await accept_reservation(body.event_id, body.user_id, res, _client(request))
+
+
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client else None
 
 
 @router.get("/reservation", response_model=ReservationRead)

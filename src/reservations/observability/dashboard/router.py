@@ -14,9 +14,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
+from reservations.auth import require_admin
 from reservations.deps import Resources, ResourcesDep
 
-from ..auth import require_admin
 from .data import MAX_DEAD_LETTERS, DashboardState, collect_overview, dead_letter_json
 
 __all__ = ["PREFIX", "router"]
