@@ -128,6 +128,45 @@ async def test_undecodable_payload_goes_straight_to_dead_letters(queue: BrokerQu
     assert (stats.dead, stats.waiting, stats.in_flight, stats.dead_lettered) == (1, 0, 0, 1)
 
 
+async def test_bad_and_poisoned_messages_are_set_aside_and_the_consumer_keeps_going(
+    queue: BrokerQueue, name: str
+):
+    strict = queue.channel(name, User, max_attempts=2, retry_backoff="10ms")
+    loose = queue.channel(name, dict)
+    text = queue.channel(name, str)
+    await strict.produce(User(1, "first"))
+    await loose.produce({"garbage": True})
+    await strict.produce(User(2, "poison"))
+    await text.produce("not even an object")
+    await strict.produce(User(3, "last"))
+    handled: list[int] = []
+
+    async def handler(user: User) -> None:
+        if user.username == "poison":
+            raise ValueError(f"user {user.id} is poison")
+        handled.append(user.id)
+
+    consumer = await strict.consume(handler, max_parallel=1)
+    await until(lambda: _dead_count(strict, 3), what="three dead letters")
+    await consumer.wait_idle()
+    assert sorted(handled) == [1, 3]
+    letters = await strict.dead_letters()
+    [poisoned] = [letter for letter in letters if letter.data is not None]
+    assert poisoned.data == User(2, "poison")
+    assert (poisoned.error, poisoned.tries) == ("ValueError: user 2 is poison", 2)
+    undecodable = {letter.payload: letter for letter in letters if letter.data is None}
+    assert set(undecodable) == {b'{"garbage":true}', b'"not even an object"'}
+    for letter in undecodable.values():
+        # The reason says what is wrong with the payload, and it was not retried.
+        assert letter.error.startswith("undecodable payload"), letter.error
+        assert "Object missing required field" in letter.error or "Expected `object`" in (
+            letter.error
+        ), letter.error
+        assert letter.tries == 1
+    stats = await strict.stats()
+    assert (stats.processed, stats.dead, stats.waiting, stats.in_flight) == (2, 3, 0, 0)
+
+
 async def test_raising_handler_retries_with_backoff_then_dead_letters_and_redrives(queue, name):
     ch = queue.channel(name, User, max_attempts=3, retry_backoff="100ms")
     await ch.produce(User(7, "flaky"))
