@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request, status
@@ -13,13 +14,15 @@ from fastapi.responses import JSONResponse
 from fastapi.telemetry import TelemetryConfig
 from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .bodylimit import BodySizeLimit
 from .deps import Resources, ResourcesDep
 from .errors import DomainError, error_response
 from .events.router import router as events_router
 from .log import get_logger
 from .observability import install
-from .observability.logs import configure_logging
+from .observability.logs import configure_logging, secrets_of
 from .observability.tracing import configure_tracing
 from .reservations.fastlane import ReservationFastLane
 from .reservations.router import router as reservations_router
@@ -105,6 +108,8 @@ def create_app(settings: Settings) -> FastAPI:
     # Added first, so it is the innermost middleware: any added later (observability) still see
     # the requests it serves.
     app.add_middleware(ReservationFastLane)
+    # Outside the fast lane, so that its requests are capped too.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     _install_error_handlers(app)
 
     @app.get("/health", tags=["health"])
@@ -167,6 +172,20 @@ def _install_error_handlers(app: FastAPI) -> None:
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # The framework's own errors (no route, wrong method, unreadable body, a router's
+        # HTTPException) in the same body shape as ours, with a message that says what is wrong.
+        return JSONResponse(
+            {
+                "statusCode": exc.status_code,
+                "error": _error_code(exc.status_code),
+                "message": _http_error_message(request, exc),
+            },
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled_error", path=request.url.path, error=type(exc).__name__)
@@ -176,9 +195,38 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
 
+def _error_code(status_code: int) -> str:
+    try:
+        return HTTPStatus(status_code).name
+    except ValueError:
+        return "ERROR"
+
+
+def _http_error_message(request: Request, exc: StarletteHTTPException) -> str:
+    try:
+        phrase = HTTPStatus(exc.status_code).phrase
+    except ValueError:
+        phrase = ""
+    detail = exc.detail if isinstance(exc.detail, str) else ""
+    if detail and detail != phrase:
+        if detail == "There was an error parsing the body":
+            return "the request body could not be read: it is not valid UTF-8 JSON"
+        return detail
+    # Starlette's bare 404 and 405 say only the status phrase.
+    if exc.status_code == 404:
+        return f"no route matches {request.method} {request.url.path}"
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = f"method {request.method} is not allowed on {request.url.path}"
+        return f"{message}; allowed: {allowed}" if allowed else message
+    return phrase or f"HTTP error {exc.status_code}"
+
+
 def app_from_env() -> FastAPI:
     """Zero-argument factory for ``uvicorn --factory reservations.app:app_from_env``."""
     settings = Settings()
-    configure_logging(json=settings.json_logs, level=settings.log_level)
+    configure_logging(
+        json=settings.json_logs, level=settings.log_level, secrets=secrets_of(settings)
+    )
     configure_tracing("reservations-api")
     return create_app(settings)
