@@ -4,15 +4,15 @@ from datetime import datetime
 
 from pydantic import Field
 
-from reservations.camel import CamelModel
+from reservations.camel import CamelModel, Text
 
 MAX_TICKETS = 10_000_000
 
 
 class EventCreate(CamelModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: Text = Field(min_length=1, max_length=200)
     date: datetime
-    location: str = Field(min_length=1, max_length=200)
+    location: Text = Field(min_length=1, max_length=200)
     max_tickets: int = Field(ge=0, le=MAX_TICKETS)
 
 

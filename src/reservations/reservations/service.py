@@ -164,6 +164,10 @@ class ReservationService:
         )
 
     async def outcome(self, request_id: str) -> RequestOutcome:
+        if "\x00" in request_id:
+            # PostgreSQL text cannot hold NUL, so no request has such an id; asking the database
+            # would fail with a 500.
+            raise NotFound(f"no reservation request with job id {request_id!r}")
         # The pending marker first: a worker removes it only after committing the outcome, so
         # reading in this order never misses a request in between.
         pending = await self.gate.pending(request_id)

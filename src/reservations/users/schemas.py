@@ -4,12 +4,12 @@ from datetime import datetime
 
 from pydantic import Field, field_validator
 
-from reservations.camel import CamelModel
+from reservations.camel import CamelModel, Text
 
 
 class UserCreate(CamelModel):
-    name: str = Field(min_length=1, max_length=200)
-    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    name: Text = Field(min_length=1, max_length=200)
+    email: Text = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
 
     @field_validator("email")
     @classmethod
