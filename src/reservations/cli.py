@@ -192,7 +192,7 @@ def worker(
 
     import uvloop
 
-    from .observability.logs import configure_logging
+    from .observability.logs import configure_logging, secrets_of
     from .supervisor import set_parent_death_signal
     from .worker import run_worker
 
@@ -202,7 +202,9 @@ def worker(
     settings = _settings()
     if concurrency is not None:
         settings = settings.model_copy(update={"worker_concurrency": concurrency})
-    configure_logging(json=settings.json_logs, level=settings.log_level)
+    configure_logging(
+        json=settings.json_logs, level=settings.log_level, secrets=secrets_of(settings)
+    )
     if metrics_port is not None:
         from .observability.metrics import start_worker_metrics
 

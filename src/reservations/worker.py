@@ -25,7 +25,7 @@ from .app import open_resources
 from .channels import ReserveEvent
 from .deps import Resources
 from .log import get_logger
-from .observability.logs import configure_logging
+from .observability.logs import configure_logging, secrets_of
 from .observability.tracing import configure_tracing, consume_span, db_write_span
 from .reservations.admission import AdmissionGate
 from .reservations.recovery import recovery_loop
@@ -205,7 +205,9 @@ def main() -> None:
     # Until the worker installs its own handlers, SIGTERM means a clean exit: nothing is held yet.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     settings = Settings()
-    configure_logging(json=settings.json_logs, level=settings.log_level)
+    configure_logging(
+        json=settings.json_logs, level=settings.log_level, secrets=secrets_of(settings)
+    )
     try:
         import uvloop
 
