@@ -431,6 +431,8 @@ async def test_no_secret_in_logs_or_error_bodies(
     # The worker has met the failure and logged it.
     failure = "reservation_request_failed" if scenario == "postgres-down" else "fetch failed"
     await service.wait_logged(worker, failure, f"worker logs {failure}")
+    if scenario == "redis-wrong-password":  # the reason is in the log, the password is not
+        await service.wait_logged(worker, "AuthenticationError", "worker logs the reason")
     service.stop()
     logs = service.logs()
     assert "api_started" in logs and "worker_started" in logs, logs[-3000:]
