@@ -190,7 +190,7 @@ async def list_event_reservations(
     session: SessionDep,
     res: ResourcesDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     status_: Annotated[ReservationStatus | None, Query(alias="status")] = None,
 ) -> ReservationPage:
     service = ReservationService(session, res.gate)
