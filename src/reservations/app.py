@@ -24,6 +24,7 @@ from .log import get_logger
 from .observability import install
 from .observability.logs import configure_logging, secrets_of
 from .observability.tracing import configure_tracing
+from .outage import OUTAGE_ERRORS, outage_of
 from .reservations.fastlane import ReservationFastLane
 from .reservations.router import router as reservations_router
 from .settings import Settings
@@ -186,8 +187,30 @@ def _install_error_handlers(app: FastAPI) -> None:
             headers=exc.headers,
         )
 
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        server = outage_of(exc)
+        if server is None:
+            return await unexpected(request, exc)
+        log.warning("dependency_unavailable", path=request.url.path, error=type(exc).__name__)
+        return JSONResponse(
+            {
+                "statusCode": 503,
+                "error": "UNAVAILABLE",
+                "message": f"{server} is unavailable right now; try again",
+            },
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "1"},
+        )
+
+    # Handled where the route's other errors are, so the server does not also log a traceback
+    # and drop the connection as it does for a 500.
+    for outage in OUTAGE_ERRORS:
+        app.add_exception_handler(outage, unavailable)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if outage_of(exc) is not None:  # from a middleware, outside the route's handlers
+            return await unavailable(request, exc)
         log.exception("unhandled_error", path=request.url.path, error=type(exc).__name__)
         return JSONResponse(
             {"statusCode": 500, "error": "INTERNAL", "message": "internal error"},

@@ -46,6 +46,7 @@ class TooManyRequests(DomainError):
 class Unavailable(DomainError):
     status_code = 503
     code = "UNAVAILABLE"
+    headers = {"Retry-After": "1"}
 
 
 def error_response(exc: DomainError) -> JSONResponse:

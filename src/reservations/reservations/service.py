@@ -17,9 +17,10 @@ from reservations.errors import Conflict, NotFound, Unavailable
 from reservations.events.service import EventService
 from reservations.log import get_logger
 from reservations.observability.tracing import produce_span
+from reservations.outage import outage_of
 from reservations.users.service import UserService
 
-from .admission import AdmissionGate, EventSnapshot, Verdict
+from .admission import AdmissionGate, EventSnapshot, GateResult, Verdict
 from .models import RejectReason, RequestStatus, Reservation, ReservationStatus
 from .repository import ClaimRow, Decision, ReservationRepository
 from .schemas import EventOutcomes, RequestOutcome
@@ -82,26 +83,15 @@ class ReservationService:
         assert self.channel is not None, "accepting requests needs the reservation channel"
         request_id = uuid.uuid4().hex
         accepted_at_ms = time.time_ns() // 1_000_000
-        result = None
-        for _ in range(3):
-            result = await self.gate.admit(
-                event_id=event_id, user_id=user_id, request_id=request_id,
-                accepted_at_ms=accepted_at_ms,
-            )  # fmt: skip
-            if result.verdict is Verdict.NO_USER:
-                if not await UserService(self.session).exists(user_id):
-                    raise NotFound(f"user {user_id} does not exist")
-                await remember_user(self.gate.redis, user_id)
-            elif result.verdict is Verdict.NO_EVENT:
-                snapshot = await self.snapshot(event_id)
-                if snapshot is None:
-                    raise NotFound(f"event {event_id} does not exist")
-                await self.gate.seed(event_id, snapshot)
-            else:
-                break
-        assert result is not None
-        if result.verdict in (Verdict.NO_USER, Verdict.NO_EVENT):
-            raise Unavailable("the admission state keeps disappearing; try again")
+        try:
+            result = await self._admit(event_id, user_id, request_id, accepted_at_ms)
+        except Exception as exc:
+            server = outage_of(exc)
+            if server is None:
+                raise
+            raise Unavailable(
+                f"{server} is unavailable right now; the request was not accepted, try again"
+            ) from exc
         admission = result.verdict.admission()
         message = ReserveEvent(
             userId=user_id, eventId=event_id, requestId=request_id, admission=admission,
@@ -127,6 +117,31 @@ class ReservationService:
             request_id=request_id, message_id=produced.id, event_id=event_id, user_id=user_id,
             accepted_at_ms=accepted_at_ms, admission=admission, seq=result.seq,
         )  # fmt: skip
+
+    async def _admit(
+        self, event_id: int, user_id: int, request_id: str, accepted_at_ms: int
+    ) -> GateResult:
+        result = None
+        for _ in range(3):
+            result = await self.gate.admit(
+                event_id=event_id, user_id=user_id, request_id=request_id,
+                accepted_at_ms=accepted_at_ms,
+            )  # fmt: skip
+            if result.verdict is Verdict.NO_USER:
+                if not await UserService(self.session).exists(user_id):
+                    raise NotFound(f"user {user_id} does not exist")
+                await remember_user(self.gate.redis, user_id)
+            elif result.verdict is Verdict.NO_EVENT:
+                snapshot = await self.snapshot(event_id)
+                if snapshot is None:
+                    raise NotFound(f"event {event_id} does not exist")
+                await self.gate.seed(event_id, snapshot)
+            else:
+                break
+        assert result is not None
+        if result.verdict in (Verdict.NO_USER, Verdict.NO_EVENT):
+            raise Unavailable("the admission state keeps disappearing; try again")
+        return result
 
     async def snapshot(self, event_id: int) -> EventSnapshot | None:
         event = await EventService(self.session).find(event_id)
