@@ -2,7 +2,8 @@
 -- ARGV[1] = 'p': ARGV[2..] are payloads;
 --           'd': ARGV[2] is the dedup window in ms for all, ARGV[3..] are payloads;
 --           'x': groups of (payload, priority, delay_ms, dedup_ms, headers JSON or '').
--- Returns one entry per message: its id, or '=' .. the id of the message it duplicates.
+-- Returns, space-separated (one reply for the client to parse, not one per message), for each
+-- message its id, or '=' .. the id of the message it duplicates.
 local now = now_ms()
 local mode = ARGV[1]
 local first = mode == 'd' and 3 or 2
@@ -60,4 +61,4 @@ end
 if (was_empty and #ranked > 0) or delayed then
     wake(KEYS[5])
 end
-return out
+return table.concat(out, ' ')

@@ -14,6 +14,7 @@ from ..adapter import Delivery, Exchange, Outgoing, RawDeadLetter, Settlement
 from ..messages import ChannelStats
 from . import scripts
 from .keys import ChannelKeys, channel_of
+from .packing import connection_class_for
 
 __all__ = ["RedisAdapter", "connect"]
 
@@ -42,6 +43,9 @@ def connect(
     if cluster:
         return RedisCluster.from_url(url, **options)
     options.setdefault("health_check_interval", 15)
+    connection_class = connection_class_for(url)
+    if connection_class is not None:
+        options.setdefault("connection_class", connection_class)
     return aioredis.Redis.from_url(url, **options)
 
 
@@ -121,15 +125,12 @@ class RedisAdapter:
                 args.append(item.headers or b"")
                 if item.dedup_key is not None:
                     keys.append(k.dedup(item.dedup_key))
-        reply = await self._run(scripts.PRODUCE, keys, args)
-        results = []
-        for raw in reply:
-            text = raw.decode()
-            if text[0] == "=":
-                results.append((text[1:], True))
-            else:
-                results.append((text, False))
-        return results
+        reply: bytes = await self._run(scripts.PRODUCE, keys, args)
+        return [
+            (text[1:], True) if text[0] == "=" else (text, False)
+            for text in reply.decode().split(" ")
+            if text
+        ]
 
     async def exchange(
         self,
