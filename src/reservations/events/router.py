@@ -4,12 +4,14 @@ from fastapi import APIRouter, status
 
 from reservations.auth import AdminDep
 from reservations.camel import IdPath
-from reservations.deps import SessionDep
+from reservations.deps import ResourcesDep, SessionDep
+from reservations.log import get_logger
 
 from .schemas import EventCreate, EventRead
 from .service import EventService
 
 router = APIRouter(prefix="/event", tags=["event"])
+log = get_logger(__name__)
 
 
 @router.post(
@@ -18,10 +20,18 @@ router = APIRouter(prefix="/event", tags=["event"])
     response_model=EventRead,
     responses={401: {"description": "Without the admin token"}},
 )
-async def create_event(data: EventCreate, session: SessionDep, _: AdminDep) -> EventRead:
+async def create_event(
+    data: EventCreate, session: SessionDep, resources: ResourcesDep, _: AdminDep
+) -> EventRead:
     """Put an event on sale (admin token required)."""
     event = await EventService(session).create(data)
     await session.commit()
+    try:
+        # Ready before the first request of a drop, which would otherwise load it from here.
+        await resources.gate.seed_new_event(event.id, event.max_tickets)
+    except Exception as exc:
+        # The gate loads it on the first request instead.
+        log.warning("event_gate_seed_failed", event_id=event.id, error=type(exc).__name__)
     return EventService.to_read(event)
 
 

@@ -21,8 +21,10 @@ Keys, all under ``rsv:``:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -161,6 +163,7 @@ class AdmissionGate:
         self._undo = redis.register_script(_UNDO)
         self._release = redis.register_script(_RELEASE)
         self._seed = redis.register_script(_SEED)
+        self._seeding: dict[int, asyncio.Future[bool]] = {}
 
     async def admit(
         self, *, event_id: int, user_id: int, request_id: str, accepted_at_ms: int
@@ -201,6 +204,45 @@ class AdmissionGate:
                 await pipe.execute()
         args = [snapshot.capacity, len(users), snapshot.last_seq, snapshot.final_requests]
         return bool(await self._seed(keys=[_event_key(event_id), admitted], args=args))
+
+    async def seed_once(
+        self, event_id: int, load: Callable[[], Awaitable[EventSnapshot | None]]
+    ) -> bool:
+        """Seed the gate for ``event_id`` from ``load()``; False when it finds no such event.
+
+        Requests for an event the gate does not know yet arrive together (a ticket drop): one
+        load per event is in flight in this process and the others await it, instead of each
+        taking a database connection to read the same snapshot.
+        """
+        pending = self._seeding.get(event_id)
+        if pending is not None:
+            with contextlib.suppress(Exception):
+                return await asyncio.shield(pending)
+            # The first caller's load failed; that error is its to report: try our own.
+        future = asyncio.ensure_future(self._seed_from(event_id, load))
+        self._seeding[event_id] = future
+        try:
+            return await asyncio.shield(future)
+        finally:
+            if self._seeding.get(event_id) is future:
+                del self._seeding[event_id]
+
+    async def _seed_from(
+        self, event_id: int, load: Callable[[], Awaitable[EventSnapshot | None]]
+    ) -> bool:
+        snapshot = await load()
+        if snapshot is None:
+            return False
+        await self.seed(event_id, snapshot)
+        return True
+
+    async def seed_new_event(self, event_id: int, capacity: int) -> None:
+        """A just-created event: any gate state under its id is stale (a database reset)."""
+        await self.forget_event(event_id)
+        await self.seed(
+            event_id,
+            EventSnapshot(capacity=capacity, reserved_user_ids=[], last_seq=0, final_requests=0),
+        )
 
     async def forget_event(self, event_id: int) -> None:
         await self.redis.delete(_event_key(event_id), _admitted_key(event_id))

@@ -132,10 +132,8 @@ class ReservationService:
                     raise NotFound(f"user {user_id} does not exist")
                 await remember_user(self.gate.redis, user_id)
             elif result.verdict is Verdict.NO_EVENT:
-                snapshot = await self.snapshot(event_id)
-                if snapshot is None:
+                if not await self.gate.seed_once(event_id, lambda: self.snapshot(event_id)):
                     raise NotFound(f"event {event_id} does not exist")
-                await self.gate.seed(event_id, snapshot)
             else:
                 break
         assert result is not None
