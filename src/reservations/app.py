@@ -27,6 +27,7 @@ from .observability.tracing import configure_tracing
 from .outage import OUTAGE_ERRORS, outage_of
 from .reservations.fastlane import ReservationFastLane
 from .reservations.router import router as reservations_router
+from .runtime import freeze_startup_objects
 from .settings import Settings
 from .users.router import router as users_router
 
@@ -88,6 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_resources(settings) as resources:
             app.state.resources = resources
+            freeze_startup_objects()
             log.info("api_started", environment=settings.environment)
             yield
         log.info("api_stopped")

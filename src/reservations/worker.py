@@ -31,6 +31,7 @@ from .reservations.admission import AdmissionGate
 from .reservations.recovery import recovery_loop
 from .reservations.repository import Decision
 from .reservations.service import Incoming, process_batch
+from .runtime import freeze_startup_objects
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -184,6 +185,7 @@ async def run_worker(settings: Settings) -> None:
     async with open_resources(settings, pool_size=4) as resources:
         processor = ReservationProcessor(resources.session_factory, resources.gate)
         await processor.start()
+        freeze_startup_objects()
         worker = Worker(resources.queue)
         worker.add(resources.channel, processor.handle, max_parallel=settings.worker_concurrency)
         recovery = asyncio.create_task(
