@@ -35,6 +35,9 @@ Handler = Callable[[T], Awaitable[Any]] | Callable[[Message[T]], Awaitable[Any]]
 
 # One Lua call stores at most this many messages, so no call holds Redis for long.
 MAX_BATCH = 1000
+# A tick's produces are sent in two halves once there are at least twice this many (measured with
+# 100 producers: at-least-once +11%, exactly-once +46%; four parts or halves of 25 did worse).
+SPLIT_MIN = 32
 MAX_HEADERS_BYTES = 8192
 
 
@@ -194,8 +197,14 @@ class Channel(Generic[T]):
     def _flush(self) -> None:
         self._flush_scheduled = False
         pending, self._pending = self._pending, []
-        for start in range(0, len(pending), MAX_BATCH):
-            batch = pending[start : start + MAX_BATCH]
+        size = MAX_BATCH
+        if len(pending) >= 2 * SPLIT_MIN:
+            # Two round trips instead of one: Redis runs the first half while this process packs
+            # the second, and the first half's producers go on while Redis runs the second. The
+            # halves then stay apart, so client and server overlap instead of taking turns.
+            size = min(MAX_BATCH, (len(pending) + 1) // 2)
+        for start in range(0, len(pending), size):
+            batch = pending[start : start + size]
             task = asyncio.ensure_future(self._store(batch))
             self.queue._track(task)
 
