@@ -16,7 +16,9 @@ from .messages import ChannelStats
 __all__ = ["Adapter", "Delivery", "Exchange", "Outgoing", "RawDeadLetter", "Settlement"]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, and one of these
+# is made per produce (and a Delivery per message consumed).
+@dataclass(slots=True)
 class Outgoing:
     payload: bytes
     priority: int = 0
@@ -41,7 +43,7 @@ class Outgoing:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delivery:
     id: str
     payload: bytes
