@@ -183,8 +183,16 @@ async def test_deduplication_state_lives_in_redis(redis_server) -> None:
     second = await b.produce(5)  # another client, another connection: same window
     assert second.deduplicated and second.id == first.id
     raw = aioredis.Redis.from_url(redis_server.url)
-    [key] = [k async for k in raw.scan_iter(match=f"bq:{{{name}}}:d:*")]
-    assert 299_000 < await raw.pttl(key) <= 300_000  # the default window: five minutes
+    # One entry, in the current generation of the channel's dedup hashes, for five minutes.
+    entries = {}
+    for generation in ("a", "b"):
+        entries |= await raw.hgetall(f"bq:{{{name}}}:dd:{generation}")
+    [(field, value)] = entries.items()
+    assert field.startswith(b"h:")
+    expiry_ms, stored_id = value.decode().split(" ")
+    assert stored_id == first.id
+    now_ms = int(time.time() * 1000)
+    assert 299_000 < int(expiry_ms) - now_ms <= 300_000  # the default window: five minutes
     await raw.aclose()
     await one.close()
     await two.close()
@@ -307,3 +315,43 @@ async def test_tls_and_password_end_to_end(tmp_path: Path) -> None:
         with pytest.raises(redis.exceptions.ConnectionError, match="certificate verify failed"):
             await untrusted.channel("over-tls", User).produce(User(2, "x"))
         await untrusted.close()
+
+
+async def test_dedup_generations_rotate_without_dropping_a_live_entry(redis_server) -> None:
+    name = f"dedup-gen-{time.monotonic_ns()}"
+    queue = BrokerQueue(RedisAdapter(redis_server.url))
+    ch = queue.channel(name, str, process=Processing.EXACTLY_ONCE)
+    raw = aioredis.Redis.from_url(redis_server.url)
+    meta = f"bq:{{{name}}}:dd:meta"
+    produced = 0
+
+    async def produce_short_until_rotated(times: int) -> None:
+        # 1 ms entries are expired by the next produce, so each produce may rotate.
+        nonlocal produced
+        rotations = 0
+        deadline = time.monotonic() + 10
+        while rotations < times:
+            assert time.monotonic() < deadline, "the dedup generations did not rotate"
+            before = await raw.hget(meta, "cur")
+            await ch.produce(f"short-{produced}", deduplication_interval="1ms")
+            produced += 1
+            rotations += before is not None and await raw.hget(meta, "cur") != before
+
+    await produce_short_until_rotated(5)
+    # Expired entries went with their generation: at most two generations' worth are kept.
+    sizes = [await raw.hlen(f"bq:{{{name}}}:dd:{g}") for g in ("a", "b")]
+    assert sum(sizes) <= 2, (sizes, produced)
+
+    kept = await ch.produce("kept", deduplication_interval="10s")
+    # Its generation becomes the previous one at the next rotation; while it holds a live
+    # entry it is not dropped, so no further rotation happens and the entry stays.
+    await produce_short_until_rotated(1)
+    for _ in range(20):
+        await ch.produce(f"short-{produced}", deduplication_interval="1ms")
+        produced += 1
+    again = await ch.produce("kept", deduplication_interval="10s")
+    assert again.deduplicated and again.id == kept.id
+    # An expired short entry no longer deduplicates.
+    assert not (await ch.produce("short-0", deduplication_interval="1ms")).deduplicated
+    await raw.aclose()
+    await queue.close()

@@ -1,43 +1,97 @@
--- KEYS: seq, msg, ready, delayed, wake, stats, then one dedup key per exactly-once message.
+-- KEYS: seq, msg, ready, delayed, wake, stats, dedup generation a, dedup generation b, dedup meta.
 -- ARGV[1] = 'p': ARGV[2..] are payloads;
---           'd': ARGV[2] is the dedup window in ms for all, ARGV[3..] are payloads;
---           'x': groups of (payload, priority, delay_ms, dedup_ms, headers JSON or '').
+--           'd': ARGV[2] is the dedup window in ms for all, then pairs (payload, dedup field);
+--           'x': groups of (payload, priority, delay_ms, dedup_ms, headers JSON or '',
+--                dedup field or '').
 -- Returns, space-separated (one reply for the client to parse, not one per message), for each
 -- message its id, or '=' .. the id of the message it duplicates.
+--
+-- Exactly-once state: two hashes, the current and the previous generation, field = the dedup
+-- key, value = "<expiry ms> <id>". A produce is a duplicate while an unexpired entry exists in
+-- either. New entries go to the current one. Once every entry of the previous generation has
+-- expired (the meta's pexp), it is dropped and the current one becomes the previous: an entry is
+-- never dropped before it expires, and no entry needs a key or a timer of its own.
 local now = now_ms()
 local mode = ARGV[1]
 local first = mode == 'd' and 3 or 2
-local step = mode == 'x' and 5 or 1
+local step = mode == 'p' and 1 or (mode == 'd' and 2 or 6)
+local field_at = mode == 'd' and 1 or 5
 local n = (#ARGV - first + 1) / step
 local seq = redis.call('INCRBY', KEYS[1], n) - n
 local was_empty = redis.call('EXISTS', KEYS[3]) == 0
 local out, stored, ranked = {}, {}, {}
-local dedup_key = 7
 local delayed = false
+
+-- Look up every dedup field of the batch at once, in both generations.
+local fields = {}
+if mode ~= 'p' then
+    for i = 0, n - 1 do
+        local f = ARGV[first + i * step + field_at]
+        if f ~= '' then
+            fields[#fields + 1] = f
+        end
+    end
+end
+local cur, prev, pexp, cexp, found_cur, found_prev
+if #fields > 0 then
+    local meta = redis.call('HMGET', KEYS[9], 'cur', 'pexp', 'cexp')
+    cur = meta[1] or 'a'
+    pexp, cexp = tonumber(meta[2]) or 0, tonumber(meta[3]) or 0
+    if now >= pexp then
+        -- Everything in the previous generation has expired: drop it and rotate.
+        local old_prev = cur == 'a' and 'b' or 'a'
+        redis.call('UNLINK', old_prev == 'a' and KEYS[7] or KEYS[8])
+        cur, pexp, cexp = old_prev, cexp, 0
+    end
+    prev = cur == 'a' and KEYS[8] or KEYS[7]
+    found_cur = redis.call('HMGET', cur == 'a' and KEYS[7] or KEYS[8], unpack(fields))
+    -- Most of the time there is no previous generation (it is dropped once all expired).
+    found_prev = redis.call('EXISTS', prev) == 1 and redis.call('HMGET', prev, unpack(fields)) or {}
+end
+
+local function live_id(v)
+    if not v then
+        return nil
+    end
+    local sp = string.find(v, ' ', 1, true)
+    if tonumber(string.sub(v, 1, sp - 1)) > now then
+        return string.sub(v, sp + 1)
+    end
+    return nil
+end
+
+local seen, entries, j = {}, {}, 0
 for i = 0, n - 1 do
     local base = first + i * step
     seq = seq + 1
     local id = string.format('%d-%d', now, seq)
-    local prio, delay, dedup_ms, headers = 0, 0, 0, ''
+    local prio, delay, dedup_ms, headers, field = 0, 0, 0, '', ''
     if mode == 'd' then
-        dedup_ms = tonumber(ARGV[2])
+        dedup_ms, field = tonumber(ARGV[2]), ARGV[base + 1]
     elseif mode == 'x' then
         prio, delay, dedup_ms = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
         if ARGV[base + 4] ~= '' then
             headers = ' ' .. ARGV[base + 4]
         end
+        field = ARGV[base + 5]
     end
-    local duplicate = false
-    if dedup_ms > 0 then
-        local key = KEYS[dedup_key]
-        dedup_key = dedup_key + 1
-        if not redis.call('SET', key, id, 'NX', 'PX', dedup_ms) then
-            duplicate = redis.call('GET', key)
-        end
+    local duplicate = nil
+    if field ~= '' then
+        j = j + 1
+        duplicate = seen[field] or live_id(found_cur[j]) or live_id(found_prev[j])
     end
     if duplicate then
         out[#out + 1] = '=' .. duplicate
     else
+        if field ~= '' then
+            local expiry = now + dedup_ms
+            seen[field] = id
+            entries[#entries + 1] = field
+            entries[#entries + 1] = string.format('%d %s', expiry, id)
+            if expiry > cexp then
+                cexp = expiry
+            end
+        end
         stored[#stored + 1] = id
         stored[#stored + 1] = '0 ' .. prio .. headers .. '\n' .. ARGV[base]
         if delay > 0 then
@@ -49,6 +103,12 @@ for i = 0, n - 1 do
         end
         out[#out + 1] = id
     end
+end
+if #fields > 0 then
+    if #entries > 0 then
+        redis.call('HSET', cur == 'a' and KEYS[7] or KEYS[8], unpack(entries))
+    end
+    redis.call('HSET', KEYS[9], 'cur', cur, 'pexp', score(pexp), 'cexp', score(cexp))
 end
 if #stored > 0 then
     redis.call('HSET', KEYS[2], unpack(stored))

@@ -108,7 +108,8 @@ class RedisAdapter:
 
     async def produce(self, channel: str, items: Sequence[Outgoing]) -> list[tuple[str, bool]]:
         k = self._k(channel)
-        keys = [k.seq, k.msg, k.ready, k.delayed, k.wake, k.stats]
+        keys = [k.seq, k.msg, k.ready, k.delayed, k.wake, k.stats, k.dd_a, k.dd_b, k.dd_meta]
+        field = ChannelKeys.dedup_field
         args: list[Any]
         if all(item.plain for item in items):
             args = ["p"]
@@ -116,15 +117,13 @@ class RedisAdapter:
         elif _only_deduplicated(items):
             args = ["d", items[0].dedup_ms]
             for item in items:
-                args.append(item.payload)
-                keys.append(k.dedup(item.dedup_key))  # type: ignore[arg-type]
+                args += (item.payload, field(item.dedup_key))  # type: ignore[arg-type]
         else:
             args = ["x"]
             for item in items:
                 args += (item.payload, item.priority, item.delay_ms, item.dedup_ms)
                 args.append(item.headers or b"")
-                if item.dedup_key is not None:
-                    keys.append(k.dedup(item.dedup_key))
+                args.append("" if item.dedup_key is None else field(item.dedup_key))
         reply: bytes = await self._run(scripts.PRODUCE, keys, args)
         return [
             (text[1:], True) if text[0] == "=" else (text, False)

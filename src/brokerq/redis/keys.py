@@ -14,7 +14,21 @@ PREFIX = "bq:"
 
 
 class ChannelKeys:
-    __slots__ = ("dead", "delayed", "err", "lease", "msg", "ready", "seq", "stats", "tag", "wake")
+    __slots__ = (
+        "dd_a",
+        "dd_b",
+        "dd_meta",
+        "dead",
+        "delayed",
+        "err",
+        "lease",
+        "msg",
+        "ready",
+        "seq",
+        "stats",
+        "tag",
+        "wake",
+    )
 
     def __init__(self, channel: str) -> None:
         check_channel_name(channel)
@@ -28,11 +42,17 @@ class ChannelKeys:
         self.err = f"{self.tag}:err"
         self.wake = f"{self.tag}:wake"
         self.stats = f"{self.tag}:stats"
+        # Exactly-once state: two generations of entries and which one is current.
+        self.dd_a = f"{self.tag}:dd:a"
+        self.dd_b = f"{self.tag}:dd:b"
+        self.dd_meta = f"{self.tag}:dd:meta"
 
-    def dedup(self, key: str) -> str:
-        if len(key) > 100:  # bounded key length whatever the caller's key
-            key = "b:" + hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
-        return f"{self.tag}:d:{key}"
+    @staticmethod
+    def dedup_field(key: str) -> str:
+        """The field of a dedup key in the generation hashes, of bounded length."""
+        if len(key) > 100:
+            return "b:" + hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+        return key
 
     def all(self) -> list[str]:
         return [
@@ -44,6 +64,9 @@ class ChannelKeys:
             self.err,
             self.wake,
             self.stats,
+            self.dd_a,
+            self.dd_b,
+            self.dd_meta,
         ]
 
 
