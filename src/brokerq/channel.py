@@ -116,13 +116,7 @@ class Channel(Generic[T]):
                 f"{type(self._adapter).__name__} has none",
                 channel=self.name,
             )
-        try:
-            payload = self.codec.encode(message)
-        except ENCODE_ERRORS as exc:
-            raise MessageTypeError(
-                f"message does not fit {getattr(self.type, '__name__', self.type)}: {exc}",
-                channel=self.name,
-            ) from exc
+        payload = self._encode(message)
         dedup_ms = self.dedup_ms
         if process is not None or deduplication_interval is not None:
             mode = self.process if process is None else _processing(process, self.name)
@@ -152,15 +146,18 @@ class Channel(Generic[T]):
             payload, prio, delay_ms, dedup_key, dedup_ms, options, self._headers(headers)
         )
 
-    def _plain_outgoing(self, message: T) -> Outgoing:
-        """``_outgoing`` with every produce option left to the channel."""
+    def _encode(self, message: T) -> bytes:
         try:
-            payload = self.codec.encode(message)
+            return self.codec.encode(message)
         except ENCODE_ERRORS as exc:
             raise MessageTypeError(
                 f"message does not fit {getattr(self.type, '__name__', self.type)}: {exc}",
                 channel=self.name,
             ) from exc
+
+    def _plain_outgoing(self, message: T) -> Outgoing:
+        """``_outgoing`` with every produce option left to the channel."""
+        payload = self._encode(message)
         dedup_ms = self.dedup_ms
         if not dedup_ms:
             return Outgoing(payload)
