@@ -521,6 +521,22 @@ async def test_stats_count_every_state_and_lag(queue: BrokerQueue, name: str):
     assert (stats.waiting, stats.delayed, stats.produced) == (0, 0, 0)
 
 
+async def test_headers_travel_with_exactly_once_messages(queue: BrokerQueue, name: str):
+    ch = queue.channel(name, int, process=Processing.EXACTLY_ONCE)
+    trace = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    # Alone, and in one tick with other exactly-once produces (one batch to the broker).
+    await ch.produce(1, headers=trace)
+    await asyncio.gather(ch.produce(2, headers={"n": "2"}), ch.produce(3), ch.produce(3))
+    seen: list[tuple[int, dict[str, str]]] = []
+
+    async def handler(msg: Message[int]) -> None:
+        seen.append((msg.data, dict(msg.headers)))
+
+    consumer = await ch.consume(handler)
+    await consumer.wait_idle()
+    assert sorted(seen) == [(1, trace), (2, {"n": "2"}), (3, {})]
+
+
 async def test_headers_travel_with_the_message_through_retries(queue: BrokerQueue, name: str):
     ch = queue.channel(name, int, retry_backoff="10ms", max_attempts=3)
     trace = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}

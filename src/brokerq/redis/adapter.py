@@ -53,7 +53,11 @@ def _only_deduplicated(items: Sequence[Outgoing]) -> bool:
     """All exactly-once with one window and nothing else: the compact argument layout."""
     window = items[0].dedup_ms
     return all(
-        i.dedup_key is not None and i.dedup_ms == window and i.priority == 0 and i.delay_ms == 0
+        i.dedup_key is not None
+        and i.dedup_ms == window
+        and i.priority == 0
+        and i.delay_ms == 0
+        and i.headers is None
         for i in items
     )
 
