@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 __all__ = [
+    "ADMIN_RESPONSES",
     "AdminAuthError",
     "AdminDep",
     "admin_auth_error_response",
@@ -78,3 +79,5 @@ def admin_auth_error_response(exc: AdminAuthError) -> JSONResponse:
 
 
 AdminDep = Annotated[None, Depends(require_admin)]
+ADMIN_RESPONSES: dict[int | str, dict[str, str]] = {401: {"description": "Without the admin token"}}
+"""The OpenAPI ``responses`` entry of a route that takes ``AdminDep``."""

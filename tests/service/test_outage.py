@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 
 import httpx
@@ -13,14 +12,8 @@ from sqlalchemy.engine import make_url
 from reservations.app import create_app
 from reservations.settings import Settings
 
+from ._ops_fixtures import free_port
 from .helpers import ADMIN
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port  # nothing listens on it once the socket is closed
 
 
 async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
@@ -34,7 +27,7 @@ async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def without_redis(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    url = f"redis://127.0.0.1:{_closed_port()}/0"
+    url = f"redis://127.0.0.1:{free_port()}/0"
     async for client in _client(settings.model_copy(update={"redis_url": SecretStr(url)})):
         yield client
 
@@ -42,7 +35,7 @@ async def without_redis(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def without_postgres(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     assert settings.database_url is not None
-    url = make_url(settings.database_url.get_secret_value()).set(port=_closed_port())
+    url = make_url(settings.database_url.get_secret_value()).set(port=free_port())
     down = url.render_as_string(hide_password=False)
     async for client in _client(settings.model_copy(update={"database_url": SecretStr(down)})):
         yield client

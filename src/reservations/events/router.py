@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from reservations.auth import AdminDep
+from reservations.auth import ADMIN_RESPONSES, AdminDep
 from reservations.camel import IdPath
 from reservations.deps import ResourcesDep, SessionDep
 from reservations.log import get_logger
@@ -18,7 +18,7 @@ log = get_logger(__name__)
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=EventRead,
-    responses={401: {"description": "Without the admin token"}},
+    responses=ADMIN_RESPONSES,
 )
 async def create_event(
     data: EventCreate, session: SessionDep, resources: ResourcesDep, _: AdminDep

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 import msgspec
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
-from reservations.auth import AdminDep
+from reservations.auth import ADMIN_RESPONSES, AdminDep
 from reservations.camel import IdPath
 from reservations.channels import JOB_NAME, QUEUE_NAME, RESERVATION_MAX_ATTEMPTS
 from reservations.deps import Resources, ResourcesDep, SessionDep
@@ -93,7 +93,7 @@ async def accept_reservation(
 @router.post(
     "/reservation/{reservation_id}/cancel",
     response_model=ReservationRead,
-    responses={401: {"description": "Without the admin token"}},
+    responses=ADMIN_RESPONSES,
 )
 async def cancel_reservation(
     reservation_id: IdPath, session: SessionDep, res: ResourcesDep, _: AdminDep
@@ -113,7 +113,7 @@ async def cancel_reservation(
 @router.delete(
     "/reservation/{reservation_id}",
     response_model=ReservationRead,
-    responses={401: {"description": "Without the admin token"}},
+    responses=ADMIN_RESPONSES,
 )
 async def delete_reservation(
     reservation_id: IdPath, session: SessionDep, res: ResourcesDep, _: AdminDep
