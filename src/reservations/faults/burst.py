@@ -20,7 +20,7 @@ from typing import Any
 from brokerq import BrokerQueue
 from brokerq.redis import RedisAdapter
 from reservations.channels import QUEUE_NAME
-from reservations.loadtest.http import Connection, HttpError, Pool
+from reservations.loadtest.http import Connection, HttpError, Pool, bearer
 
 __all__ = ["BurstResult", "Check", "create_users", "run_burst"]
 
@@ -80,8 +80,7 @@ async def _create_event(base_url: str, tickets: int, admin_token: str | None) ->
             "location": "fault injection",
             "maxTickets": tickets,
         }
-        headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else None
-        resp = await pool.post("/event", body, headers)
+        resp = await pool.post("/event", body, bearer(admin_token))
         if resp.status != 201:
             raise RuntimeError(f"POST /event answered {resp.status}: {resp.body[:200]!r}")
         return int(resp.json()["id"])

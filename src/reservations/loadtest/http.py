@@ -23,6 +23,11 @@ _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
 
 
+def bearer(token: str | None) -> dict[str, str] | None:
+    """The ``Authorization`` header for ``token``, or None without one."""
+    return {"Authorization": f"Bearer {token}"} if token else None
+
+
 class HttpError(Exception):
     """The connection failed or closed before a whole response arrived."""
 

@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from .http import Connection, HttpError, Pool, Response, parse_base_url
+from .http import Connection, HttpError, Pool, Response, bearer, parse_base_url
 from .scenario import Scenario
 
 __all__ = ["Check", "LoadTestError", "Outcomes", "Progress", "RunResult", "run_loadtest"]
@@ -305,8 +305,7 @@ async def _create_event(
         "location": "loadtest",
         "maxTickets": scenario.tickets,
     }
-    headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else None
-    resp = await pool.post("/event", body, headers)
+    resp = await pool.post("/event", body, bearer(admin_token))
     if resp.status == 401:
         raise LoadTestError(
             "POST /event needs the admin token: pass --admin-token or set ADMIN_TOKEN "
