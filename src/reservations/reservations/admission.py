@@ -236,14 +236,6 @@ class AdmissionGate:
         await self.seed(event_id, snapshot)
         return True
 
-    async def seed_new_event(self, event_id: int, capacity: int) -> None:
-        """A just-created event: any gate state under its id is stale (a database reset)."""
-        await self.forget_event(event_id)
-        await self.seed(
-            event_id,
-            EventSnapshot(capacity=capacity, reserved_user_ids=[], last_seq=0, final_requests=0),
-        )
-
     async def forget_event(self, event_id: int) -> None:
         await self.redis.delete(_event_key(event_id), _admitted_key(event_id))
 
