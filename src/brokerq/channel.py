@@ -124,7 +124,7 @@ class Channel(Generic[T]):
         dedup_key = None
         if dedup_ms:
             if hash is None:
-                dedup_key = "h:" + hashlib.blake2b(payload, digest_size=16).hexdigest()
+                dedup_key = _content_key(payload)
             else:
                 dedup_key = "k:" + (hash.hex() if isinstance(hash, bytes) else str(hash))
         elif hash is not None:
@@ -161,8 +161,7 @@ class Channel(Generic[T]):
         dedup_ms = self.dedup_ms
         if not dedup_ms:
             return Outgoing(payload)
-        key = "h:" + hashlib.blake2b(payload, digest_size=16).hexdigest()
-        return Outgoing(payload, 0, 0, key, dedup_ms)
+        return Outgoing(payload, 0, 0, _content_key(payload), dedup_ms)
 
     def _headers(self, headers: Mapping[str, str] | None) -> bytes | None:
         if not headers:
@@ -354,3 +353,8 @@ def _processing(value: Any, channel: str) -> Processing:
     if not isinstance(value, Processing):
         raise ChannelError(f"process must be a Processing, got {value!r}", channel=channel)
     return value
+
+
+def _content_key(payload: bytes) -> str:
+    """The default exactly-once key: a 128-bit hash of the encoded message."""
+    return "h:" + hashlib.blake2b(payload, digest_size=16).hexdigest()

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .bodylimit import BodySizeLimit
 from .deps import Resources, ResourcesDep
-from .errors import DomainError, error_response
+from .errors import DomainError, Unavailable, error_response
 from .events.router import router as events_router
 from .log import get_logger
 from .observability import install
@@ -194,15 +194,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         if server is None:
             return await unexpected(request, exc)
         log.warning("dependency_unavailable", path=request.url.path, error=type(exc).__name__)
-        return JSONResponse(
-            {
-                "statusCode": 503,
-                "error": "UNAVAILABLE",
-                "message": f"{server} is unavailable right now; try again",
-            },
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": "1"},
-        )
+        return error_response(Unavailable(f"{server} is unavailable right now; try again"))
 
     # Handled where the route's other errors are, so the server does not also log a traceback
     # and drop the connection as it does for a 500.

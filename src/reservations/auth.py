@@ -13,14 +13,14 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
-from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from .errors import DomainError
 
 __all__ = [
     "ADMIN_RESPONSES",
     "AdminAuthError",
     "AdminDep",
-    "admin_auth_error_response",
     "require_admin",
 ]
 
@@ -35,12 +35,12 @@ INVALID = "the admin token is not valid"
 _bearer = HTTPBearer(auto_error=False, description="the server's ADMIN_TOKEN")
 
 
-class AdminAuthError(Exception):
+class AdminAuthError(DomainError):
     """A request to an admin endpoint without the right token; answered 401."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    status_code = 401
+    code = "UNAUTHORIZED"
+    headers = {"WWW-Authenticate": f'Bearer realm="{REALM}"'}
 
 
 def _expected_token(request: Request) -> bytes | None:
@@ -68,14 +68,6 @@ async def require_admin(
         raise AdminAuthError(MALFORMED)
     if not hmac.compare_digest(given.strip().encode(), expected):
         raise AdminAuthError(INVALID)
-
-
-def admin_auth_error_response(exc: AdminAuthError) -> JSONResponse:
-    return JSONResponse(
-        {"statusCode": 401, "error": "UNAUTHORIZED", "message": exc.message},
-        status_code=401,
-        headers={"WWW-Authenticate": f'Bearer realm="{REALM}"'},
-    )
 
 
 AdminDep = Annotated[None, Depends(require_admin)]

@@ -10,10 +10,8 @@ __all__ = ["OUTAGE_ERRORS", "outage_of"]
 OUTAGE_ERRORS: tuple[type[Exception], ...] = (
     redis_errors.ConnectionError,
     redis_errors.TimeoutError,
-    sa_errors.OperationalError,
-    sa_errors.InterfaceError,
+    sa_errors.DBAPIError,  # OperationalError and InterfaceError among them
     sa_errors.TimeoutError,
-    sa_errors.DBAPIError,
     OSError,
 )
 

@@ -14,10 +14,9 @@ when ``ADMIN_TOKEN`` is set.
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
-from reservations.auth import AdminAuthError, admin_auth_error_response, require_admin
+from reservations.auth import require_admin
 
 from .dashboard.data import DashboardState
 from .dashboard.router import router as dashboard_router
@@ -54,10 +53,4 @@ def install(app: FastAPI) -> None:
     app.state.queue_dashboard = DashboardState()
     app.include_router(metrics_router)
     app.include_router(dashboard_router)
-
-    async def unauthorized(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, AdminAuthError)
-        return admin_auth_error_response(exc)
-
-    app.add_exception_handler(AdminAuthError, unauthorized)
     app.add_middleware(RequestObservation, routes=lambda: list(app.router.routes))
