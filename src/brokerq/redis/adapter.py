@@ -15,6 +15,7 @@ from ..messages import ChannelStats
 from . import scripts
 from .keys import ChannelKeys, channel_of
 from .packing import connection_class_for
+from .pipelined import PipelinedConnection
 
 __all__ = ["RedisAdapter", "connect"]
 
@@ -91,6 +92,13 @@ class RedisAdapter:
             client = connect(url, cluster=cluster, password=password, **options)
         self._client: Any = client
         self._keys: dict[str, ChannelKeys] = {}
+        # Scripts go through one pipelined connection (a Redis Cluster routes them by slot
+        # through redis-py instead); blocking waits and the rest use redis-py's pool.
+        self._pipe = (
+            None
+            if isinstance(client, RedisCluster)
+            else PipelinedConnection(client.connection_pool)
+        )
 
     @property
     def client(self) -> aioredis.Redis | RedisCluster:
@@ -104,10 +112,15 @@ class RedisAdapter:
         return keys
 
     async def _run(self, script: scripts.Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        pipe = self._pipe
         try:
+            if pipe is not None:
+                return await pipe.call("EVALSHA", script.sha, len(keys), *keys, *args)
             return await self._client.evalsha(script.sha, len(keys), *keys, *args)
         except NoScriptError:
             # First use on this server (or after SCRIPT FLUSH / failover): EVAL caches it.
+            if pipe is not None:
+                return await pipe.call("EVAL", script.text, len(keys), *keys, *args)
             return await self._client.eval(script.text, len(keys), *keys, *args)
 
     async def produce(self, channel: str, items: Sequence[Outgoing]) -> list[tuple[str, bool]]:
@@ -256,6 +269,8 @@ class RedisAdapter:
         return sorted(found)
 
     async def close(self) -> None:
+        if self._pipe is not None:
+            self._pipe.close()
         close = getattr(self._client, "aclose", None) or self._client.close
         await close()
         await asyncio.sleep(0)
