@@ -18,6 +18,7 @@ import secrets
 import socket
 import time
 import typing
+from collections import deque
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
@@ -71,6 +72,10 @@ class Consumer(Generic[T]):
             )
         self.channel = channel
         self.max_parallel = max_parallel
+        # With many slots, fetch at most half of them at a time: the next fetch is then on its
+        # way to the broker while the handlers of the last one run, instead of client and broker
+        # taking turns (no-op handlers, 100 slots: +20%).
+        self._fetch_max = max_parallel if max_parallel < 16 else (max_parallel + 1) // 2
         self.grace_s = duration_ms(grace, what="grace") / 1000
         self.state = ConsumerState.CREATED
         host = socket.gethostname().replace("|", "_")[:40]
@@ -91,7 +96,13 @@ class Consumer(Generic[T]):
             for outcome in ("ok", "retry", "dead", "undecodable")
         }
         self._lost_leases = LOST_LEASES.labels(channel.name)
-        self._held: dict[str, asyncio.Task[None]] = {}
+        self._held: set[str] = set()
+        """Ids leased to this consumer and not yet settled."""
+        self._queued: deque[Delivery] = deque()
+        """Delivered messages whose handler has not started."""
+        self._runners: set[asyncio.Task[None]] = set()
+        self._spare: asyncio.Task[None] | None = None
+        self._no_more_runners = False
         self._settle = Settlement()
         self._wakeup = asyncio.Event()
         self._stop = asyncio.Event()
@@ -140,8 +151,9 @@ class Consumer(Generic[T]):
             settle = self._take()
             try:
                 ex = await self._adapter.exchange(
-                    ch.name, self.id, settle, max(free, 0), ch.lease_ms, ch.max_attempts
-                )
+                    ch.name, self.id, settle, min(max(free, 0), self._fetch_max), ch.lease_ms,
+                    ch.max_attempts,
+                )  # fmt: skip
             except Exception:
                 self._settle.extend(settle)
                 failures += 1
@@ -155,8 +167,9 @@ class Consumer(Generic[T]):
                 break
             if ex.deliveries:
                 self._idle.clear()
-                for delivery in ex.deliveries:
-                    self._held[delivery.id] = asyncio.create_task(self._handle(delivery))
+                self._held.update(d.id for d in ex.deliveries)
+                self._queued.extend(ex.deliveries)
+                self._spawn()
                 continue
             if free <= 0:
                 continue
@@ -187,6 +200,34 @@ class Consumer(Generic[T]):
             await asyncio.wait_for(self._stop.wait(), seconds)
 
     # -- handling ----------------------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        """Start a runner unless one is already about to start.
+
+        A runner takes the next queued message and, if more are queued, starts the next runner
+        before it runs the handler. Handlers that never wait thus run one after another in one
+        task; each handler that waits leaves the rest to a new runner, so up to max_parallel
+        run at once. A task per message cost a quarter of a no-op message's time.
+        """
+        spare = self._spare
+        if (
+            (spare is None or spare.done())
+            and self._queued
+            and len(self._runners) < self.max_parallel
+            and not self._no_more_runners
+        ):
+            self._spare = task = asyncio.create_task(self._run())
+            self._runners.add(task)
+            task.add_done_callback(self._runners.discard)
+
+    async def _run(self) -> None:
+        self._spare = None
+        queued = self._queued
+        while queued and not self._no_more_runners:
+            delivery = queued.popleft()
+            if queued:
+                self._spawn()
+            await self._handle(delivery)
 
     async def _handle(self, delivery: Delivery) -> None:
         ch = self.channel
@@ -244,7 +285,7 @@ class Consumer(Generic[T]):
             self._settle.acks.append(delivery.id)
             self._observe["ok"](time.perf_counter() - started)
         finally:
-            self._held.pop(delivery.id, None)
+            self._held.discard(delivery.id)
             if self._in_broker_wait or self._stop.is_set():
                 self._flush_soon()
             else:
@@ -331,12 +372,7 @@ class Consumer(Generic[T]):
         if self._loop_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
-        running = list(self._held.values())
-        if running:
-            _, pending = await asyncio.wait(running, timeout=grace_s)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+        await self._finish_handlers(grace_s)
         if self._flush_task is not None:
             with contextlib.suppress(Exception):
                 await self._flush_task
@@ -355,6 +391,23 @@ class Consumer(Generic[T]):
         self.state = ConsumerState.STOPPED
         self._idle.set()
         self.channel.queue._consumers.discard(self)
+
+    async def _finish_handlers(self, grace_s: float) -> None:
+        """Let handlers run (and queued messages start) for the grace period, cancel what still
+        runs, and give back what never started."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while self._runners and (remaining := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._runners), timeout=remaining)
+        self._no_more_runners = True
+        running = set(self._runners)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        while self._queued:
+            delivery = self._queued.popleft()
+            self._held.discard(delivery.id)
+            self._settle.releases.append(delivery.id)
 
     async def _final_flush(self) -> None:
         ch = self.channel

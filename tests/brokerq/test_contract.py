@@ -442,16 +442,19 @@ async def _lease_expired(adapter, name: str) -> bool:
 async def test_close_lets_running_handlers_finish(queue: BrokerQueue, name: str):
     ch = queue.channel(name, int)
     await ch.produce_many([1, 2])
-    started = asyncio.Event()
+    both_started = asyncio.Event()
+    running: list[int] = []
     finished: list[int] = []
 
     async def handler(n: int) -> None:
-        started.set()
+        running.append(n)
+        if len(running) == 2:
+            both_started.set()
         await asyncio.sleep(0.2)  # the work
         finished.append(n)
 
     consumer = await ch.consume(handler, max_parallel=2)
-    await asyncio.wait_for(started.wait(), 5)
+    await asyncio.wait_for(both_started.wait(), 5)
     await consumer.close()
     await consumer.close()  # harmless twice
     assert sorted(finished) == [1, 2]
@@ -481,6 +484,63 @@ async def test_close_past_the_grace_period_releases_the_message_untried(queue, n
     again = await ch.consume(handler)
     await again.wait_idle()
     assert [(m.data, m.tries) for m in got] == [(1, 1)]
+
+
+async def test_many_slots_fill_up_with_waiting_handlers_and_close_releases_them_all(
+    queue: BrokerQueue, name: str
+):
+    ch = queue.channel(name, int)
+    await ch.produce_many(range(100))
+    running = 0
+    peak = 0
+    full = asyncio.Event()
+
+    async def stuck(n: int) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        if running == 40:
+            full.set()
+        await asyncio.Event().wait()
+
+    # Enough slots that the consumer fetches in halves and shares tasks between handlers.
+    consumer = await ch.consume(stuck, max_parallel=40, grace="100ms")
+    await asyncio.wait_for(full.wait(), 5)
+    stats = await ch.stats()
+    assert (stats.in_flight, stats.waiting) == (40, 60)
+    await consumer.close()
+    assert peak == 40
+    stats = await ch.stats()
+    assert (stats.in_flight, stats.waiting, stats.processed) == (0, 100, 0)
+    got: list[Message[int]] = []
+
+    async def handler(msg: Message[int]) -> None:
+        got.append(msg)
+
+    again = await ch.consume(handler, max_parallel=40)
+    await again.wait_idle()
+    await again.close()
+    assert sorted(m.data for m in got) == list(range(100))
+    assert {m.tries for m in got} == {1}
+
+
+async def test_handlers_that_wait_and_handlers_that_do_not_share_the_slots(
+    queue: BrokerQueue, name: str
+):
+    ch = queue.channel(name, int)
+    await ch.produce_many(range(300))
+    done: list[int] = []
+
+    async def handler(n: int) -> None:
+        if n % 3 == 0:
+            await asyncio.sleep(0)  # every third one gives way, the others never wait
+        done.append(n)
+
+    consumer = await ch.consume(handler, max_parallel=50)
+    await consumer.wait_idle()
+    await consumer.close()
+    assert sorted(done) == list(range(300))
+    assert (await ch.stats()).processed == 300
 
 
 async def test_produce_many_keeps_order_and_large_batches(queue: BrokerQueue, name: str):
