@@ -25,14 +25,14 @@ local delayed = false
 -- Look up every dedup field of the batch at once, in both generations.
 local fields = {}
 if mode ~= 'p' then
-    for i = 0, n - 1 do
-        local f = ARGV[first + i * step + field_at]
+    for i = first + field_at, #ARGV, step do
+        local f = ARGV[i]
         if f ~= '' then
             fields[#fields + 1] = f
         end
     end
 end
-local cur, prev, pexp, cexp, found_cur, found_prev
+local cur, cur_key, pexp, cexp, found_cur, found_prev
 if #fields > 0 then
     local meta = redis.call('HMGET', KEYS[9], 'cur', 'pexp', 'cexp')
     cur = meta[1] or 'a'
@@ -43,10 +43,11 @@ if #fields > 0 then
         redis.call('UNLINK', old_prev == 'a' and KEYS[7] or KEYS[8])
         cur, pexp, cexp = old_prev, cexp, 0
     end
-    prev = cur == 'a' and KEYS[8] or KEYS[7]
-    found_cur = redis.call('HMGET', cur == 'a' and KEYS[7] or KEYS[8], unpack(fields))
+    cur_key = cur == 'a' and KEYS[7] or KEYS[8]
+    local prev_key = cur == 'a' and KEYS[8] or KEYS[7]
+    found_cur = redis.call('HMGET', cur_key, unpack(fields))
     -- Most of the time there is no previous generation (it is dropped once all expired).
-    found_prev = redis.call('EXISTS', prev) == 1 and redis.call('HMGET', prev, unpack(fields)) or {}
+    found_prev = redis.call('EXISTS', prev_key) == 1 and redis.call('HMGET', prev_key, unpack(fields)) or {}
 end
 
 local function live_id(v)
@@ -61,52 +62,78 @@ local function live_id(v)
 end
 
 local seen, entries, j = {}, {}, 0
-for i = 0, n - 1 do
-    local base = first + i * step
-    seq = seq + 1
-    local id = string.format('%d-%d', now, seq)
-    local prio, delay, dedup_ms, headers, field = 0, 0, 0, '', ''
-    if mode == 'd' then
-        dedup_ms, field = tonumber(ARGV[2]), ARGV[base + 1]
-    elseif mode == 'x' then
-        prio, delay, dedup_ms = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
-        if ARGV[base + 4] ~= '' then
-            headers = ' ' .. ARGV[base + 4]
-        end
-        field = ARGV[base + 5]
-    end
-    local duplicate = nil
-    if field ~= '' then
-        j = j + 1
-        duplicate = seen[field] or live_id(found_cur[j]) or live_id(found_prev[j])
-    end
-    if duplicate then
-        out[#out + 1] = '=' .. duplicate
-    else
-        if field ~= '' then
-            local expiry = now + dedup_ms
-            seen[field] = id
-            entries[#entries + 1] = field
-            entries[#entries + 1] = string.format('%d %s', expiry, id)
-            if expiry > cexp then
-                cexp = expiry
+if mode ~= 'x' then
+    -- No priority, delay or headers: the common case, with the per-message work cut down.
+    local expiry = mode == 'd' and now + tonumber(ARGV[2]) or 0
+    local expiry_prefix = score(expiry) .. ' '
+    for i = first, #ARGV, step do
+        seq = seq + 1
+        local id = string.format('%d-%d', now, seq)
+        local duplicate = nil
+        if mode == 'd' then
+            local field = ARGV[i + 1]
+            j = j + 1
+            duplicate = seen[field] or live_id(found_cur[j]) or live_id(found_prev[j])
+            if not duplicate then
+                seen[field] = id
+                entries[#entries + 1] = field
+                entries[#entries + 1] = expiry_prefix .. id
             end
         end
-        stored[#stored + 1] = id
-        stored[#stored + 1] = '0 ' .. prio .. headers .. '\n' .. ARGV[base]
-        if delay > 0 then
-            redis.call('ZADD', KEYS[4], score(now + delay), id)
-            delayed = true
+        if duplicate then
+            out[#out + 1] = '=' .. duplicate
         else
-            ranked[#ranked + 1] = score(seq - prio * PRIO_SPAN)
+            stored[#stored + 1] = id
+            stored[#stored + 1] = '0 0\n' .. ARGV[i]
+            ranked[#ranked + 1] = score(seq)
             ranked[#ranked + 1] = id
+            out[#out + 1] = id
         end
-        out[#out + 1] = id
+    end
+    if #entries > 0 and expiry > cexp then
+        cexp = expiry
+    end
+else
+    for base = first, #ARGV, step do
+        seq = seq + 1
+        local id = string.format('%d-%d', now, seq)
+        local prio, delay, dedup_ms = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
+        local headers = ARGV[base + 4] ~= '' and ' ' .. ARGV[base + 4] or ''
+        local field = ARGV[base + 5]
+        local duplicate = nil
+        if field ~= '' then
+            j = j + 1
+            duplicate = seen[field] or live_id(found_cur[j]) or live_id(found_prev[j])
+        end
+        if duplicate then
+            out[#out + 1] = '=' .. duplicate
+        else
+            if field ~= '' then
+                local expiry = now + dedup_ms
+                seen[field] = id
+                entries[#entries + 1] = field
+                entries[#entries + 1] = score(expiry) .. ' ' .. id
+                if expiry > cexp then
+                    cexp = expiry
+                end
+            end
+            stored[#stored + 1] = id
+            -- The priority as the client wrote it: formatting a Lua number is slow.
+            stored[#stored + 1] = '0 ' .. ARGV[base + 1] .. headers .. '\n' .. ARGV[base]
+            if delay > 0 then
+                redis.call('ZADD', KEYS[4], score(now + delay), id)
+                delayed = true
+            else
+                ranked[#ranked + 1] = score(seq - prio * PRIO_SPAN)
+                ranked[#ranked + 1] = id
+            end
+            out[#out + 1] = id
+        end
     end
 end
 if #fields > 0 then
     if #entries > 0 then
-        redis.call('HSET', cur == 'a' and KEYS[7] or KEYS[8], unpack(entries))
+        redis.call('HSET', cur_key, unpack(entries))
     end
     redis.call('HSET', KEYS[9], 'cur', cur, 'pexp', score(pexp), 'cexp', score(cexp))
 end
