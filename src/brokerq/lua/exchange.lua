@@ -61,7 +61,10 @@ if n_ack > 0 then
         end
         redis.call('ZREM', KEYS[4], unpack(held))
         redis.call('HDEL', KEYS[1], unpack(done))
-        redis.call('HDEL', KEYS[6], unpack(done))
+        -- Errors are kept only for messages that failed once; usually there are none.
+        if redis.call('EXISTS', KEYS[6]) == 1 then
+            redis.call('HDEL', KEYS[6], unpack(done))
+        end
         counts.processed = #done
     end
     i = i + n_ack
@@ -126,14 +129,15 @@ end
 
 local deliveries = {}
 if fetch > 0 then
-    local popped = redis.call('ZPOPMIN', KEYS[2], fetch)
-    if #popped > 0 then
-        local ids, leases = {}, {}
+    -- ZRANGE and ZREMRANGEBYRANK rather than ZPOPMIN, whose reply formats every score.
+    local ids = redis.call('ZRANGE', KEYS[2], 0, fetch - 1)
+    if #ids > 0 then
+        redis.call('ZREMRANGEBYRANK', KEYS[2], 0, #ids - 1)
+        local leases = {}
         local deadline = score(now + lease_ms)
-        for j = 1, #popped, 2 do
-            ids[#ids + 1] = popped[j]
+        for j = 1, #ids do
             leases[#leases + 1] = deadline
-            leases[#leases + 1] = consumer .. '|' .. popped[j]
+            leases[#leases + 1] = consumer .. '|' .. ids[j]
         end
         redis.call('ZADD', KEYS[4], unpack(leases))
         local values = redis.call('HMGET', KEYS[1], unpack(ids))
