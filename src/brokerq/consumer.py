@@ -92,7 +92,7 @@ class Consumer(Generic[T]):
             or inspect.iscoroutinefunction(type(handler).__call__)
         )
         self._observe = {
-            outcome: HANDLER_SECONDS.labels(channel.name, outcome).observe
+            outcome: HANDLER_SECONDS.recorder(channel.name, outcome)
             for outcome in ("ok", "retry", "dead", "undecodable")
         }
         self._lost_leases = LOST_LEASES.labels(channel.name)
