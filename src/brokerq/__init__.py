@@ -8,7 +8,13 @@ Redis (single or Cluster) or in memory.
 from .adapter import Adapter
 from .channel import Channel, Handler
 from .consumer import Consumer, ConsumerState
-from .errors import BrokerError, ChannelError, ConsumerError, MessageTypeError
+from .errors import (
+    BrokerError,
+    ChannelError,
+    ConsumerError,
+    MessageTypeError,
+    QueueClosedError,
+)
 from .messages import ChannelStats, DeadLetter, Message, ProduceResult
 from .options import Duration, Processing
 from .queue import BrokerQueue
@@ -31,5 +37,6 @@ __all__ = [
     "MessageTypeError",
     "Processing",
     "ProduceResult",
+    "QueueClosedError",
     "Worker",
 ]

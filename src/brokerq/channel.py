@@ -11,7 +11,7 @@ import msgspec
 
 from .adapter import Adapter, Outgoing
 from .codec import DECODE_ERRORS, ENCODE_ERRORS, codec_for
-from .errors import ChannelError, MessageTypeError
+from .errors import ChannelError, MessageTypeError, QueueClosedError
 from .messages import ChannelStats, DeadLetter, Message, ProduceResult
 from .metrics import DEDUPLICATED, PRODUCED
 from .options import (
@@ -195,6 +195,8 @@ class Channel(Generic[T]):
         engine's own per-message options (BullMQ job options on ``BullMQAdapter``).
         ``headers`` travel with the message to ``Message.headers`` (e.g. a trace context).
         """
+        if self.queue.closed:
+            raise self._closed()
         if (
             hash is None
             and delay is None
@@ -270,6 +272,8 @@ class Channel(Generic[T]):
         Every message is validated before anything is written; exactly-once dedup uses each
         message's own content hash.
         """
+        if self.queue.closed:
+            raise self._closed()
         items = [
             self._outgoing(
                 m, None, delay, priority, process, deduplication_interval, options, headers
@@ -302,11 +306,16 @@ class Channel(Generic[T]):
         """
         from .consumer import Consumer
 
+        if self.queue.closed:
+            raise self._closed()
         consumer = Consumer(
             self, handler, max_parallel=max_parallel, envelope=envelope, grace=grace
         )
         await consumer.start()
         return consumer
+
+    def _closed(self) -> QueueClosedError:
+        return QueueClosedError(f"channel {self.name!r}: its queue is closed")
 
     # -- inspecting --------------------------------------------------------------------------
 

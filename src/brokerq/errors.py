@@ -7,6 +7,7 @@ __all__ = [
     "ChannelError",
     "ConsumerError",
     "MessageTypeError",
+    "QueueClosedError",
 ]
 
 
@@ -24,6 +25,10 @@ class ChannelError(BrokerError):
 
 class MessageTypeError(ChannelError, TypeError):
     """A message does not fit its channel's type; nothing was written."""
+
+
+class QueueClosedError(BrokerError):
+    """The queue was closed: it produces nothing more and starts no consumer."""
 
 
 class ConsumerError(BrokerError):

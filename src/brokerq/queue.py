@@ -25,7 +25,10 @@ class BrokerQueue:
         self.adapter = adapter
         self._consumers: set[Consumer[Any]] = set()
         self._tasks: set[asyncio.Future[None]] = set()
-        self._closed = False
+        self._closing = False
+        # Set once consumers and pending produces are done: a handler still finishing within
+        # its grace period may produce, a caller after close may not.
+        self.closed = False
 
     @overload
     def channel(
@@ -93,12 +96,13 @@ class BrokerQueue:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        if self._closed:
+        if self._closing:
             return
-        self._closed = True
+        self._closing = True
         await asyncio.gather(*(c.close() for c in list(self._consumers)))
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        self.closed = True
         await self.adapter.close()
 
     async def __aenter__(self) -> BrokerQueue:

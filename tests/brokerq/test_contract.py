@@ -11,7 +11,14 @@ import pydantic
 import pytest
 
 import brokerq
-from brokerq import BrokerQueue, ChannelError, Message, MessageTypeError, Processing
+from brokerq import (
+    BrokerQueue,
+    ChannelError,
+    Message,
+    MessageTypeError,
+    Processing,
+    QueueClosedError,
+)
 from brokerq.adapter import Settlement
 
 from .conftest import User, until
@@ -21,7 +28,7 @@ def test_public_api_is_deliberate() -> None:
     assert sorted(brokerq.__all__) == [
         "Adapter", "BrokerError", "BrokerQueue", "Channel", "ChannelError", "ChannelStats",
         "Consumer", "ConsumerError", "ConsumerState", "DeadLetter", "Duration", "Handler",
-        "Message", "MessageTypeError", "Processing", "ProduceResult", "Worker",
+        "Message", "MessageTypeError", "Processing", "ProduceResult", "QueueClosedError", "Worker",
     ]  # fmt: skip
 
 
@@ -621,3 +628,29 @@ async def test_headers_travel_with_the_message_through_retries(queue: BrokerQueu
     ]
     with pytest.raises(ChannelError, match="headers"):
         await ch.produce(4, headers={"n": 1})  # type: ignore[dict-item]
+
+
+async def test_a_closed_queue_refuses_produces_and_consumers_but_not_its_draining_handlers(
+    queue: BrokerQueue, name: str
+):
+    ch = queue.channel(name, int)
+    follow_up = queue.channel(f"{name}/follow-up", int)
+    await ch.produce(1)
+    started = asyncio.Event()
+    produced: list[str] = []
+
+    async def handler(n: int) -> None:
+        started.set()
+        await asyncio.sleep(0.1)  # still running when close() begins
+        produced.append((await follow_up.produce(n * 10)).id)
+
+    await ch.consume(handler)
+    await asyncio.wait_for(started.wait(), 5)
+    await queue.close()
+    assert len(produced) == 1  # produced within the grace period, while the queue closed
+    with pytest.raises(QueueClosedError, match="closed"):
+        await ch.produce(2)
+    with pytest.raises(QueueClosedError):
+        await ch.produce_many([3])
+    with pytest.raises(QueueClosedError):
+        await ch.consume(_collect([]))

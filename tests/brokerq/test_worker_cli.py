@@ -37,7 +37,7 @@ async def test_worker_runs_its_consumers_until_stopped() -> None:
     await asyncio.wait_for(running, 10)
     assert sorted(map(str, got)) == ["1", "hello"]
     assert [c.state for c in worker.consumers] == [ConsumerState.STOPPED] * 2
-    assert queue._closed
+    assert queue.closed
 
 
 def test_stats_command_prints_every_channel(redis_server) -> None:
