@@ -48,6 +48,26 @@ async def test_produce_then_consume_delivers_typed_messages_once(queue: BrokerQu
     assert (stats.waiting, stats.in_flight, stats.processed, stats.produced) == (0, 0, 200, 200)
 
 
+class Occupancy:
+    """Counts the handlers running at once; ``full`` is set when ``size`` run together."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.running = 0
+        self.peak = 0
+        self.full = asyncio.Event()
+
+    async def hold(self, until: asyncio.Event) -> None:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        if self.running == self.size:
+            self.full.set()
+        try:
+            await until.wait()
+        finally:
+            self.running -= 1
+
+
 def _collect(into: list):
     async def handler(message) -> None:
         into.append(message)
@@ -347,27 +367,19 @@ async def test_priority_orders_waiting_messages_then_first_in_first_out(queue, n
 async def test_max_parallel_bounds_the_handlers_running_at_once(queue: BrokerQueue, name: str):
     ch = queue.channel(name, int)
     await ch.produce_many(range(20))
-    running = 0
-    peak = 0
-    full = asyncio.Event()
+    occupancy = Occupancy(3)
     gate = asyncio.Event()
 
     async def handler(n: int) -> None:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        if running == 3:
-            full.set()
-        await gate.wait()
-        running -= 1
+        await occupancy.hold(gate)
 
     consumer = await ch.consume(handler, max_parallel=3)
-    await asyncio.wait_for(full.wait(), 5)
+    await asyncio.wait_for(occupancy.full.wait(), 5)
     stats = await ch.stats()
     assert (stats.in_flight, stats.waiting) == (3, 17)  # leased only as many as it can run
     gate.set()
     await consumer.wait_idle()
-    assert peak == 3
+    assert occupancy.peak == 3
     assert (await ch.stats()).processed == 20
 
 
@@ -498,25 +510,18 @@ async def test_many_slots_fill_up_with_waiting_handlers_and_close_releases_them_
 ):
     ch = queue.channel(name, int)
     await ch.produce_many(range(100))
-    running = 0
-    peak = 0
-    full = asyncio.Event()
+    occupancy = Occupancy(40)
 
     async def stuck(n: int) -> None:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        if running == 40:
-            full.set()
-        await asyncio.Event().wait()
+        await occupancy.hold(asyncio.Event())  # never set
 
     # Enough slots that the consumer fetches in halves and shares tasks between handlers.
     consumer = await ch.consume(stuck, max_parallel=40, grace="100ms")
-    await asyncio.wait_for(full.wait(), 5)
+    await asyncio.wait_for(occupancy.full.wait(), 5)
     stats = await ch.stats()
     assert (stats.in_flight, stats.waiting) == (40, 60)
     await consumer.close()
-    assert peak == 40
+    assert occupancy.peak == 40
     stats = await ch.stats()
     assert (stats.in_flight, stats.waiting, stats.processed) == (0, 100, 0)
     got: list[Message[int]] = []
