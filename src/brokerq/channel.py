@@ -195,8 +195,7 @@ class Channel(Generic[T]):
         engine's own per-message options (BullMQ job options on ``BullMQAdapter``).
         ``headers`` travel with the message to ``Message.headers`` (e.g. a trace context).
         """
-        if self.queue.closed:
-            raise self._closed()
+        self._check_open()
         if (
             hash is None
             and delay is None
@@ -272,8 +271,7 @@ class Channel(Generic[T]):
         Every message is validated before anything is written; exactly-once dedup uses each
         message's own content hash.
         """
-        if self.queue.closed:
-            raise self._closed()
+        self._check_open()
         items = [
             self._outgoing(
                 m, None, delay, priority, process, deduplication_interval, options, headers
@@ -306,16 +304,16 @@ class Channel(Generic[T]):
         """
         from .consumer import Consumer
 
-        if self.queue.closed:
-            raise self._closed()
+        self._check_open()
         consumer = Consumer(
             self, handler, max_parallel=max_parallel, envelope=envelope, grace=grace
         )
         await consumer.start()
         return consumer
 
-    def _closed(self) -> QueueClosedError:
-        return QueueClosedError(f"channel {self.name!r}: its queue is closed")
+    def _check_open(self) -> None:
+        if self.queue.closed:
+            raise QueueClosedError(f"channel {self.name!r}: its queue is closed")
 
     # -- inspecting --------------------------------------------------------------------------
 

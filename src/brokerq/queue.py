@@ -19,7 +19,7 @@ T = TypeVar("T")
 
 class BrokerQueue:
     """``BrokerQueue(RedisAdapter(url))``: declare channels with ``channel``; ``close`` stops
-    this queue's consumers gracefully, then the adapter."""
+    this queue's consumers gracefully, then the adapter, and sets ``closed``."""
 
     def __init__(self, adapter: Adapter) -> None:
         self.adapter = adapter
