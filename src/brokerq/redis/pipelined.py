@@ -62,6 +62,9 @@ class _Protocol(asyncio.Protocol):
                 return
             if reply is False:
                 return
+            if not self.waiting:  # a reply nobody asked for: the stream is out of step
+                self._fail(ConnectionError(f"unexpected reply from Redis: {reply!r:.100}"))
+                return
             future, _ = self.waiting.popleft()
             if future.done():  # its caller was cancelled; the reply is still consumed in order
                 continue
