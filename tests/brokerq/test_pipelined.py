@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
@@ -15,7 +16,7 @@ import pytest
 import redis.exceptions
 
 from brokerq import BrokerQueue
-from brokerq.redis import RedisAdapter
+from brokerq.redis import RedisAdapter, pipelined
 
 from .conftest import User
 
@@ -174,3 +175,29 @@ def test_one_adapter_across_successive_event_loops(redis_server, name: str) -> N
         asyncio.run(ch.produce(User(i, "x")))
     assert asyncio.run(ch.stats()).waiting == 3
     asyncio.run(queue.close())
+
+
+async def test_a_redis_py_that_cannot_hand_over_its_socket_falls_back_to_its_own_path(
+    redis_server, name: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As if a redis-py release kept its streams elsewhere: the handover finds no transport.
+    monkeypatch.setattr(pipelined, "_transport_of", lambda connection: None)
+    queue = BrokerQueue(RedisAdapter(redis_server.url))
+    ch = queue.channel(name, User)
+    try:
+        with caplog.at_level(logging.WARNING, logger="brokerq.redis"):
+            results = await asyncio.gather(*(ch.produce(User(i, "x")) for i in range(50)))
+        assert len({r.id for r in results}) == 50
+        assert "cannot hand a connection over" in caplog.text
+        got: list[User] = []
+
+        async def handler(user: User) -> None:
+            got.append(user)
+
+        consumer = await ch.consume(handler, max_parallel=20)
+        await consumer.wait_idle()
+        await consumer.close()
+        assert sorted(u.id for u in got) == list(range(50))
+        assert (await ch.stats()).processed == 50
+    finally:
+        await queue.close()

@@ -97,7 +97,7 @@ class RedisAdapter:
         self._pipe = (
             None
             if isinstance(client, RedisCluster)
-            else PipelinedConnection(client.connection_pool)
+            else PipelinedConnection(client.connection_pool, client.execute_command)
         )
 
     @property

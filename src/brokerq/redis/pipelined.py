@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import hiredis
+import redis
 from redis.asyncio import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.exceptions import (
@@ -31,6 +34,17 @@ from redis.exceptions import (
 )
 
 __all__ = ["PipelinedConnection"]
+
+log = logging.getLogger("brokerq.redis")
+
+
+class _HandoverUnsupported(Exception):
+    """This redis-py keeps its socket where the handover cannot reach it."""
+
+
+def _transport_of(connection: Any) -> asyncio.Transport | None:
+    """The transport of a connected redis-py connection (redis-py keeps no public handle)."""
+    return getattr(getattr(connection, "_writer", None), "transport", None)
 
 
 def _error(message: str) -> Exception:
@@ -127,11 +141,15 @@ class PipelinedConnection:
 
     Opened on first use and again after the connection is lost. A call that fails with a
     connection error or a timeout is sent again under the pool's redis-py ``Retry`` policy, as
-    redis-py does; ``socket_timeout`` bounds the wait for a reply.
+    redis-py does; ``socket_timeout`` bounds the wait for a reply. Should a redis-py version not
+    let its connection be handed over, every call goes through ``fallback`` (redis-py's own
+    ``execute_command``) instead, with a warning.
     """
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, fallback: Callable[..., Awaitable[Any]]) -> None:
         self._pool = pool
+        self._fallback = fallback
+        self._unsupported = False
         self._timeout: float | None = pool.connection_kwargs.get("socket_timeout")
         self._retry: Retry | None = pool.connection_kwargs.get("retry")
         self._protocol: _Protocol | None = None
@@ -139,11 +157,16 @@ class PipelinedConnection:
         self._lock_loop: asyncio.AbstractEventLoop | None = None
 
     async def call(self, *args: Any) -> Any:
+        if self._unsupported:
+            return await self._fallback(*args)
         command = hiredis.pack_command(args)
         retry = self._retry
-        if retry is None or retry.get_retries() == 0:
-            return await self._send(command)
-        return await retry.call_with_retry(lambda: self._send(command), _reconnect_later)
+        try:
+            if retry is None or retry.get_retries() == 0:
+                return await self._send(command)
+            return await retry.call_with_retry(lambda: self._send(command), _reconnect_later)
+        except _HandoverUnsupported:
+            return await self._fallback(*args)
 
     async def _send(self, command: bytes) -> Any:
         protocol = self._protocol
@@ -174,17 +197,22 @@ class PipelinedConnection:
         if self._retry is None:  # a pool made by from_url keeps the policy on its connections
             self._retry = connection.retry
         await connection.connect()
-        writer = getattr(connection, "_writer", None)
-        transport = getattr(writer, "transport", None)
-        if transport is None:  # pragma: no cover - a redis-py without stream connections
+        transport = _transport_of(connection)
+        if transport is None:
             await connection.disconnect()
-            raise ConnectionError("this redis-py connection cannot be handed over")
+            self._unsupported = True
+            log.warning(
+                "redis-py %s cannot hand a connection over; brokerq's script calls go through "
+                "redis-py's command path (slower, same results)",
+                getattr(redis, "__version__", "?"),
+            )
+            raise _HandoverUnsupported
         protocol = _Protocol(loop, self._timeout)
         transport.set_protocol(protocol)
         protocol.transport = transport
         # The socket is ours now: redis-py must neither read from nor close it. The stream
         # writer stays referenced, as collecting it would close the transport.
-        protocol.handed_over = writer
+        protocol.handed_over = connection._writer
         connection._writer = connection._reader = None
         return protocol
 
