@@ -62,6 +62,23 @@ local function live_id(v)
 end
 
 local seen, entries, j = {}, {}, 0
+
+-- The id of the live message that already holds this dedup field (in this batch or before);
+-- or nil, once the field is claimed for id until expiry ("<expiry> " is expiry_text).
+local function claim(field, id, expiry, expiry_text)
+    j = j + 1
+    local duplicate = seen[field] or live_id(found_cur[j]) or live_id(found_prev[j])
+    if not duplicate then
+        seen[field] = id
+        entries[#entries + 1] = field
+        entries[#entries + 1] = expiry_text .. id
+        if expiry > cexp then
+            cexp = expiry
+        end
+    end
+    return duplicate
+end
+
 if mode ~= 'x' then
     -- No priority, delay or headers: the common case, with the per-message work cut down.
     local expiry = mode == 'd' and now + tonumber(ARGV[2]) or 0
@@ -69,17 +86,7 @@ if mode ~= 'x' then
     for i = first, #ARGV, step do
         seq = seq + 1
         local id = string.format('%d-%d', now, seq)
-        local duplicate = nil
-        if mode == 'd' then
-            local field = ARGV[i + 1]
-            j = j + 1
-            duplicate = seen[field] or live_id(found_cur[j]) or live_id(found_prev[j])
-            if not duplicate then
-                seen[field] = id
-                entries[#entries + 1] = field
-                entries[#entries + 1] = expiry_prefix .. id
-            end
-        end
+        local duplicate = mode == 'd' and claim(ARGV[i + 1], id, expiry, expiry_prefix)
         if duplicate then
             out[#out + 1] = '=' .. duplicate
         else
@@ -90,9 +97,6 @@ if mode ~= 'x' then
             out[#out + 1] = id
         end
     end
-    if #entries > 0 and expiry > cexp then
-        cexp = expiry
-    end
 else
     for base = first, #ARGV, step do
         seq = seq + 1
@@ -102,21 +106,12 @@ else
         local field = ARGV[base + 5]
         local duplicate = nil
         if field ~= '' then
-            j = j + 1
-            duplicate = seen[field] or live_id(found_cur[j]) or live_id(found_prev[j])
+            local expiry = now + dedup_ms
+            duplicate = claim(field, id, expiry, score(expiry) .. ' ')
         end
         if duplicate then
             out[#out + 1] = '=' .. duplicate
         else
-            if field ~= '' then
-                local expiry = now + dedup_ms
-                seen[field] = id
-                entries[#entries + 1] = field
-                entries[#entries + 1] = score(expiry) .. ' ' .. id
-                if expiry > cexp then
-                    cexp = expiry
-                end
-            end
             stored[#stored + 1] = id
             -- The priority as the client wrote it: formatting a Lua number is slow.
             stored[#stored + 1] = '0 ' .. ARGV[base + 1] .. headers .. '\n' .. ARGV[base]
