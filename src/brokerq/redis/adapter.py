@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, overload
 
 import redis.asyncio as aioredis
@@ -94,11 +94,11 @@ class RedisAdapter:
         self._keys: dict[str, ChannelKeys] = {}
         # Scripts go through one pipelined connection (a Redis Cluster routes them by slot
         # through redis-py instead); blocking waits and the rest use redis-py's pool.
-        self._pipe = (
-            None
-            if isinstance(client, RedisCluster)
-            else PipelinedConnection(client.connection_pool, client.execute_command)
-        )
+        self._pipe = None
+        self._call: Callable[..., Awaitable[Any]] = client.execute_command
+        if not isinstance(client, RedisCluster):
+            self._pipe = PipelinedConnection(client.connection_pool, client.execute_command)
+            self._call = self._pipe.call
 
     @property
     def client(self) -> aioredis.Redis | RedisCluster:
@@ -112,16 +112,11 @@ class RedisAdapter:
         return keys
 
     async def _run(self, script: scripts.Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        pipe = self._pipe
         try:
-            if pipe is not None:
-                return await pipe.call("EVALSHA", script.sha, len(keys), *keys, *args)
-            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+            return await self._call("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:
             # First use on this server (or after SCRIPT FLUSH / failover): EVAL caches it.
-            if pipe is not None:
-                return await pipe.call("EVAL", script.text, len(keys), *keys, *args)
-            return await self._client.eval(script.text, len(keys), *keys, *args)
+            return await self._call("EVAL", script.text, len(keys), *keys, *args)
 
     async def produce(self, channel: str, items: Sequence[Outgoing]) -> list[tuple[str, bool]]:
         k = self._k(channel)
