@@ -62,7 +62,7 @@ async def open_resources(
             timeout=10,
             health_check_interval=30,
             # Bounded, so that a dead connection fails a call instead of holding it for ever.
-            socket_timeout=15,
+            socket_timeout=settings.redis_socket_timeout_s,
             socket_connect_timeout=5,
         )
     )

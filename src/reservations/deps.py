@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
     from .channels import ReserveEvent
     from .reservations.admission import AdmissionGate
+    from .reservations.request_ids import RequestIds
 
 
 @dataclass
@@ -31,10 +33,22 @@ class Resources:
     channel: Channel[ReserveEvent]
     gate: AdmissionGate
     limiter: RateLimiter | None = field(init=False)
+    _request_ids: RequestIds | None = field(init=False, default=None)
+    _request_ids_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         limit = self.settings.rate_limit()
         self.limiter = None if limit is None else RateLimiter(limit)
+
+    async def request_ids(self) -> RequestIds:
+        """The signer of request ids, its key read from PostgreSQL on first use."""
+        if self._request_ids is None:
+            async with self._request_ids_lock:
+                if self._request_ids is None:
+                    from .reservations.service import load_request_ids
+
+                    self._request_ids = await load_request_ids(self.session_factory)
+        return self._request_ids
 
 
 # async, so FastAPI calls it on the loop instead of a thread pool: it runs on every request.

@@ -7,6 +7,7 @@ from starlette.responses import JSONResponse
 __all__ = [
     "Conflict",
     "DomainError",
+    "Gone",
     "NotFound",
     "TooManyRequests",
     "Unavailable",
@@ -18,6 +19,8 @@ class DomainError(Exception):
     status_code = 400
     code = "BAD_REQUEST"
     headers: dict[str, str] | None = None
+    # More fields of the error body, beside statusCode, error and message.
+    details: dict[str, object] | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -27,6 +30,11 @@ class DomainError(Exception):
 class NotFound(DomainError):
     status_code = 404
     code = "NOT_FOUND"
+
+
+class Gone(DomainError):
+    status_code = 410
+    code = "GONE"
 
 
 class Conflict(DomainError):
@@ -50,8 +58,15 @@ class Unavailable(DomainError):
 
 
 def error_response(exc: DomainError) -> JSONResponse:
+    body: dict[str, object] = {
+        "statusCode": exc.status_code,
+        "error": exc.code,
+        "message": exc.message,
+    }
+    if exc.details:
+        body.update(exc.details)
     return JSONResponse(
-        {"statusCode": exc.status_code, "error": exc.code, "message": exc.message},
+        body,
         status_code=exc.status_code,
         headers=exc.headers,
     )

@@ -80,6 +80,21 @@ class Settings(BaseSettings):
         le=65000,
         description="`up` gives worker i (from 0) its own metrics port: this plus i",
     )
+    maintenance_interval_s: float = Field(
+        default=5.0,
+        validation_alias="MAINTENANCE_INTERVAL",
+        gt=0,
+        le=3600,
+        description="seconds between the workers' maintenance passes: the admission gate "
+        "converges to PostgreSQL within one pass of Redis answering",
+    )
+    redis_socket_timeout_s: float = Field(
+        default=15.0,
+        validation_alias="REDIS_SOCKET_TIMEOUT",
+        gt=0,
+        le=600,
+        description="seconds a Redis call may wait for its reply before it fails",
+    )
     queue_engine: Literal["redis", "bullmq"] = Field(
         default="redis",
         validation_alias="QUEUE_ENGINE",

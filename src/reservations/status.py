@@ -37,21 +37,30 @@ async def _channel_stats(redis_url: str, queue_engine: str) -> list[dict[str, An
     ]
 
 
-async def _events(database_url: str, event_ids: list[int], limit: int) -> list[dict[str, Any]]:
+async def _events(
+    database_url: str, redis_url: str, event_ids: list[int], limit: int
+) -> list[dict[str, Any]]:
+    from redis.asyncio import Redis
     from sqlalchemy import select
 
-    from .db import create_engine
+    from .db import create_engine, create_session_factory
     from .events.models import Event
+    from .reservations.admission import AdmissionGate
+    from .reservations.service import ReservationService
 
     engine = create_engine(database_url, pool_size=1)
+    redis = Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
     try:
         query = select(Event.id, Event.name, Event.max_tickets, Event.reserved)
         if event_ids:
             query = query.where(Event.id.in_(event_ids))
         query = query.order_by(Event.id.desc()).limit(limit)
-        async with engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
+        async with create_session_factory(engine)() as session:
+            rows = (await session.execute(query)).all()
+            service = ReservationService(session, AdmissionGate(redis))
+            outcomes = await service.outcomes_many([row.id for row in rows])
     finally:
+        await redis.aclose()
         await engine.dispose()
     return [
         {
@@ -60,6 +69,9 @@ async def _events(database_url: str, event_ids: list[int], limit: int) -> list[d
             "capacity": row.max_tickets,
             "reserved": row.reserved,
             "remaining": row.max_tickets - row.reserved,
+            "accepted": outcomes[row.id].accepted,
+            "pending": outcomes[row.id].pending,
+            "lost": outcomes[row.id].lost,
         }
         for row in rows
     ]
@@ -82,7 +94,7 @@ async def collect_status(
         report["errors"].append("events: DATABASE_URL is not set and no 'reservations up' runs")
     else:
         try:
-            report["events"] = await _events(database_url, event_ids, limit)
+            report["events"] = await _events(database_url, redis_url, event_ids, limit)
         except Exception as exc:
             report["errors"].append(f"events: {exc}")
     return report
@@ -102,14 +114,24 @@ def render_status(report: dict[str, Any], console: Console) -> None:
 
     events = Table(title="events", header_style="bold")
     for name, justify in (("id", "right"), ("name", "left"), ("capacity", "right"),
-                          ("reserved", "right"), ("remaining", "right")):  # fmt: skip
+                          ("reserved", "right"), ("remaining", "right"), ("accepted", "right"),
+                          ("pending", "right"), ("lost", "right")):  # fmt: skip
         events.add_column(name, justify=justify)  # type: ignore[arg-type]
     for row in report["events"]:
         remaining = f"{row['remaining']:,}"
         if row["remaining"] == 0:
             remaining = f"[red]{remaining}[/] (sold out)"
+        lost = f"{row['lost']:,}"
+        if row["lost"]:
+            lost = f"[bold red]{lost}[/]"
         events.add_row(str(row["id"]), row["name"], f"{row['capacity']:,}", f"{row['reserved']:,}",
-                       remaining)  # fmt: skip
+                       remaining, f"{row['accepted']:,}", f"{row['pending']:,}", lost)  # fmt: skip
     console.print(events)
+    if any(row["lost"] for row in report["events"]):
+        console.print(
+            "[bold red]Redis lost accepted requests[/] (a flush, a restart without its "
+            "append-only file, or a failover): their clients get 410 from their status URLs "
+            "and must send them again."
+        )
     for error in report["errors"]:
         console.print(f"[yellow]{error}[/]")

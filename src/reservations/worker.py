@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -28,7 +29,7 @@ from .log import get_logger
 from .observability.logs import configure_logging, secrets_of
 from .observability.tracing import configure_tracing, consume_span, db_write_span
 from .reservations.admission import AdmissionGate
-from .reservations.recovery import recovery_loop
+from .reservations.recovery import DELIVERED_HOLD_MS, maintenance_loop
 from .reservations.repository import Decision
 from .reservations.service import Incoming, process_batch
 from .runtime import freeze_startup_objects
@@ -95,6 +96,7 @@ class ReservationProcessor:
                 batch = self._queue[: self.max_batch]
                 del self._queue[: self.max_batch]
             try:
+                await self._hold(batch)
                 await self._write(batch)
             except BaseException as exc:
                 # Whatever happened, no handler may wait for ever: a message whose handler never
@@ -105,6 +107,12 @@ class ReservationProcessor:
                 if self._closing or not isinstance(exc, Exception | asyncio.CancelledError):
                     raise
                 log.error("reservation_writer_error", error=type(exc).__name__)
+
+    async def _hold(self, batch: list[tuple[Incoming, asyncio.Future[Decision]]]) -> None:
+        """Tell recovery the queue has these requests: it must not queue copies of them while
+        they fail and wait for their retries."""
+        until_ms = time.time_ns() // 1_000_000 + DELIVERED_HOLD_MS
+        await self.gate.hold_unfinished([i.data.requestId for i, _ in batch], until_ms)
 
     async def _write(self, batch: list[tuple[Incoming, asyncio.Future[Decision]]]) -> None:
         try:
@@ -189,8 +197,13 @@ async def run_worker(settings: Settings) -> None:
         worker = Worker(resources.queue)
         worker.add(resources.channel, processor.handle, max_parallel=settings.worker_concurrency)
         recovery = asyncio.create_task(
-            recovery_loop(resources.gate, resources.channel, resources.session_factory),
-            name="reservation-recovery",
+            maintenance_loop(
+                resources.gate,
+                resources.channel,
+                resources.session_factory,
+                interval_s=settings.maintenance_interval_s,
+            ),
+            name="reservation-maintenance",
         )
         log.info("worker_started", max_parallel=settings.worker_concurrency)
         try:

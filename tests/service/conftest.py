@@ -88,7 +88,8 @@ async def clean(database_url: str, redis_url: str) -> None:
     conn = await asyncpg.connect(_plain(database_url))
     try:
         await conn.execute(
-            "TRUNCATE reservation_requests, reservations, events, users RESTART IDENTITY CASCADE"
+            "TRUNCATE reservation_requests, reservations, events, users, gate_releases, "
+            "gate_checkpoints RESTART IDENTITY CASCADE"
         )
     finally:
         await conn.close()

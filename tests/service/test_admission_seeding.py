@@ -11,7 +11,7 @@ from reservations.reservations.admission import EventSnapshot
 from .conftest import Api
 from .helpers import create_event, create_user
 
-SNAPSHOT = EventSnapshot(capacity=7, reserved_user_ids=[], last_seq=0, final_requests=0)
+SNAPSHOT = EventSnapshot(capacity=7, holders={}, last_seq=0, accepted=0)
 
 
 async def test_a_created_event_is_known_to_the_gate_at_once(api: Api) -> None:

@@ -83,6 +83,7 @@ async def test_sold_out_and_duplicate_are_final_rejections(
         "accepted": 5,
         "final": 5,
         "pending": 0,
+        "lost": 0,
         "reserved": 2,
         "rejected": 3,
         "byReason": {"SOLD_OUT": 2, "DUPLICATE": 1},

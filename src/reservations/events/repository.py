@@ -25,3 +25,13 @@ class EventRepository:
     async def name_taken(self, name: str) -> bool:
         result = await self.session.execute(select(Event.id).where(Event.name == name))
         return result.first() is not None
+
+    async def capacities(self, *, after_id: int, limit: int) -> list[tuple[int, int, int]]:
+        """(id, capacity, reserved) of live events with ids above ``after_id``, by id."""
+        rows = await self.session.execute(
+            select(Event.id, Event.max_tickets, Event.reserved)
+            .where(Event.id > after_id, Event.deleted_at.is_(None))
+            .order_by(Event.id)
+            .limit(limit)
+        )
+        return [(row.id, row.max_tickets, row.reserved) for row in rows]

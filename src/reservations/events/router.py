@@ -38,7 +38,7 @@ async def create_event(
     # Ready before the first request of a drop, which would otherwise load it from PostgreSQL;
     # a request that came first has seeded it already, and this leaves that alone.
     async with _gate_optional(event.id):
-        await resources.gate.seed(event.id, EventSnapshot(event.max_tickets, [], 0, 0))
+        await resources.gate.seed(event.id, EventSnapshot(event.max_tickets, {}, 0, 0))
     return EventService.to_read(event)
 
 

@@ -7,16 +7,20 @@ to arrive are admitted; later ones are decided SOLD_OUT or DUPLICATE right there
 travels in the message. PostgreSQL remains the authority: workers re-check everything there, and an
 admitted request that fails (user or event gone) hands its admission back.
 
-The state per event is recoverable: when it is missing, the API re-seeds it from PostgreSQL.
+The gate is a cache of PostgreSQL that decides fast; it must converge to PostgreSQL whatever
+happens between the two (see ``reconcile.py``): a missing event is re-seeded from PostgreSQL, a
+seat freed in PostgreSQL is handed back through an outbox until Redis confirms, and a periodic
+pass corrects the admitted users of an event in either direction, one compare-and-set per user.
 
 Keys, all under ``rsv:``:
-- ``event:<id>``           hash: cap, count (admitted and not released), seq, accepted
-- ``event:<id>:admitted``  hash: user id -> request id holding the admission ("db" when re-seeded)
+- ``event:<id>``           hash: cap, seq (last sequence number), accepted (requests answered 202),
+                           pending (accepted and not yet final)
+- ``event:<id>:admitted``  hash: user id -> request id holding a seat (its count is the number of
+                           seats taken; the holder makes every release a compare-and-delete)
 - ``user:<id>``            the user exists (see ``reservations.cache``)
 - ``req:<request id>``     a request that is queued and not yet final (expires as a safety net)
-- ``unfinished``           sorted set: request ids admitted and not yet final, by arrival time;
-                           the workers re-queue any left behind by an API that died between
-                           admitting a request and queueing it (see ``recovery.py``)
+- ``unfinished``           sorted set: request ids accepted and not yet final, scored by when the
+                           workers' recovery may look at them (see ``recovery.py``)
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -33,9 +38,12 @@ from redis.asyncio import Redis
 from reservations.cache import KEY_PREFIX, user_key
 from reservations.channels import Admission
 
-__all__ = ["AdmissionGate", "GateResult", "PendingRequest", "Verdict"]
+__all__ = ["AdmissionGate", "GateCounters", "GateResult", "PendingRequest", "Verdict"]
 
 PENDING_TTL_S = 7 * 24 * 3600
+# A gate rebuilt after Redis lost it starts numbering this far past the last number PostgreSQL or
+# the checkpoint knows, so that requests numbered after the checkpoint and lost keep unique numbers.
+LOSS_SEQ_GAP = 1_000_000
 
 _ADMIT = """
 if redis.call('EXISTS', KEYS[3]) == 0 then return {'NO_USER', 0} end
@@ -43,14 +51,14 @@ local cap = redis.call('HGET', KEYS[1], 'cap')
 if not cap then return {'NO_EVENT', 0} end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('HINCRBY', KEYS[1], 'accepted', 1)
+redis.call('HINCRBY', KEYS[1], 'pending', 1)
 local verdict
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
   verdict = 'DUPLICATE'
-elseif tonumber(redis.call('HGET', KEYS[1], 'count') or '0') >= tonumber(cap) then
+elseif redis.call('HLEN', KEYS[2]) >= tonumber(cap) then
   verdict = 'SOLD_OUT'
 else
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-  redis.call('HINCRBY', KEYS[1], 'count', 1)
   verdict = 'ADMITTED'
 end
 local marker = ARGV[4] .. ':' .. ARGV[1] .. ':' .. seq .. ':' .. ARGV[3] .. ':' .. verdict
@@ -61,40 +69,61 @@ return {verdict, seq}
 
 # Undo an admission whose message could not be queued: the request was never accepted.
 _UNDO = """
-redis.call('DEL', KEYS[3])
-redis.call('ZREM', KEYS[4], ARGV[2])
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'accepted', -1) end
-if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  if tonumber(redis.call('HGET', KEYS[1], 'count') or '0') > 0 then
-    redis.call('HINCRBY', KEYS[1], 'count', -1)
-  end
+if redis.call('DEL', KEYS[3]) == 1 and redis.call('HEXISTS', KEYS[1], 'cap') == 1 then
+  redis.call('HINCRBY', KEYS[1], 'accepted', -1)
+  redis.call('HINCRBY', KEYS[1], 'pending', -1)
 end
+redis.call('ZREM', KEYS[4], ARGV[2])
+if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[2], ARGV[1]) end
 return 1
 """
 
-# Give an admission back (cancelled reservation, or admitted request rejected by the database).
-# ARGV[2] = the request id that must hold it, or '' for whoever holds it.
+# Compare-and-delete seats: ARGV = user id, holder, user id, holder, ...; an empty holder
+# releases whoever holds the seat. Returns how many were released.
 _RELEASE = """
-local holder = redis.call('HGET', KEYS[2], ARGV[1])
-if not holder then return 0 end
-if ARGV[2] ~= '' and holder ~= ARGV[2] then return 0 end
-redis.call('HDEL', KEYS[2], ARGV[1])
-if tonumber(redis.call('HGET', KEYS[1], 'count') or '0') > 0 then
-  redis.call('HINCRBY', KEYS[1], 'count', -1)
+local released = 0
+for i = 1, #ARGV, 2 do
+  local holder = redis.call('HGET', KEYS[1], ARGV[i])
+  if holder and (ARGV[i + 1] == '' or holder == ARGV[i + 1]) then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    released = released + 1
+  end
 end
+return released
+"""
+
+# Give seats to users PostgreSQL says hold one and the gate forgot: ARGV = user id, holder, ...
+_RESTORE = """
+local restored = 0
+for i = 1, #ARGV, 2 do
+  restored = restored + redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+return restored
+"""
+
+# A request's outcome is final in PostgreSQL: drop its marker and stop counting it as pending.
+# KEYS = event, unfinished, marker...; ARGV = the request ids of the markers, in order.
+_FINISH = """
+local live = redis.call('HEXISTS', KEYS[1], 'cap') == 1
+for i = 1, #ARGV do
+  if redis.call('DEL', KEYS[i + 2]) == 1 and live then
+    redis.call('HINCRBY', KEYS[1], 'pending', -1)
+  end
+end
+redis.call('ZREM', KEYS[2], unpack(ARGV))
 return 1
 """
 
 # Seed an event's state unless another request seeded it first. The admitted users are written
-# (HSETNX) before this runs; nothing is admitted meanwhile because the event hash is missing.
+# (HSETNX) before this runs; nothing is admitted meanwhile because the event has no capacity.
 _SEED = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'cap', ARGV[1], 'count', ARGV[2], 'seq', ARGV[3], 'accepted', ARGV[4])
+if redis.call('HEXISTS', KEYS[1], 'cap') == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'cap', ARGV[1], 'seq', ARGV[2], 'accepted', ARGV[3], 'pending', 0)
 return 1
 """
 
 _SEED_CHUNK = 1000
+_FINISH_CHUNK = 500
 
 
 class Verdict(enum.StrEnum):
@@ -129,16 +158,20 @@ class EventSnapshot:
     """What PostgreSQL knows about an event, to rebuild its gate state."""
 
     capacity: int
-    reserved_user_ids: Sequence[int]
+    holders: Mapping[int, str]
+    """User id -> the request id of their live reservation (the seat's holder)."""
     last_seq: int
-    final_requests: int
+    accepted: int
 
 
 class GateCounters(msgspec.Struct, frozen=True):
     capacity: int
     admitted: int
+    """Seats taken: reserved in PostgreSQL, or admitted and not yet written."""
     accepted: int
     last_seq: int
+    pending: int
+    """Requests accepted and not yet final."""
 
 
 def _event_key(event_id: int) -> str:
@@ -156,12 +189,18 @@ def _pending_key(request_id: str) -> str:
 UNFINISHED_KEY = f"{KEY_PREFIX}unfinished"
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 class AdmissionGate:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._admit = redis.register_script(_ADMIT)
         self._undo = redis.register_script(_UNDO)
         self._release = redis.register_script(_RELEASE)
+        self._restore = redis.register_script(_RESTORE)
+        self._finish = redis.register_script(_FINISH)
         self._seed = redis.register_script(_SEED)
         self._seeding: dict[int, asyncio.Future[bool]] = {}
 
@@ -177,9 +216,7 @@ class AdmissionGate:
         ]
         args: list[str | int] = [user_id, request_id, accepted_at_ms, event_id, PENDING_TTL_S]
         verdict, seq = await self._admit(keys=keys, args=args)
-        return GateResult(
-            Verdict(verdict.decode() if isinstance(verdict, bytes) else verdict), int(seq)
-        )
+        return GateResult(Verdict(_text(verdict)), int(seq))
 
     async def undo(self, *, event_id: int, user_id: int, request_id: str) -> None:
         keys = [
@@ -191,18 +228,37 @@ class AdmissionGate:
         await self._undo(keys=keys, args=[user_id, request_id])
 
     async def release(self, *, event_id: int, user_id: int, request_id: str | None = None) -> bool:
-        keys = [_event_key(event_id), _admitted_key(event_id)]
-        return bool(await self._release(keys=keys, args=[user_id, request_id or ""]))
+        """Hand back ``user_id``'s seat if ``request_id`` holds it (or anyone, when None)."""
+        return await self.release_many(event_id, [(user_id, request_id)]) == 1
+
+    async def release_many(self, event_id: int, seats: Sequence[tuple[int, str | None]]) -> int:
+        """Compare-and-delete each (user id, holder) seat; returns how many were released."""
+        if not seats:
+            return 0
+        args = [v for user_id, holder in seats for v in (user_id, holder or "")]
+        return int(await self._release(keys=[_admitted_key(event_id)], args=args))
+
+    async def restore_many(self, event_id: int, seats: Mapping[int, str]) -> int:
+        """Give a seat to each user that does not hold one; returns how many were given."""
+        if not seats:
+            return 0
+        args = [v for user_id, holder in seats.items() for v in (user_id, holder)]
+        return int(await self._restore(keys=[_admitted_key(event_id)], args=args))
+
+    async def holders(self, event_id: int) -> dict[int, str]:
+        """User id -> request id of every seat the gate counts for the event."""
+        raw = await self.redis.hgetall(_admitted_key(event_id))
+        return {int(user): _text(holder) for user, holder in raw.items()}
 
     async def seed(self, event_id: int, snapshot: EventSnapshot) -> bool:
         admitted = _admitted_key(event_id)
-        users = list(snapshot.reserved_user_ids)
-        for start in range(0, len(users), _SEED_CHUNK):
+        seats = list(snapshot.holders.items())
+        for start in range(0, len(seats), _SEED_CHUNK):
             async with self.redis.pipeline(transaction=False) as pipe:
-                for user_id in users[start : start + _SEED_CHUNK]:
-                    pipe.hsetnx(admitted, str(user_id), "db")
+                for user_id, holder in seats[start : start + _SEED_CHUNK]:
+                    pipe.hsetnx(admitted, str(user_id), holder)
                 await pipe.execute()
-        args = [snapshot.capacity, len(users), snapshot.last_seq, snapshot.final_requests]
+        args = [snapshot.capacity, snapshot.last_seq, snapshot.accepted]
         return bool(await self._seed(keys=[_event_key(event_id), admitted], args=args))
 
     async def seed_once(
@@ -240,55 +296,88 @@ class AdmissionGate:
         await self.redis.delete(_event_key(event_id), _admitted_key(event_id))
 
     async def counters(self, event_id: int) -> GateCounters | None:
-        raw = await self.redis.hgetall(_event_key(event_id))
-        if not raw or b"cap" not in raw:
-            return None
-        return GateCounters(
-            capacity=int(raw[b"cap"]),
-            admitted=int(raw.get(b"count", 0)),
-            accepted=int(raw.get(b"accepted", 0)),
-            last_seq=int(raw.get(b"seq", 0)),
-        )
+        return (await self.counters_many([event_id]))[event_id]
+
+    async def counters_many(self, event_ids: Sequence[int]) -> dict[int, GateCounters | None]:
+        """The counters of each event, None where the gate does not know it; one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event_id in event_ids:
+                pipe.hmget(_event_key(event_id), "cap", "accepted", "seq", "pending")
+                pipe.hlen(_admitted_key(event_id))
+            replies = await pipe.execute()
+        found: dict[int, GateCounters | None] = {}
+        for i, event_id in enumerate(event_ids):
+            (cap, accepted, seq, pending), admitted = replies[2 * i], replies[2 * i + 1]
+            found[event_id] = (
+                None
+                if cap is None
+                else GateCounters(
+                    capacity=int(cap),
+                    admitted=int(admitted),
+                    accepted=int(accepted or 0),
+                    last_seq=int(seq or 0),
+                    pending=max(0, int(pending or 0)),
+                )
+            )
+        return found
 
     async def pending(self, request_id: str) -> PendingRequest | None:
         raw = await self.redis.get(_pending_key(request_id))
-        if raw is None:
-            return None
-        text = raw.decode() if isinstance(raw, bytes) else str(raw)
-        event_id, user_id, seq, accepted_at_ms, verdict = text.split(":")
-        return PendingRequest(
-            request_id=request_id,
-            event_id=int(event_id),
-            user_id=int(user_id),
-            seq=int(seq),
-            accepted_at_ms=int(accepted_at_ms),
-            admission=Admission(verdict),
-        )
+        return None if raw is None else _parse_marker(request_id, _text(raw))
 
-    async def finished(self, request_ids: Iterable[str]) -> None:
-        ids = list(request_ids)
-        if ids:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.delete(*[_pending_key(r) for r in ids])
-                pipe.zrem(UNFINISHED_KEY, *ids)
-                await pipe.execute()
+    async def pending_many(self, request_ids: Sequence[str]) -> dict[str, PendingRequest]:
+        if not request_ids:
+            return {}
+        raw = await self.redis.mget([_pending_key(r) for r in request_ids])
+        return {
+            request_id: _parse_marker(request_id, _text(value))
+            for request_id, value in zip(request_ids, raw, strict=True)
+            if value is not None
+        }
+
+    async def finished(self, requests: Iterable[tuple[str, int]]) -> None:
+        """(request id, event id) pairs whose outcomes are final in PostgreSQL."""
+        by_event: dict[int, list[str]] = defaultdict(list)
+        for request_id, event_id in requests:
+            by_event[event_id].append(request_id)
+        for event_id, ids in by_event.items():
+            for start in range(0, len(ids), _FINISH_CHUNK):
+                chunk = ids[start : start + _FINISH_CHUNK]
+                keys = [_event_key(event_id), UNFINISHED_KEY, *map(_pending_key, chunk)]
+                await self._finish(keys=keys, args=chunk)
+
+    async def forget_unfinished(self, request_ids: Sequence[str]) -> None:
+        """Stop watching requests whose markers are gone (nothing is left to rebuild them)."""
+        if request_ids:
+            await self.redis.zrem(UNFINISHED_KEY, *request_ids)
 
     async def unfinished_before(self, before_ms: int, *, limit: int) -> list[str]:
-        """Request ids admitted before ``before_ms`` and not yet final, oldest first."""
+        """Request ids accepted and not final whose recovery time is before ``before_ms``,
+        oldest first."""
         raw = await self.redis.zrangebyscore(
             UNFINISHED_KEY, "-inf", f"({before_ms}", start=0, num=limit
         )
-        return [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
+        return [_text(r) for r in raw if isinstance(r, bytes | str)]
 
-    async def touch_unfinished(self, request_ids: Sequence[str], now_ms: int) -> None:
-        """Move re-queued requests to the back, so they are not re-queued again at once."""
+    async def hold_unfinished(self, request_ids: Sequence[str], until_ms: int) -> None:
+        """Keep recovery away from these requests until ``until_ms``: a worker has them (the
+        queue retries them on its own), or recovery just queued them again. Only requests still
+        unfinished are touched."""
         if request_ids:
-            await self.redis.zadd(UNFINISHED_KEY, dict.fromkeys(request_ids, now_ms))
+            await self.redis.zadd(UNFINISHED_KEY, dict.fromkeys(request_ids, until_ms), xx=True)
 
     async def try_lock(self, name: str, ttl_ms: int) -> bool:
         """A best-effort lock that expires by itself (for periodic jobs, not for correctness)."""
         return bool(await self.redis.set(f"{KEY_PREFIX}lock:{name}", b"1", nx=True, px=ttl_ms))
 
-    async def forget_unfinished(self, request_ids: Sequence[str]) -> None:
-        if request_ids:
-            await self.redis.zrem(UNFINISHED_KEY, *request_ids)
+
+def _parse_marker(request_id: str, text: str) -> PendingRequest:
+    event_id, user_id, seq, accepted_at_ms, verdict = text.split(":")
+    return PendingRequest(
+        request_id=request_id,
+        event_id=int(event_id),
+        user_id=int(user_id),
+        seq=int(seq),
+        accepted_at_ms=int(accepted_at_ms),
+        admission=Admission(verdict),
+    )

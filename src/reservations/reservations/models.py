@@ -10,6 +10,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     String,
     func,
     text,
@@ -28,6 +29,9 @@ class RequestStatus(enum.StrEnum):
     PENDING = "PENDING"
     RESERVED = "RESERVED"
     REJECTED = "REJECTED"
+    LOST = "LOST"
+    """Accepted (202), then lost with the queue's Redis data before it was processed: the
+    client must send it again. Recorded when its status URL is first read after the loss."""
 
 
 class RejectReason(enum.StrEnum):
@@ -86,5 +90,49 @@ class ReservationRequest(Base):
     reservation_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     accepted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     processed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+
+class GateRelease(Base):
+    """A seat to hand back to the admission gate: written in the transaction that frees it in
+    PostgreSQL (a cancellation), deleted once Redis confirmed the release. Rows left behind by a
+    Redis outage are applied by the workers' maintenance pass."""
+
+    __tablename__ = "gate_releases"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    event_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    user_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    # The request id the gate holds the seat under; None releases whoever holds it.
+    holder: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+
+class GateCheckpoint(Base):
+    """The gate's counters of an event as last seen in Redis, copied every maintenance pass: when
+    Redis loses its data, the rebuilt gate goes on counting from here, so the requests lost with
+    it still show in the event's outcomes."""
+
+    __tablename__ = "gate_checkpoints"
+
+    event_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    accepted: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+
+class ServiceKey(Base):
+    """Secrets every process of a deployment shares, made by the migrations."""
+
+    __tablename__ = "service_keys"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), nullable=False
     )

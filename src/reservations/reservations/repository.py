@@ -13,15 +13,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .models import (
+    GateCheckpoint,
+    GateRelease,
     RejectReason,
     RequestStatus,
     Reservation,
     ReservationRequest,
     ReservationStatus,
+    ServiceKey,
 )
 
 __all__ = ["CapacityConflict", "ClaimRow", "Decision", "ReservationRepository"]
@@ -166,13 +170,14 @@ class ReservationRepository:
         )
         return list(rows.scalars()), int(total or 0)
 
-    async def reserved_user_ids(self, event_id: int) -> list[int]:
+    async def holders(self, event_id: int) -> dict[int, str]:
+        """User id -> the request id of their live reservation ("db" for one made otherwise)."""
         rows = await self.session.execute(
-            select(Reservation.user_id).where(
+            select(Reservation.user_id, Reservation.request_id).where(
                 Reservation.event_id == event_id, Reservation.status == ReservationStatus.RESERVED
             )
         )
-        return list(rows.scalars())
+        return {user_id: request_id or "db" for user_id, request_id in rows}
 
     async def request(self, request_id: str) -> ReservationRequest | None:
         return await self.session.get(ReservationRequest, request_id)
@@ -197,6 +202,115 @@ class ReservationRepository:
             )
         )
         return counts, int(last_seq or 0)
+
+    async def record_lost(
+        self, *, request_id: str, event_id: int, user_id: int, accepted_at: datetime
+    ) -> ReservationRequest:
+        """Make LOST the final outcome of a request Redis lost, unless it has one already."""
+        await self.session.execute(
+            pg_insert(ReservationRequest)
+            .values(
+                id=request_id,
+                event_id=event_id,
+                user_id=user_id,
+                seq=0,
+                status=RequestStatus.LOST.value,
+                accepted_at=accepted_at,
+            )
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+        row = await self.session.get(ReservationRequest, request_id, populate_existing=True)
+        assert row is not None
+        return row
+
+    async def key(self, name: str) -> bytes | None:
+        return await self.session.scalar(select(ServiceKey.value).where(ServiceKey.name == name))
+
+    async def request_stats_many(
+        self, event_ids: Sequence[int]
+    ) -> dict[int, dict[tuple[str, str | None], int]]:
+        """Final outcomes by (status, reason) of each event's requests."""
+        rows = await self.session.execute(
+            select(
+                ReservationRequest.event_id,
+                ReservationRequest.status,
+                ReservationRequest.reason,
+                func.count(),
+            )
+            .where(ReservationRequest.event_id.in_(event_ids))
+            .group_by(
+                ReservationRequest.event_id, ReservationRequest.status, ReservationRequest.reason
+            )
+        )
+        stats: dict[int, dict[tuple[str, str | None], int]] = {e: {} for e in event_ids}
+        for event_id, status, reason, n in rows:
+            stats[event_id][(status, reason)] = int(n)
+        return stats
+
+    async def recently_checkpointed(self, *, since: datetime, limit: int) -> list[int]:
+        """Events whose gate was seen since ``since``: the ones taking requests lately."""
+        rows = await self.session.execute(
+            select(GateCheckpoint.event_id)
+            .where(GateCheckpoint.updated_at >= since)
+            .order_by(GateCheckpoint.updated_at.desc())
+            .limit(limit)
+        )
+        return list(rows.scalars())
+
+    # -- the gate's checkpoints ------------------------------------------------------------------
+
+    async def checkpoint(self, event_id: int) -> GateCheckpoint | None:
+        return await self.session.get(GateCheckpoint, event_id)
+
+    async def checkpoints(self, event_ids: Sequence[int]) -> dict[int, GateCheckpoint]:
+        rows = await self.session.execute(
+            select(GateCheckpoint).where(GateCheckpoint.event_id.in_(event_ids))
+        )
+        return {row.event_id: row for row in rows.scalars()}
+
+    async def save_checkpoints(self, counters: Sequence[tuple[int, int, int]]) -> None:
+        """(event id, accepted, seq) as the gate counts them; never moves a checkpoint back."""
+        if not counters:
+            return
+        statement = pg_insert(GateCheckpoint).values(
+            [{"event_id": e, "accepted": a, "seq": q} for e, a, q in counters]
+        )
+        await self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["event_id"],
+                set_={
+                    "accepted": func.greatest(GateCheckpoint.accepted, statement.excluded.accepted),
+                    "seq": func.greatest(GateCheckpoint.seq, statement.excluded.seq),
+                    "updated_at": func.now(),
+                },
+            )
+        )
+
+    # -- the gate's outbox ---------------------------------------------------------------------
+
+    async def add_release(self, *, event_id: int, user_id: int, holder: str | None) -> int:
+        release_id: int | None = await self.session.scalar(
+            insert(GateRelease)
+            .values(event_id=event_id, user_id=user_id, holder=holder)
+            .returning(GateRelease.id)
+        )
+        assert release_id is not None
+        return release_id
+
+    async def releases(self, *, limit: int) -> list[GateRelease]:
+        """Releases not yet confirmed by the gate, oldest first; locked, skipping any another
+        pass is applying."""
+        rows = await self.session.execute(
+            select(GateRelease)
+            .order_by(GateRelease.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return list(rows.scalars())
+
+    async def delete_releases(self, release_ids: Sequence[int]) -> None:
+        if release_ids:
+            await self.session.execute(delete(GateRelease).where(GateRelease.id.in_(release_ids)))
 
     # -- cancelling ----------------------------------------------------------------------------
 

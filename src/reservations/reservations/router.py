@@ -16,12 +16,13 @@ from .models import RequestStatus, ReservationStatus
 from .schemas import (
     EventOutcomes,
     JobAccepted,
+    RequestLostBody,
     RequestOutcome,
     ReservationCreate,
     ReservationPage,
     ReservationRead,
 )
-from .service import Accepted, ReservationService
+from .service import Accepted, RequestLost, ReservationService
 
 router = APIRouter(tags=["reservation"])
 
@@ -83,8 +84,9 @@ async def accept_reservation(
                 f"{res.limiter.limit}; retry after the Retry-After header's seconds",
                 RateLimiter.retry_after(wait),
             )
+    request_ids = await res.request_ids()
     accepted = await ReservationService.accept(
-        res.session_factory, res.gate, res.channel, event_id=event_id, user_id=user_id
+        res.session_factory, res.gate, res.channel, request_ids, event_id=event_id, user_id=user_id
     )
     return _accepted(accepted)
 
@@ -104,9 +106,9 @@ async def cancel_reservation(
     free someone else's ticket: cancelling is an operator's act.
     """
     service = ReservationService(session, res.gate)
-    reservation = await service.cancel(reservation_id)
+    reservation, release_id = await service.cancel(reservation_id)
     await session.commit()
-    await service.cancelled(reservation)
+    await service.cancelled(reservation, release_id)
     return ReservationRead.model_validate(reservation)
 
 
@@ -165,14 +167,31 @@ async def find_reservation(
     )
 
 
-@router.get("/reservation/requests/{job_id}", response_model=RequestOutcome)
+@router.get(
+    "/reservation/requests/{job_id}",
+    response_model=RequestOutcome,
+    responses={
+        404: {"description": "No request with this job id was ever accepted"},
+        410: {
+            "model": RequestLostBody,
+            "description": "Accepted, then lost with the queue's Redis data before it was "
+            "processed: it holds no place; send the request again",
+        },
+    },
+)
 async def request_outcome(
     job_id: Annotated[str, Path(min_length=1, max_length=64)],
     session: SessionDep,
     res: ResourcesDep,
 ) -> RequestOutcome:
-    """The outcome of one accepted request: PENDING while queued, then RESERVED or REJECTED."""
-    return await ReservationService(session, res.gate).outcome(job_id)
+    """The outcome of one accepted request: PENDING while queued, then RESERVED or REJECTED;
+    410 if it was lost."""
+    service = ReservationService(session, res.gate, request_ids=await res.request_ids())
+    try:
+        return await service.outcome(job_id)
+    except RequestLost:
+        await session.commit()  # the loss, recorded on first sight
+        raise
 
 
 @router.get("/reservation/{reservation_id}", response_model=ReservationRead)

@@ -68,9 +68,27 @@ class RequestOutcome(CamelModel):
 
 class EventOutcomes(CamelModel):
     event_id: int
-    accepted: int = Field(description="requests accepted (202) for this event, as the gate counted")
-    final: int
-    pending: int
+    accepted: int = Field(description="requests accepted (202) for this event")
+    final: int = Field(description="requests with a final outcome: reserved or rejected")
+    pending: int = Field(description="requests accepted and not yet final")
+    lost: int = Field(
+        default=0,
+        description="accepted requests the queue's storage lost before processing (Redis data "
+        "loss); their status URLs answer 410 and their clients must send them again",
+    )
     reserved: int
     rejected: int
     by_reason: dict[str, int]
+
+
+class RequestLostBody(CamelModel):
+    """410: the request was accepted, then lost with Redis's data; send it again."""
+
+    status_code: int = 410
+    error: str = "REQUEST_LOST"
+    message: str
+    job_id: str
+    user_id: int
+    event_id: int
+    status: RequestStatus = RequestStatus.LOST
+    accepted_at: datetime

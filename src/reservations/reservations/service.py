@@ -3,32 +3,39 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from reservations.cache import remember_user
 from reservations.channels import Admission, ReserveEvent
-from reservations.errors import Conflict, NotFound, Unavailable
+from reservations.errors import Conflict, Gone, NotFound, Unavailable
 from reservations.events.service import EventService
 from reservations.log import get_logger
 from reservations.observability.tracing import produce_span
 from reservations.outage import outage_of
 from reservations.users.service import UserService
 
-from .admission import AdmissionGate, EventSnapshot, GateResult, Verdict
-from .models import RejectReason, RequestStatus, Reservation, ReservationStatus
+from .admission import (
+    LOSS_SEQ_GAP,
+    AdmissionGate,
+    EventSnapshot,
+    GateCounters,
+    GateResult,
+    Verdict,
+)
+from .models import RejectReason, RequestStatus, Reservation, ReservationRequest, ReservationStatus
 from .repository import ClaimRow, Decision, ReservationRepository
+from .request_ids import RequestIds
 from .schemas import EventOutcomes, RequestOutcome
 
 if TYPE_CHECKING:
     from brokerq.channel import Channel
 
-__all__ = ["Accepted", "Incoming", "ReservationService", "process_batch"]
+__all__ = ["Accepted", "Incoming", "ReservationService", "load_request_ids", "process_batch"]
 
 log = get_logger(__name__)
 
@@ -55,10 +62,12 @@ class ReservationService:
         session: AsyncSession,
         gate: AdmissionGate,
         channel: Channel[ReserveEvent] | None = None,
+        request_ids: RequestIds | None = None,
     ) -> None:
         self.session = session
         self.gate = gate
         self.channel = channel
+        self.request_ids = request_ids
         self.repository = ReservationRepository(session)
 
     @classmethod
@@ -67,13 +76,15 @@ class ReservationService:
         session_factory: async_sessionmaker[AsyncSession],
         gate: AdmissionGate,
         channel: Channel[ReserveEvent],
+        request_ids: RequestIds,
         *,
         event_id: int,
         user_id: int,
     ) -> Accepted:
         """``request`` without a session up front: the hot path usually needs no database."""
         async with _LazySession(session_factory) as session:
-            return await cls(session, gate, channel).request(event_id=event_id, user_id=user_id)
+            service = cls(session, gate, channel, request_ids)
+            return await service.request(event_id=event_id, user_id=user_id)
 
     # -- accepting -----------------------------------------------------------------------------
 
@@ -81,8 +92,11 @@ class ReservationService:
         """Decide the request's place at the gate and queue it; PostgreSQL is read only when the
         gate does not know the user or the event yet."""
         assert self.channel is not None, "accepting requests needs the reservation channel"
-        request_id = uuid.uuid4().hex
+        assert self.request_ids is not None, "accepting requests needs the request id key"
         accepted_at_ms = time.time_ns() // 1_000_000
+        request_id = self.request_ids.new(
+            event_id=event_id, user_id=user_id, accepted_at_ms=accepted_at_ms
+        )
         try:
             result = await self._admit(event_id, user_id, request_id, accepted_at_ms)
         except Exception as exc:
@@ -142,16 +156,30 @@ class ReservationService:
         return result
 
     async def snapshot(self, event_id: int) -> EventSnapshot | None:
+        """The gate state of an event as PostgreSQL knows it.
+
+        With a checkpoint, the gate existed before and Redis lost it: the rebuilt gate counts on
+        from the checkpoint (the requests lost with Redis stay counted as accepted, so they show
+        as lost rather than vanish) and numbers new requests past any the lost gate handed out.
+        """
         event = await EventService(self.session).find(event_id)
         if event is None:
             return None
-        users = await self.repository.reserved_user_ids(event_id)
+        holders = await self.repository.holders(event_id)
         counts, last_seq = await self.repository.request_stats(event_id)
+        checkpoint = await self.repository.checkpoint(event_id)
+        accepted = sum(counts.values())
+        if checkpoint is not None:
+            accepted = max(accepted, checkpoint.accepted)
+            last_seq = max(last_seq, checkpoint.seq) + LOSS_SEQ_GAP
+            log.warning(
+                "admission_gate_rebuilt_after_loss",
+                event_id=event_id,
+                checkpoint_accepted=checkpoint.accepted,
+                final=sum(counts.values()),
+            )
         return EventSnapshot(
-            capacity=event.max_tickets,
-            reserved_user_ids=users,
-            last_seq=last_seq,
-            final_requests=sum(counts.values()),
+            capacity=event.max_tickets, holders=holders, last_seq=last_seq, accepted=accepted
         )
 
     # -- reading -------------------------------------------------------------------------------
@@ -185,59 +213,153 @@ class ReservationService:
         # reading in this order never misses a request in between.
         pending = await self.gate.pending(request_id)
         row = await self.repository.request(request_id)
-        if row is not None:
+        if row is None and pending is not None:
             return RequestOutcome(
-                job_id=row.id, user_id=row.user_id, event_id=row.event_id,
-                status=RequestStatus(row.status),
-                reason=RejectReason(row.reason) if row.reason else None,
-                reservation_id=row.reservation_id, seq=row.seq,
+                job_id=request_id, user_id=pending.user_id, event_id=pending.event_id,
+                status=RequestStatus.PENDING, reason=None, reservation_id=None, seq=pending.seq,
             )  # fmt: skip
-        if pending is None:
-            raise NotFound(f"no reservation request with job id {request_id!r}")
+        if row is None:
+            issued = None if self.request_ids is None else self.request_ids.verify(request_id)
+            if issued is None:
+                raise NotFound(f"no reservation request with job id {request_id!r}")
+            # Ours, accepted, and neither queued nor final: Redis lost it. Recorded, so that the
+            # answer stays the same and the loss is counted.
+            row = await self.repository.record_lost(
+                request_id=request_id, event_id=issued.event_id, user_id=issued.user_id,
+                accepted_at=datetime.fromtimestamp(issued.accepted_at_ms / 1000, tz=UTC),
+            )  # fmt: skip
+            log.warning("reservation_request_lost", request_id=request_id, event_id=row.event_id)
+        if row.status == RequestStatus.LOST:
+            raise RequestLost(row)
         return RequestOutcome(
-            job_id=request_id, user_id=pending.user_id, event_id=pending.event_id,
-            status=RequestStatus.PENDING, reason=None, reservation_id=None, seq=pending.seq,
+            job_id=row.id, user_id=row.user_id, event_id=row.event_id,
+            status=RequestStatus(row.status),
+            reason=RejectReason(row.reason) if row.reason else None,
+            reservation_id=row.reservation_id, seq=row.seq,
         )  # fmt: skip
 
     async def outcomes(self, event_id: int) -> EventOutcomes:
         await EventService(self.session).get(event_id)
+        # Redis before PostgreSQL: a request finishing in between is then counted as final and
+        # as pending (lost would go negative, and is clamped), never as neither (a false loss).
         counters = await self.gate.counters(event_id)
         counts, _ = await self.repository.request_stats(event_id)
-        final = sum(counts.values())
-        reserved = sum(n for (status, _), n in counts.items() if status == RequestStatus.RESERVED)
-        by_reason: dict[str, int] = {}
-        for (status, reason), n in counts.items():
-            if status == RequestStatus.REJECTED:
-                key = reason or "UNKNOWN"
-                by_reason[key] = by_reason.get(key, 0) + n
-        accepted = max(counters.accepted if counters else 0, final)
-        return EventOutcomes(
-            event_id=event_id, accepted=accepted, final=final, pending=accepted - final,
-            reserved=reserved, rejected=final - reserved, by_reason=by_reason,
-        )  # fmt: skip
+        return event_outcomes(event_id, counters, counts)
+
+    async def outcomes_many(self, event_ids: Sequence[int]) -> dict[int, EventOutcomes]:
+        """``outcomes`` of several events at once (events the gate does not know count as seen
+        by PostgreSQL alone)."""
+        counters = await self.gate.counters_many(event_ids)
+        stats = await self.repository.request_stats_many(event_ids)
+        return {e: event_outcomes(e, counters[e], stats[e]) for e in event_ids}
+
+    async def lost_recently(self, *, within: timedelta = timedelta(days=1)) -> int:
+        """Requests lost with Redis among the events that took requests within ``within``."""
+        since = datetime.now(UTC) - within
+        event_ids = await self.repository.recently_checkpointed(since=since, limit=1000)
+        if not event_ids:
+            return 0
+        return sum(o.lost for o in (await self.outcomes_many(event_ids)).values())
 
     # -- cancelling ----------------------------------------------------------------------------
 
-    async def cancel(self, reservation_id: int) -> Reservation:
-        """Cancel in the database (the caller commits, then calls ``cancelled``)."""
+    async def cancel(self, reservation_id: int) -> tuple[Reservation, int]:
+        """Cancel in the database, with the gate's release in the same transaction's outbox.
+
+        The caller commits, then calls ``cancelled`` with the returned release id.
+        """
         reservation = await self.repository.get(reservation_id, for_update=True)
         if reservation is None:
             raise NotFound(f"reservation {reservation_id} does not exist")
         if not await self.repository.cancel(reservation):
             raise Conflict(f"reservation {reservation_id} is already {reservation.status}")
-        return reservation
+        release_id = await self.repository.add_release(
+            event_id=reservation.event_id,
+            user_id=reservation.user_id,
+            holder=reservation.request_id or "db",
+        )
+        return reservation, release_id
 
-    async def cancelled(self, reservation: Reservation) -> None:
-        """After the commit: let the next arrival have the ticket."""
+    async def cancelled(self, reservation: Reservation, release_id: int) -> None:
+        """After the commit: let the next arrival have the ticket.
+
+        If Redis does not confirm, the release stays in the outbox and the workers' maintenance
+        pass applies it once Redis answers (``reconcile.apply_releases``).
+        """
         try:
-            await self.gate.release(event_id=reservation.event_id, user_id=reservation.user_id)
+            await self.gate.release(
+                event_id=reservation.event_id,
+                user_id=reservation.user_id,
+                request_id=reservation.request_id or "db",
+            )
+            await self.repository.delete_releases([release_id])
+            await self.session.commit()
         except Exception as exc:
-            # The database already has the ticket back; the gate catches up when re-seeded.
-            log.error(
-                "admission_release_failed",
+            log.warning(
+                "admission_release_deferred",
                 reservation_id=reservation.id,
                 error=type(exc).__name__,
             )
+
+
+class RequestLost(Gone):
+    """A request this service accepted and Redis lost before it was processed."""
+
+    code = "REQUEST_LOST"
+
+    def __init__(self, row: ReservationRequest) -> None:
+        accepted_at = row.accepted_at.isoformat()
+        super().__init__(
+            f"reservation request {row.id} (user {row.user_id}, event {row.event_id}, accepted "
+            f"at {accepted_at}) was lost by the queue's storage before it was processed: it "
+            "holds no place and will not be processed; send it again"
+        )
+        self.details = {
+            "jobId": row.id,
+            "userId": row.user_id,
+            "eventId": row.event_id,
+            "status": RequestStatus.LOST.value,
+            "acceptedAt": accepted_at,
+        }
+
+
+def event_outcomes(
+    event_id: int,
+    counters: GateCounters | None,
+    counts: dict[tuple[str, str | None], int],
+) -> EventOutcomes:
+    """An event's outcome counts from the gate's counters and PostgreSQL's final outcomes.
+
+    Lost requests are those the gate counted as accepted that are neither final nor pending
+    (Redis lost them), or at least as many as clients found lost by asking.
+    """
+    final = lost_seen = reserved = 0
+    by_reason: dict[str, int] = {}
+    for (status, reason), n in counts.items():
+        if status == RequestStatus.LOST:
+            lost_seen += n
+            continue
+        final += n
+        if status == RequestStatus.RESERVED:
+            reserved += n
+        else:
+            key = reason or "UNKNOWN"
+            by_reason[key] = by_reason.get(key, 0) + n
+    pending = counters.pending if counters else 0
+    accepted = counters.accepted if counters else 0
+    lost = max(lost_seen, accepted - final - pending)
+    return EventOutcomes(
+        event_id=event_id, accepted=final + pending + lost, final=final, pending=pending,
+        lost=lost, reserved=reserved, rejected=final - reserved, by_reason=by_reason,
+    )  # fmt: skip
+
+
+async def load_request_ids(session_factory: async_sessionmaker[AsyncSession]) -> RequestIds:
+    async with session_factory() as session:
+        key = await ReservationRepository(session).key("request_id")
+    if key is None:
+        raise RuntimeError("the request id key is missing: run the migrations")
+    return RequestIds(key)
 
 
 class _LazySession:
@@ -401,4 +523,8 @@ async def _after_commit(
                 reason=decision.reason,
                 released=released,
             )
-    await gate.finished(item.data.requestId for item in items if item.data.requestId in decisions)
+    await gate.finished(
+        (item.data.requestId, item.data.eventId)
+        for item in items
+        if item.data.requestId in decisions
+    )
