@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -284,6 +285,53 @@ async def test_requests_lost_with_redis_are_reported_lost_not_unknown(
     assert r.status_code == 200 and r.json()["status"] == "PENDING"
     counts = await outcomes(service.client, event_id)
     assert (counts["accepted"], counts["pending"], counts["lost"]) == (12, 6, 6)
+
+
+async def test_requests_lost_when_redis_comes_back_older_are_reported_lost(
+    service: Service, tmp_path: Path
+) -> None:
+    """Redis restarts from an append-only file that misses its latest writes (as after a crash
+    with appendfsync everysec, or a failover to a replica behind): the requests it forgot are
+    reported lost, the ones it kept are still pending."""
+    users = [await create_user(service.client, n) for n in range(6)]
+    event_id = await create_event(service.client, "Rolled back", 10)
+    redis = service.resources.redis
+    await redis.config_set("appendfsync", "always")
+    await redis.config_set("appendonly", "yes")
+    await eventually(
+        lambda: redis.info("persistence"),
+        lambda i: i["aof_rewrite_in_progress"] == 0 and i["aof_rewrite_scheduled"] == 0,
+        what="the append-only file started",
+    )
+    kept = [await service.request(event_id, u) for u in users[:3]]
+    older = tmp_path / "older-aof"
+    server_dir = Path((await redis.config_get("dir"))["dir"])
+    shutil.copytree(server_dir / "appendonlydir", older)
+    forgotten = [await service.request(event_id, u) for u in users[3:]]
+    res = service.resources
+    from reservations.reservations.recovery import maintenance_pass
+
+    await maintenance_pass(res.gate, res.channel, res.session_factory)  # checkpoints 6
+
+    server = RedisServer(server_dir, port=int(res.redis.connection_pool.connection_kwargs["port"]))
+    await redis.shutdown(nosave=True)
+    shutil.rmtree(server_dir / "appendonlydir")
+    shutil.copytree(older, server_dir / "appendonlydir")
+    server.appendonly = True
+    await server.start()
+    try:
+        await service.maintain_until_rebuilt(event_id)
+        await maintenance_pass(res.gate, res.channel, res.session_factory)
+        counts = await outcomes(service.client, event_id)
+        assert (counts["accepted"], counts["pending"], counts["lost"]) == (6, 3, 3)
+        for job in kept:
+            r = await service.client.get(f"/reservation/requests/{job}")
+            assert r.status_code == 200 and r.json()["status"] == "PENDING", r.text
+        for job in forgotten:
+            r = await service.client.get(f"/reservation/requests/{job}")
+            assert r.status_code == 410, r.text
+    finally:
+        await server.stop()
 
 
 async def test_status_and_metrics_show_the_lost_requests(

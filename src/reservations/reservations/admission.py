@@ -122,6 +122,22 @@ redis.call('HSET', KEYS[1], 'cap', ARGV[1], 'seq', ARGV[2], 'accepted', ARGV[3],
 return 1
 """
 
+# A gate found behind its checkpoint (Redis came back from an older append-only file, or a
+# replica that missed writes took over): count on from the checkpoint, number past it.
+_CATCH_UP = """
+if redis.call('HEXISTS', KEYS[1], 'cap') == 0 then return 0 end
+local moved = 0
+if tonumber(redis.call('HGET', KEYS[1], 'accepted') or '0') < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'accepted', ARGV[1])
+  moved = 1
+end
+if tonumber(redis.call('HGET', KEYS[1], 'seq') or '0') < tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'seq', ARGV[2] + ARGV[3])
+  moved = 1
+end
+return moved
+"""
+
 _SEED_CHUNK = 1000
 _FINISH_CHUNK = 500
 
@@ -202,6 +218,7 @@ class AdmissionGate:
         self._restore = redis.register_script(_RESTORE)
         self._finish = redis.register_script(_FINISH)
         self._seed = redis.register_script(_SEED)
+        self._catch_up = redis.register_script(_CATCH_UP)
         self._seeding: dict[int, asyncio.Future[bool]] = {}
 
     async def admit(
@@ -291,6 +308,11 @@ class AdmissionGate:
             return False
         await self.seed(event_id, snapshot)
         return True
+
+    async def catch_up(self, event_id: int, *, accepted: int, seq: int) -> bool:
+        """Move the event's counters up to a checkpoint they fell behind; True if they moved."""
+        args = [accepted, seq, LOSS_SEQ_GAP]
+        return bool(await self._catch_up(keys=[_event_key(event_id)], args=args))
 
     async def forget_event(self, event_id: int) -> None:
         await self.redis.delete(_event_key(event_id), _admitted_key(event_id))

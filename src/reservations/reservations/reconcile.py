@@ -50,6 +50,8 @@ class ReconcileReport:
     events: int = 0
     rebuilt: int = 0
     """Events whose gate was missing and was seeded from PostgreSQL."""
+    caught_up: int = 0
+    """Events whose gate had gone back behind its checkpoint (Redis lost its latest writes)."""
     corrected: int = 0
     """Events whose seats were corrected."""
     released: int = 0
@@ -106,6 +108,8 @@ async def reconcile_events(
         after = events[-1][0]
         report.events += len(events)
         counters = await gate.counters_many([event_id for event_id, _, _ in events])
+        async with session_factory() as session:
+            seen = await ReservationRepository(session).checkpoints(list(counters))
         checkpoints: list[tuple[int, int, int]] = []
         for event_id, _, reserved in events:
             found = counters[event_id]
@@ -113,6 +117,18 @@ async def reconcile_events(
                 if await _rebuild(gate, session_factory, event_id):
                     report.rebuilt += 1
                 continue
+            last = seen.get(event_id)
+            if last is not None and (found.accepted < last.accepted or found.last_seq < last.seq):
+                # Redis went back in time: the acceptances it forgot are lost requests.
+                if await gate.catch_up(event_id, accepted=last.accepted, seq=last.seq):
+                    report.caught_up += 1
+                    log.warning(
+                        "admission_gate_rolled_back",
+                        event_id=event_id,
+                        accepted=found.accepted,
+                        checkpoint_accepted=last.accepted,
+                    )
+                continue  # checkpointed and checked at the next pass
             checkpoints.append((event_id, found.accepted, found.last_seq))
             full = pass_number is None or (pass_number + event_id) % FULL_CHECK_PASSES == 0
             if full or found.admitted != reserved:
