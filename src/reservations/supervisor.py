@@ -213,7 +213,11 @@ class Supervisor:
             # user and must pass through to its folder. A folder the user made is left as it is.
             from .embedded.postgres import service_gid
 
-            private_dir(self.data_dir, traverse_gid=service_gid())
+            gid = service_gid()
+            if gid is None:
+                private_dir(self.data_dir)
+            else:
+                private_dir(self.data_dir, gid=gid, group_may_enter=True)
         private_dir(self.log_dir)
         if self._pid_file.exists():
             try:

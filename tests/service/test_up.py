@@ -169,7 +169,9 @@ def test_the_embedded_servers_refuse_clients_without_the_password(
     # The banner shows the URLs without their passwords, and no log holds them either.
     assert "postgresql://postgres:***@127.0.0.1" in up.log()
     assert "redis://:***@127.0.0.1" in up.log()
-    for log in [up.log_path, *(up.data_dir / "logs").glob("*.log")]:
+    logs = [up.log_path, *(up.data_dir / "logs").glob("*.log")]
+    logs += [up.data_dir / "postgres" / "postgres.log", up.data_dir / "redis" / "redis.log"]
+    for log in logs:
         text = log.read_text(errors="replace")
         assert pg_password not in text and redis_password not in text, log
 

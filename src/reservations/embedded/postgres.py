@@ -217,29 +217,28 @@ class PostgresServer:
             )
         return result.stdout
 
+    def _service_user(self) -> pwd.struct_passwd | None:
+        """The user the server runs as when that is not us (as root), else None."""
+        return pwd.getpwnam(_SERVICE_USER) if self._run_as() else None
+
     def _prepare_dirs(self) -> None:
-        private_dir(self.data_dir)
+        owner = self._service_user()
+        uid, gid = (owner.pw_uid, owner.pw_gid) if owner is not None else (-1, -1)
+        private_dir(self.data_dir, uid=uid, gid=gid)
         socket_dir = self.data_dir / "sockets"
         if len(str(socket_dir)) > _MAX_SOCKET_DIR_LEN:
-            socket_dir = Path(tempfile.mkdtemp(prefix="pgsock-"))  # 0700 too
+            socket_dir = Path(tempfile.mkdtemp(prefix="pgsock-"))
             self._own_socket_dir = True
-        else:
-            private_dir(socket_dir)
+        private_dir(socket_dir, uid=uid, gid=gid)
         self._socket_dir = socket_dir
-        if os.geteuid() == 0:
-            entry = pwd.getpwnam(_SERVICE_USER) if self._run_as() else None
-            if entry is not None:
-                for path in (self.data_dir, socket_dir):
-                    os.chown(path, entry.pw_uid, entry.pw_gid)
-                probe = subprocess.run(
-                    [*self._run_as(), "test", "-w", str(self.data_dir)], check=False
+        if owner is not None:
+            probe = subprocess.run([*self._run_as(), "test", "-w", str(self.data_dir)], check=False)
+            if probe.returncode != 0:
+                raise PostgresError(
+                    f"the 'postgres' user cannot write to {self.data_dir}: a parent directory "
+                    "is not accessible to it; choose a data directory it can reach "
+                    "(e.g. under /tmp or /var/lib)"
                 )
-                if probe.returncode != 0:
-                    raise PostgresError(
-                        f"the 'postgres' user cannot write to {self.data_dir}: a parent directory "
-                        "is not accessible to it; choose a data directory it can reach "
-                        "(e.g. under /tmp or /var/lib)"
-                    )
 
     @property
     def _pgdata(self) -> Path:
@@ -264,13 +263,27 @@ class PostgresServer:
             self._set_password_offline(scram_verifier(password))
         else:
             return
-        self._pg_hba.write_text(_PG_HBA)  # truncates in place: the file keeps its owner
+        self._write_pg_hba()
 
     def _hba_is_ours(self) -> bool:
         try:
             return self._pg_hba.read_text() == _PG_HBA
         except FileNotFoundError:
             return False
+
+    def _write_pg_hba(self) -> None:
+        if self._service_user() is None:
+            self._pg_hba.write_text(_PG_HBA)
+            return
+        # As the postgres user, who owns pgdata: root writing there could be sent elsewhere by a
+        # symbolic link.
+        result = subprocess.run(
+            [*self._run_as(), "tee", str(self._pg_hba)],
+            input=_PG_HBA, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise PostgresError(f"cannot write {self._pg_hba}: {result.stderr.strip()}")
 
     def _initdb(self, verifier: str) -> None:
         # initdb reads the password from a file; as root it runs as the postgres user, who must
@@ -280,10 +293,10 @@ class PostgresServer:
         fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "w") as out:
+                owner = self._service_user()
+                if owner is not None:
+                    os.fchown(out.fileno(), owner.pw_uid, owner.pw_gid)
                 out.write(verifier + "\n")
-            if self._run_as():
-                entry = pwd.getpwnam(_SERVICE_USER)
-                os.chown(pwfile, entry.pw_uid, entry.pw_gid)
             self._check(
                 "initdb",
                 "-D", str(self._pgdata),
