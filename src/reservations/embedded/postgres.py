@@ -95,7 +95,7 @@ def service_gid() -> int | None:
         return None
 
 
-def scram_verifier(password: str) -> str:
+def _scram_verifier(password: str) -> str:
     """What PostgreSQL stores for ``password`` with SCRAM-SHA-256 (RFC 5802 / RFC 7677). Given
     this instead of the password, the server never holds the password itself, in any log either.
     """
@@ -255,12 +255,12 @@ class PostgresServer:
         password, made = read_or_create_password(self.password_file)
         self._password = password
         if not (self._pgdata / "PG_VERSION").exists():
-            self._initdb(scram_verifier(password))
+            self._initdb(_scram_verifier(password))
         elif made or not self._hba_is_ours():
             # Made with trust authentication and no password (by earlier versions), or its
             # password file was lost: set the password while the server is down, in single-user
             # mode, so that no connection can come in between.
-            self._set_password_offline(scram_verifier(password))
+            self._set_password_offline(_scram_verifier(password))
         else:
             return
         self._write_pg_hba()
@@ -374,7 +374,7 @@ class PostgresServer:
         asyncio.run(connect())
 
     def _ready_asyncpg(self, host: str) -> bool:
-        import asyncpg
+        import asyncpg  # type: ignore[import-untyped]
 
         try:
             self._connect_once(host, 1)
@@ -387,7 +387,7 @@ class PostgresServer:
     def _check_password(self) -> None:
         """Fail now, and clearly, when the password file does not match the server's password,
         rather than in every client later."""
-        import asyncpg
+        import asyncpg  # type: ignore[import-untyped]
 
         assert self._socket_dir is not None
         try:
