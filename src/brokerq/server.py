@@ -70,6 +70,11 @@ class RedisServer:
 
     ``appendonly`` turns on append-only persistence; ``appendfsync`` is ``"always"`` (nothing
     acknowledged is lost on a crash) or ``"everysec"`` (up to about a second may be lost).
+
+    ``password``: every client must authenticate (``requirepass``) and protected mode stays on.
+    It reaches ``redis-server`` on its standard input, never on its command line, which every
+    user of the machine can read. Without one (tests, benchmarks) the server is open to every
+    local user.
     """
 
     def __init__(
@@ -104,6 +109,8 @@ class RedisServer:
     def _args(self) -> list[str]:
         args = [
             find_redis_server(),
+            # "-": read configuration from standard input too (see start_sync), before the rest.
+            *(["-"] if self.password else []),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.dir),
@@ -111,10 +118,8 @@ class RedisServer:
             "--appendonly", "yes" if self.appendonly else "no",
             "--appendfsync", self.appendfsync,
             "--logfile", "redis.log",
-            "--protected-mode", "no",
+            "--protected-mode", "yes" if self.password else "no",
         ]  # fmt: skip
-        if self.password:
-            args += ["--requirepass", self.password]
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         if self.tls:
@@ -127,9 +132,20 @@ class RedisServer:
     def start_sync(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            self._args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.dir
+            self._args(),
+            stdin=subprocess.PIPE if self.password else None,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=self.dir,
         )
         try:
+            if self.password:
+                assert self.process.stdin is not None
+                # A server that exits at once is reported by _wait_ready, with its log.
+                with contextlib.suppress(BrokenPipeError), self.process.stdin:
+                    self.process.stdin.write(
+                        f"requirepass {_config_quote(self.password)}\n".encode()
+                    )
             self._wait_ready()
         except BaseException:
             self.kill()  # never leave a server behind that nobody will stop
@@ -211,6 +227,12 @@ class RedisServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop_sync()
+
+
+def _config_quote(value: str) -> str:
+    """``value`` as one argument of a redis.conf line, whatever characters it holds."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\n", "\\n").replace("\r", "\\r") + '"'
 
 
 class RedisCluster:

@@ -4,8 +4,12 @@ What it does, in order:
 
 1. When no ``DATABASE_URL`` / Redis (``REDIS_URL`` or ``REDIS_HOST``) is configured, it starts an
    embedded PostgreSQL and an embedded Redis (append-only persistence on) with their data under
-   ``DATA_DIR`` (``data/`` by default), kept across restarts. They run in a helper process of their
-   own session, so a Ctrl-C in the terminal reaches only the supervisor, which stops them last.
+   ``DATA_DIR`` (``data/`` by default), kept across restarts. Both require a password, made on the
+   first start and kept in ``DATA_DIR/postgres/password`` and ``DATA_DIR/redis/password``
+   (mode 0600); the children get the URLs with the passwords in their environment, ``status`` and
+   ``migrate`` from ``DATA_DIR/run.json`` (0600), and the banner shows them without. The servers
+   run in a helper process of their own session, so a Ctrl-C in the terminal reaches only the
+   supervisor, which stops them last.
 2. It runs the migrations.
 3. It starts the API (uvicorn) and ``WORKERS`` worker processes, each logging to
    ``DATA_DIR/logs/<name>.log``, waits until ``/health`` answers and prints where everything is.
@@ -42,6 +46,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .admin_token import TOKEN_FILE, ensure_admin_token
+from .embedded.credentials import PASSWORD_FILE, private_dir, write_private
 
 __all__ = ["UpOptions", "run_embedded", "run_up", "set_parent_death_signal"]
 
@@ -103,6 +108,7 @@ def run_embedded(data_dir: Path, postgres: bool, redis: bool, redis_fsync: str) 
     """Start the embedded servers, print their URLs as one JSON line, stop them on SIGTERM."""
     from brokerq.server import RedisServer
 
+    from .embedded.credentials import read_or_create_password
     from .embedded.postgres import PostgresServer
 
     # Handlers, not a blocked signal mask: a mask would be inherited by redis-server, which then
@@ -123,7 +129,9 @@ def run_embedded(data_dir: Path, postgres: bool, redis: bool, redis_fsync: str) 
             pg.start()
             urls["database_url"] = pg.dsn
         if redis and not stop.is_set():
-            rs = RedisServer(data_dir / "redis", appendonly=True, appendfsync=redis_fsync)
+            redis_dir = private_dir(data_dir / "redis")
+            password, _ = read_or_create_password(redis_dir / PASSWORD_FILE)
+            rs = RedisServer(redis_dir, appendonly=True, appendfsync=redis_fsync, password=password)
             rs.start_sync()
             urls["redis_url"] = rs.url
         if not stop.is_set():
@@ -200,8 +208,17 @@ class Supervisor:
         return env
 
     def _claim_data_dir(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if not self.data_dir.exists():
+            # Only its owner may enter; as root, the embedded PostgreSQL runs as the postgres
+            # user and must pass through to its folder. A folder the user made is left as it is.
+            from .embedded.postgres import service_gid
+
+            gid = service_gid()
+            if gid is None:
+                private_dir(self.data_dir)
+            else:
+                private_dir(self.data_dir, gid=gid, group_may_enter=True)
+        private_dir(self.log_dir)
         if self._pid_file.exists():
             try:
                 pid = int(self._pid_file.read_text().strip())
@@ -400,6 +417,16 @@ class Supervisor:
             table.add_row("PostgreSQL log", str(self.data_dir / "postgres" / "postgres.log"))
         if self.options.redis_url is None:
             table.add_row("Redis data / log", str(self.data_dir / "redis"))
+        embedded = [
+            str(self.data_dir / name / PASSWORD_FILE)
+            for name, url in (
+                ("postgres", self.options.database_url),
+                ("redis", self.options.redis_url),
+            )
+            if url is None
+        ]
+        if embedded:
+            table.add_row("embedded passwords", f"in {', '.join(embedded)} (yours only)")
         table.add_row("status", "uv run reservations status")
         table.add_row("stop", "Ctrl-C (or SIGTERM to this process)")
         self.console.print(table)
@@ -412,8 +439,8 @@ class Supervisor:
             "redis_url": self.redis_url,
             "children": {c.name: c.process.pid for c in self.children if c.process},
         }
-        self._run_file.write_text(json.dumps(info, indent=2) + "\n")
-        os.chmod(self._run_file, 0o600)  # it may hold passwords of configured servers
+        # It holds the servers' passwords: `status` and `migrate` read them there.
+        write_private(self._run_file, json.dumps(info, indent=2) + "\n")
 
     async def _on_exit(self, child: _Child) -> None:
         """A child exited while the service runs: report it, restart it or give up."""

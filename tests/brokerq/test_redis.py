@@ -211,6 +211,11 @@ async def test_password_protected_redis(tmp_path: Path) -> None:
         assert "s3cret-pw" not in str(info.value)
         await anonymous.close()
 
+        # With a password there is no reason to turn Redis's protected mode off.
+        admin = aioredis.Redis.from_url(server.url, decode_responses=True)
+        assert await admin.config_get("protected-mode") == {"protected-mode": "yes"}
+        await admin.aclose()
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):

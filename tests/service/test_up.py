@@ -6,8 +6,10 @@ look at the status, lose a worker, stop, start again on the same data.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -16,9 +18,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
+import redis
 
 from ._ops_fixtures import (
     UpProcess,
@@ -35,14 +40,15 @@ pytestmark = pytest.mark.timeout(600)
 
 @pytest.fixture(scope="module")
 def data_dir() -> Iterator[Path]:
-    path = make_data_dir()
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    parent = make_data_dir()
+    yield parent / "data"  # made by `up` itself, as ./data is on a first run
+    shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def up(data_dir: Path) -> Iterator[UpProcess]:
     service = UpProcess(data_dir, free_port(), workers=2)
+    service.log_path = data_dir.parent / "up-test.log"  # `up` makes the data folder itself
     service.start()
     yield service
     service.kill_everything()
@@ -75,8 +81,8 @@ def test_up_serves_the_api_and_swagger(up: UpProcess, client: httpx.Client) -> N
     assert client.get("/api").status_code == 200
     info = up.run_info()
     assert set(info["children"]) == {"api", "worker-1", "worker-2"}
-    assert info["database_url"].startswith("postgresql://")
-    assert info["redis_url"].startswith("redis://127.0.0.1:")
+    assert info["database_url"].startswith("postgresql://postgres:")
+    assert urlsplit(info["redis_url"]).hostname == "127.0.0.1"
     # The embedded servers keep their data in the data folder.
     assert (up.data_dir / "postgres" / "pgdata" / "PG_VERSION").exists()
     assert (up.data_dir / "redis").is_dir()
@@ -102,6 +108,72 @@ def test_up_makes_an_admin_token_that_only_its_owner_can_read(
 def test_a_reservation_goes_through_queue_and_workers(booked: dict[str, Any]) -> None:
     assert booked["outcome"]["status"] == "RESERVED"
     assert booked["outcome"]["reservationId"] is not None
+
+
+def _embedded_passwords(data_dir: Path) -> tuple[str, str]:
+    return (
+        (data_dir / "postgres" / "password").read_text().strip(),
+        (data_dir / "redis" / "password").read_text().strip(),
+    )
+
+
+def test_up_keeps_the_embedded_servers_passwords_where_only_its_user_reads_them(
+    up: UpProcess,
+) -> None:
+    for path in (up.data_dir / "postgres" / "password", up.data_dir / "redis" / "password"):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+        assert path.stat().st_uid == os.geteuid(), path
+        assert len(path.read_text().strip()) >= 32, path
+    assert (up.data_dir / "run.json").stat().st_mode & 0o777 == 0o600
+    folder = up.data_dir.stat()
+    if os.geteuid() == 0:
+        # PostgreSQL runs as the postgres user, which must pass through to its own folder.
+        assert folder.st_mode & 0o777 == 0o710
+        assert folder.st_gid == pwd.getpwnam("postgres").pw_gid
+    else:
+        assert folder.st_mode & 0o777 == 0o700
+    for sub in ("postgres", "postgres/sockets", "redis", "logs"):
+        assert (up.data_dir / sub).stat().st_mode & 0o777 == 0o700, sub
+
+
+def test_the_embedded_servers_refuse_clients_without_the_password(
+    up: UpProcess, booked: dict[str, Any]
+) -> None:
+    info = up.run_info()
+    database, redis_url = urlsplit(info["database_url"]), urlsplit(info["redis_url"])
+    with socket.create_connection(("127.0.0.1", redis_url.port or 0), 5) as anonymous:
+        anonymous.sendall(b"FLUSHALL\r\n")
+        assert anonymous.makefile("rb").readline().startswith(b"-NOAUTH"), "Redis let it in"
+    with redis.Redis.from_url(info["redis_url"], socket_timeout=5) as authenticated:
+        assert authenticated.dbsize() > 0  # nothing was flushed
+
+    async def postgres() -> None:
+        for password in (None, "postgres", "wrong"):
+            with pytest.raises(asyncpg.InvalidPasswordError):
+                await asyncpg.connect(
+                    host="127.0.0.1", port=database.port, user="postgres", password=password
+                )
+        conn = await asyncpg.connect(info["database_url"])
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM events") >= 1
+        finally:
+            await conn.close()
+
+    asyncio.run(postgres())
+
+    # The service's processes got the passwords (and `booked` went through API, Redis, workers
+    # and PostgreSQL, which let nobody in without them).
+    pg_password, redis_password = _embedded_passwords(up.data_dir)
+    assert (database.password, redis_url.password) == (pg_password, redis_password)
+
+    # The banner shows the URLs without their passwords, and no log holds them either.
+    assert "postgresql://postgres:***@127.0.0.1" in up.log()
+    assert "redis://:***@127.0.0.1" in up.log()
+    logs = [up.log_path, *(up.data_dir / "logs").glob("*.log")]
+    logs += [up.data_dir / "postgres" / "postgres.log", up.data_dir / "redis" / "redis.log"]
+    for log in logs:
+        text = log.read_text(errors="replace")
+        assert pg_password not in text and redis_password not in text, log
 
 
 def test_status_shows_channel_counts_and_event_tickets(
@@ -185,7 +257,13 @@ def test_sigterm_stops_every_process_and_the_data_survives_a_restart(
     assert "stopping the embedded servers" in log and "stopped" in log
 
     # Same data folder, new processes: what was reserved is still there.
+    passwords = _embedded_passwords(up.data_dir)
     up.start()
+    # ...and the servers kept their passwords.
+    assert _embedded_passwords(up.data_dir) == passwords
+    restarted = up.run_info()
+    assert urlsplit(restarted["database_url"]).password == passwords[0]
+    assert urlsplit(restarted["redis_url"]).password == passwords[1]
     with httpx.Client(base_url=up.base_url, timeout=10) as c:
         found = c.get("/reservation", params={"eventId": event_id, "userId": user_id})
         assert found.status_code == 200, found.text

@@ -3,12 +3,19 @@
 Binaries come from PATH, then ``/usr/lib/postgresql/*/bin``, then the ``pgserver`` wheel (which
 ships a full PostgreSQL under its package directory). PostgreSQL refuses to run as root, so as
 root the server runs as the ``postgres`` system user, which then owns the data directory.
+
+Every connection, over TCP or the Unix socket, needs the superuser's password: it is made on the
+first start and kept in ``<data_dir>/password``, readable only by whoever started the server (as
+root: root, not the ``postgres`` user). PostgreSQL itself only ever sees its SCRAM verifier.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import glob
+import hashlib
+import hmac
 import os
 import pwd
 import shutil
@@ -18,13 +25,26 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
-__all__ = ["PostgresError", "PostgresServer", "find_postgres_bin_dir"]
+from .credentials import PASSWORD_FILE, private_dir, read_or_create_password
+
+__all__ = ["PostgresError", "PostgresServer", "find_postgres_bin_dir", "service_gid"]
 
 _READY_TIMEOUT_S = 60.0
 # Unix socket paths are limited to about 107 bytes; leave room for "/.s.PGSQL.<port>".
 _MAX_SOCKET_DIR_LEN = 80
 _SERVICE_USER = "postgres"
+_SCRAM_ITERATIONS = 4096  # PostgreSQL's own default for scram_iterations
+# Rewritten whenever it differs: a folder made with trust authentication (by earlier versions)
+# is upgraded this way, and nobody's edit can open the server again.
+_PG_HBA = """\
+# Written by the embedded PostgreSQL launcher at every start. Every connection, over TCP or the
+# Unix socket, needs the password kept next to this cluster, in ../password.
+local   all   all                  scram-sha-256
+host    all   all   127.0.0.1/32   scram-sha-256
+host    all   all   ::1/128        scram-sha-256
+"""
 
 
 class PostgresError(RuntimeError):
@@ -65,6 +85,32 @@ def find_postgres_bin_dir() -> Path:
     )
 
 
+def service_gid() -> int | None:
+    """The group of the user the server runs as, when that is not us (as root); else None."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(_SERVICE_USER).pw_gid
+    except KeyError:
+        return None
+
+
+def _scram_verifier(password: str) -> str:
+    """What PostgreSQL stores for ``password`` with SCRAM-SHA-256 (RFC 5802 / RFC 7677). Given
+    this instead of the password, the server never holds the password itself, in any log either.
+    """
+    salt = os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, _SCRAM_ITERATIONS)
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.digest(salted, b"Server Key", "sha256")
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    return f"SCRAM-SHA-256${_SCRAM_ITERATIONS}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -76,8 +122,9 @@ class PostgresServer:
     """One PostgreSQL server with its data in ``data_dir`` (kept between runs: it is persistent
     unless the caller throws the directory away).
 
-    ``url`` is a SQLAlchemy asyncpg URL for the ``postgres`` superuser with trust authentication,
-    reachable on 127.0.0.1 only.
+    ``url`` is a SQLAlchemy asyncpg URL for the ``postgres`` superuser with its password,
+    reachable on 127.0.0.1 only; it is known once ``start()`` has run. ``start()`` is synchronous:
+    from async code, run it in a thread.
     """
 
     def __init__(
@@ -95,15 +142,31 @@ class PostgresServer:
         self._socket_dir: Path | None = None
         self._own_socket_dir = False
         self._started = False
+        self._password: str | None = None
+
+    @property
+    def password_file(self) -> Path:
+        return self.data_dir / PASSWORD_FILE
+
+    @property
+    def password(self) -> str:
+        """The ``postgres`` superuser's password (kept in ``password_file``)."""
+        if self._password is None:
+            raise PostgresError("the password is known once the server has been started")
+        return self._password
 
     @property
     def url(self) -> str:
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{self.database}"
+        return f"postgresql+asyncpg://{self._userinfo}@127.0.0.1:{self.port}/{self.database}"
 
     @property
     def dsn(self) -> str:
         """The same server as a libpq/asyncpg DSN (no SQLAlchemy driver suffix)."""
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
+        return f"postgresql://{self._userinfo}@127.0.0.1:{self.port}/{self.database}"
+
+    @property
+    def _userinfo(self) -> str:
+        return f"postgres:{quote(self.password, safe='')}"
 
     @property
     def bin_dir(self) -> Path:
@@ -138,10 +201,11 @@ class PostgresServer:
     def _command(self, name: str, *args: str) -> list[str]:
         return [*self._run_as(), str(self.bin_dir / name), *args]
 
-    def _check(self, name: str, *args: str) -> str:
+    def _check(self, name: str, *args: str, input: str | None = None) -> str:
         result = subprocess.run(
             self._command(name, *args),
-            stdin=subprocess.DEVNULL,
+            input=input,
+            stdin=subprocess.DEVNULL if input is None else None,
             capture_output=True,
             text=True,
             check=False,
@@ -153,44 +217,102 @@ class PostgresServer:
             )
         return result.stdout
 
+    def _service_user(self) -> pwd.struct_passwd | None:
+        """The user the server runs as when that is not us (as root), else None."""
+        return pwd.getpwnam(_SERVICE_USER) if self._run_as() else None
+
     def _prepare_dirs(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        owner = self._service_user()
+        uid, gid = (owner.pw_uid, owner.pw_gid) if owner is not None else (-1, -1)
+        private_dir(self.data_dir, uid=uid, gid=gid)
         socket_dir = self.data_dir / "sockets"
         if len(str(socket_dir)) > _MAX_SOCKET_DIR_LEN:
             socket_dir = Path(tempfile.mkdtemp(prefix="pgsock-"))
             self._own_socket_dir = True
-        else:
-            socket_dir.mkdir(exist_ok=True)
+        private_dir(socket_dir, uid=uid, gid=gid)
         self._socket_dir = socket_dir
-        if os.geteuid() == 0:
-            entry = pwd.getpwnam(_SERVICE_USER) if self._run_as() else None
-            if entry is not None:
-                for path in (self.data_dir, socket_dir):
-                    os.chown(path, entry.pw_uid, entry.pw_gid)
-                probe = subprocess.run(
-                    [*self._run_as(), "test", "-w", str(self.data_dir)], check=False
+        if owner is not None:
+            probe = subprocess.run([*self._run_as(), "test", "-w", str(self.data_dir)], check=False)
+            if probe.returncode != 0:
+                raise PostgresError(
+                    f"the 'postgres' user cannot write to {self.data_dir}: a parent directory "
+                    "is not accessible to it; choose a data directory it can reach "
+                    "(e.g. under /tmp or /var/lib)"
                 )
-                if probe.returncode != 0:
-                    raise PostgresError(
-                        f"the 'postgres' user cannot write to {self.data_dir}: a parent directory "
-                        "is not accessible to it; choose a data directory it can reach "
-                        "(e.g. under /tmp or /var/lib)"
-                    )
 
     @property
     def _pgdata(self) -> Path:
         return self.data_dir / "pgdata"
 
-    def _initdb(self) -> None:
-        if (self._pgdata / "PG_VERSION").exists():
+    @property
+    def _pg_hba(self) -> Path:
+        return self._pgdata / "pg_hba.conf"
+
+    def _prepare_cluster(self) -> None:
+        """Make the cluster with its password, or bring an existing one to password
+        authentication; the password file is written before the server learns the password, and
+        pg_hba.conf last, so an interrupted start is finished by the next one."""
+        password, made = read_or_create_password(self.password_file)
+        self._password = password
+        if not (self._pgdata / "PG_VERSION").exists():
+            self._initdb(_scram_verifier(password))
+        elif made or not self._hba_is_ours():
+            # Made with trust authentication and no password (by earlier versions), or its
+            # password file was lost: set the password while the server is down, in single-user
+            # mode, so that no connection can come in between.
+            self._set_password_offline(_scram_verifier(password))
+        else:
             return
+        self._write_pg_hba()
+
+    def _hba_is_ours(self) -> bool:
+        try:
+            return self._pg_hba.read_text() == _PG_HBA
+        except FileNotFoundError:
+            return False
+
+    def _write_pg_hba(self) -> None:
+        if self._service_user() is None:
+            self._pg_hba.write_text(_PG_HBA)
+            return
+        # As the postgres user, who owns pgdata: root writing there could be sent elsewhere by a
+        # symbolic link.
+        result = subprocess.run(
+            [*self._run_as(), "tee", str(self._pg_hba)],
+            input=_PG_HBA, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise PostgresError(f"cannot write {self._pg_hba}: {result.stderr.strip()}")
+
+    def _initdb(self, verifier: str) -> None:
+        # initdb reads the password from a file; as root it runs as the postgres user, who must
+        # be able to read it. It holds the verifier, and is gone once initdb has run.
+        pwfile = self.data_dir / ".initdb-password"
+        pwfile.unlink(missing_ok=True)
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as out:
+                owner = self._service_user()
+                if owner is not None:
+                    os.fchown(out.fileno(), owner.pw_uid, owner.pw_gid)
+                out.write(verifier + "\n")
+            self._check(
+                "initdb",
+                "-D", str(self._pgdata),
+                "-U", "postgres",
+                f"--pwfile={pwfile}",
+                "--auth=scram-sha-256",
+                "--encoding=UTF8",
+                "--no-locale",
+            )  # fmt: skip
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def _set_password_offline(self, verifier: str) -> None:
         self._check(
-            "initdb",
-            "-D", str(self._pgdata),
-            "-U", "postgres",
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--no-locale",
+            "postgres", "--single", "-D", str(self._pgdata), "-c", "exit_on_error=on", "postgres",
+            input=f"ALTER ROLE postgres PASSWORD '{verifier}';\n",
         )  # fmt: skip
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -199,7 +321,7 @@ class PostgresServer:
         if self._started:
             return self
         self._prepare_dirs()
-        self._initdb()
+        self._prepare_cluster()
         assert self._socket_dir is not None
         options = (
             f"-p {self.port} -k {self._socket_dir} -h 127.0.0.1 "
@@ -213,6 +335,7 @@ class PostgresServer:
         self._started = True
         try:
             self._wait_ready()
+            self._check_password()
         except BaseException:
             self.stop()
             raise
@@ -232,22 +355,49 @@ class PostgresServer:
             return result.returncode == 0
         return self._ready_asyncpg(str(self._socket_dir))
 
-    def _ready_asyncpg(self, host: str) -> bool:
+    def _connect_once(self, host: str, timeout_s: float) -> None:
         import asyncio
 
         import asyncpg  # type: ignore[import-untyped]
 
-        async def probe() -> None:
+        async def connect() -> None:
             conn = await asyncpg.connect(
-                host=host, port=self.port, user="postgres", database="postgres", timeout=1
+                host=host,
+                port=self.port,
+                user="postgres",
+                password=self.password,
+                database="postgres",
+                timeout=timeout_s,
             )
             await conn.close()
 
+        asyncio.run(connect())
+
+    def _ready_asyncpg(self, host: str) -> bool:
+        import asyncpg  # type: ignore[import-untyped]
+
         try:
-            asyncio.run(probe())
+            self._connect_once(host, 1)
+        except asyncpg.InvalidAuthorizationSpecificationError:
+            return True  # it answers; _check_password says what is wrong with the password
         except (OSError, asyncpg.PostgresError, TimeoutError):
             return False
         return True
+
+    def _check_password(self) -> None:
+        """Fail now, and clearly, when the password file does not match the server's password,
+        rather than in every client later."""
+        import asyncpg  # type: ignore[import-untyped]
+
+        assert self._socket_dir is not None
+        try:
+            self._connect_once(str(self._socket_dir), 10)
+        except asyncpg.InvalidAuthorizationSpecificationError:
+            raise PostgresError(
+                f"the password in {self.password_file} is not accepted by the PostgreSQL server "
+                f"in {self._pgdata}: put back the file's original content, or delete the file "
+                "to have a new password set at the next start"
+            ) from None
 
     def _wait_ready(self) -> None:
         started = time.monotonic()
