@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import tempfile
 from pathlib import Path
@@ -37,19 +38,15 @@ async def run_scenarios(
             console.print(f"[bold]{scenario.name}[/]: {scenario.fault}")
             await deployment.set_appendfsync(scenario.appendfsync)
             fault = scenario.run
-
-            async def inject(fault=fault, d=deployment) -> None:
-                if fault is not None:
-                    await fault(d)
-
             result = await run_burst(
                 deployment.base_url,
-                lambda d=deployment: d.redis.url,
+                lambda: deployment.redis.url,
                 users,
                 requests=requests,
                 tickets=tickets,
-                fault=inject if fault is not None else None,
+                fault=None if fault is None else functools.partial(fault, deployment),
                 admin_token=deployment.admin_token,
+                poll_every_job=scenario.loses_data,
             )
             results.append((scenario, result))
             console.print(table([(scenario, result)]))
@@ -60,7 +57,7 @@ async def run_scenarios(
 
 def table(results: list[tuple[Scenario, BurstResult]]) -> Table:
     t = Table(title="fault scenarios")
-    for column in ("scenario", "fault", "accepted", "retried", "final after", "result"):
+    for column in ("scenario", "fault", "accepted", "retried", "lost", "final after", "result"):
         t.add_column(column)
     for scenario, r in results:
         failed = [f"{c.name}: {c.detail}" for c in r.checks if not c.ok]
@@ -69,6 +66,7 @@ def table(results: list[tuple[Scenario, BurstResult]]) -> Table:
             scenario.fault,
             f"{r.accepted:,}",
             f"{r.retried:,}",
+            f"{r.lost:,}",
             "-" if r.all_final_s is None else f"{r.all_final_s:.1f} s",
             "[green]all invariants hold[/]" if r.ok else "[red]" + "; ".join(failed) + "[/]",
         )
@@ -79,15 +77,17 @@ def markdown(results: list[tuple[Scenario, BurstResult]], command: str) -> str:
     lines = [
         f"Command: `{command}`",
         "",
-        "| scenario | fault | requests | accepted | retried by the client | all final after "
-        "| reserved | no user twice | every accepted final | nothing stuck or dead | result |",
-        "|---|---|---:|---:|---:|---:|---|---|---|---|---|",
+        "| scenario | fault | requests | accepted | retried by the client | lost (found by "
+        "clients) | all final after | reserved | no user twice | every accepted final or "
+        "lost | nothing stuck or dead | gate agrees with PostgreSQL | result |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|---|---|---|---|",
     ]
     for scenario, r in results:
-        marks = ["yes" if c.ok else f"**NO** ({c.detail})" for c in r.checks[:4]]
+        marks = ["yes" if c.ok else f"**NO** ({c.detail})" for c in r.checks[:5]]
+        lost = f"{r.lost:,} ({r.lost_seen:,})" if scenario.loses_data else f"{r.lost:,}"
         lines.append(
             f"| {scenario.name} | {scenario.fault} | {r.requests:,} | {r.accepted:,} "
-            f"| {r.retried:,} | "
+            f"| {r.retried:,} | {lost} | "
             + ("never" if r.all_final_s is None else f"{r.all_final_s:.1f} s")
             + f" | {r.checks[0].detail} | "
             + " | ".join(marks[1:])

@@ -22,11 +22,13 @@ from brokerq.redis import RedisAdapter
 from reservations.channels import QUEUE_NAME
 from reservations.loadtest.http import Connection, HttpError, Pool, bearer
 
-__all__ = ["BurstResult", "Check", "create_users", "run_burst"]
+__all__ = ["BurstResult", "Check", "FaultContext", "create_users", "run_burst"]
 
 _RETRY_PAUSE_S = 0.05
 _GIVE_UP_S = 120.0
 _DRAIN_TIMEOUT_S = 90.0
+# The workers' maintenance pass runs every 5 s: a few of them.
+_GATE_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,11 @@ class BurstResult:
     """Attempts that got no answer or a 503 and were sent again."""
     refused: int = 0
     """Requests answered with a 4xx (none expected: every user and the event exist)."""
+    cancelled: int = 0
+    lost: int = 0
+    """Accepted requests Redis lost, as the service counts them."""
+    lost_seen: int = 0
+    """Accepted requests whose status URLs answered 410 (lost) when asked."""
     fault_at_s: float | None = None
     all_final_s: float | None = None
     seconds: float = 0.0
@@ -100,6 +107,17 @@ async def _get_json(pool: Pool, path: str) -> Any:
         await asyncio.sleep(_RETRY_PAUSE_S)
 
 
+@dataclass(slots=True)
+class FaultContext:
+    """What a fault needs to know about the burst it hits, and what it reports back."""
+
+    base_url: str
+    event_id: int
+    admin_token: str | None
+    cancelled: int = 0
+    """Reservations the fault cancelled (their tickets must be sold again)."""
+
+
 async def run_burst(
     base_url: str,
     redis_url: Callable[[], str],
@@ -107,24 +125,30 @@ async def run_burst(
     *,
     requests: int,
     tickets: int,
-    fault: Callable[[], Awaitable[None]] | None = None,
+    fault: Callable[[FaultContext], Awaitable[None]] | None = None,
     fault_after: float = 0.3,
     connections: int = 64,
     final_timeout_s: float = 180.0,
     seed: int = 7,
     admin_token: str | None = None,
+    poll_every_job: bool = False,
 ) -> BurstResult:
     """Fire ``requests`` POSTs (distinct users first, the rest repeats) and run ``fault`` once
-    ``fault_after`` of them were sent; then wait for every accepted request to be final."""
+    ``fault_after`` of them were sent; then wait for every accepted request to be final or
+    reported lost, for the gate to agree with PostgreSQL, and sell every ticket left.
+
+    ``poll_every_job``: ask the status URL of every accepted request (not a sample), to count
+    the lost ones as their clients see them."""
     rng = random.Random(seed)
     distinct = users[: min(len(users), requests)]
     sequence = distinct + rng.choices(distinct, k=requests - len(distinct))
     rng.shuffle(sequence)
     event_id = await _create_event(base_url, tickets, admin_token)
+    context = FaultContext(base_url, event_id, admin_token)
     result = BurstResult(requests=requests, tickets=tickets)
     jobs: set[str] = set()
     next_i = 0
-    fault_task: asyncio.Task[None] | None = None
+    fault_task: asyncio.Future[None] | None = None
     started = time.perf_counter()
     host, port = base_url.removeprefix("http://").split(":")
 
@@ -157,7 +181,7 @@ async def run_burst(
                 next_i += 1
                 if fault is not None and fault_task is None and i >= fault_after * requests:
                     result.fault_at_s = time.perf_counter() - started
-                    fault_task = asyncio.create_task(fault())
+                    fault_task = asyncio.ensure_future(fault(context))
                 await send(conn, sequence[i])
         finally:
             conn.close()
@@ -165,32 +189,34 @@ async def run_burst(
     await asyncio.gather(*(run(Connection(host, int(port))) for _ in range(connections)))
     if fault_task is not None:
         await fault_task
+    result.cancelled = context.cancelled
 
-    async with Pool(base_url, 4) as pool:
+    async with Pool(base_url, 16) as pool:
         deadline = time.monotonic() + final_timeout_s
         while True:
             outcomes = await _get_json(pool, f"/event/{event_id}/outcomes")
-            if outcomes["pending"] == 0 and outcomes["reserved"] + outcomes["rejected"] >= len(
-                jobs
-            ):
+            settled = outcomes["final"] + outcomes.get("lost", 0)
+            if outcomes["pending"] == 0 and settled >= len(jobs):
                 result.all_final_s = time.perf_counter() - started
                 break
             if time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.1)
+        result.lost = int(outcomes.get("lost", 0))
+        checked = sorted(jobs) if poll_every_job else rng.sample(sorted(jobs), min(500, len(jobs)))
+        answers = await asyncio.gather(*(_job_status(pool, job) for job in checked))
+        not_final = sum(1 for status in answers if status not in ("RESERVED", "REJECTED", "LOST"))
+        result.lost_seen = sum(1 for status in answers if status == "LOST")
+        if poll_every_job:
+            # Every lost request has been asked about: the service's count is now exact.
+            outcomes = await _get_json(pool, f"/event/{event_id}/outcomes")
+            result.lost = int(outcomes.get("lost", 0))
+        live = await _live_reservations(pool, event_id)
+        gate_agrees, gate_detail = await _gate_agrees(redis_url, event_id, live)
+        remaining = tickets - len(live)
+        sold_after = await _sell(pool, event_id, remaining) if gate_agrees else 0
         event = await _get_json(pool, f"/event/{event_id}")
-        reserved_users: list[int] = []
-        while True:
-            page = await _get_json(
-                pool,
-                f"/event/{event_id}/reservations?status=RESERVED"
-                f"&offset={len(reserved_users)}&limit=1000",
-            )
-            reserved_users += [int(item["userId"]) for item in page["items"]]
-            if len(page["items"]) < 1000:
-                break
-        sample = rng.sample(sorted(jobs), min(500, len(jobs)))
-        sampled = [await _get_json(pool, f"/reservation/requests/{job}") for job in sample]
+        live_after = await _live_reservations(pool, event_id)
     result.seconds = time.perf_counter() - started
 
     # A killed worker's last messages may be final in the database but unacknowledged: they
@@ -211,28 +237,31 @@ async def run_burst(
         await queue.close()
 
     want = min(tickets, len(set(distinct)))
-    final = outcomes["reserved"] + outcomes["rejected"]
-    not_final = [s["jobId"] for s in sampled if s["status"] not in ("RESERVED", "REJECTED")]
+    final = outcomes["final"]
     stuck = stats.waiting + stats.in_flight + stats.delayed
     result.checks = [
         Check(
             f"exactly {want:,} reserved",
-            outcomes["reserved"] == want == len(reserved_users) == event["reservedTickets"],
-            f"outcomes {outcomes['reserved']:,}, list {len(reserved_users):,}, "
+            outcomes["reserved"] - result.cancelled == want - remaining
+            and len(live) + sold_after == len(live_after) == event["reservedTickets"] == want,
+            f"{outcomes['reserved']:,} requests reserved, {result.cancelled} cancelled, "
+            f"{remaining} sold after the burst; live {len(live_after):,}, "
             f"event {event['reservedTickets']:,}",
         ),
         Check(
             "no user twice",
-            len(reserved_users) == len(set(reserved_users)),
-            f"{len(reserved_users) - len(set(reserved_users))} duplicates",
+            len(live_after) == len(set(live_after)),
+            f"{len(live_after) - len(set(live_after))} duplicates",
         ),
         # The service may count more requests than the client saw accepted: a 202 lost when
-        # the API died was retried by the client. Every one of them must still end final.
+        # the API died was retried by the client. Every one of them must still end final, or be
+        # reported lost (Redis lost its data) to its client.
         Check(
-            "every accepted request final",
-            outcomes["pending"] == 0 and final >= len(jobs) and not not_final,
-            f"{final:,} final, {outcomes['pending']:,} pending, {len(jobs):,} accepted as the "
-            f"client saw it, {len(not_final)} of {len(sample)} sampled not final",
+            "every accepted request final or reported lost",
+            outcomes["pending"] == 0 and final + result.lost >= len(jobs) and not not_final,
+            f"{final:,} final, {result.lost:,} lost, {outcomes['pending']:,} pending, "
+            f"{len(jobs):,} accepted as the client saw it, {not_final} of {len(checked)} asked "
+            "neither final nor lost",
         ),
         Check(
             "no message stuck or dead",
@@ -240,6 +269,91 @@ async def run_burst(
             f"waiting {stats.waiting}, in flight {stats.in_flight}, delayed {stats.delayed}, "
             f"dead {stats.dead}",
         ),
+        Check("gate agrees with PostgreSQL", gate_agrees, gate_detail),
+        Check(
+            "lost requests counted",
+            not poll_every_job or result.lost == result.lost_seen,
+            f"the service counts {result.lost:,}, clients found {result.lost_seen:,}",
+        ),
         Check("no request refused", result.refused == 0, f"{result.refused} refused"),
     ]
     return result
+
+
+async def _job_status(pool: Pool, job: str) -> str:
+    """A request's status as its client sees it: LOST for a 410."""
+    deadline = time.monotonic() + _GIVE_UP_S
+    while True:
+        try:
+            resp = await pool.get(f"/reservation/requests/{job}")
+            if resp.status == 200:
+                return str(resp.json()["status"])
+            if resp.status == 410:
+                return "LOST"
+        except (OSError, HttpError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"GET /reservation/requests/{job} kept failing")
+        await asyncio.sleep(_RETRY_PAUSE_S)
+
+
+async def _live_reservations(pool: Pool, event_id: int) -> list[int]:
+    """The users holding a live (RESERVED) reservation for the event."""
+    users: list[int] = []
+    while True:
+        page = await _get_json(
+            pool,
+            f"/event/{event_id}/reservations?status=RESERVED&offset={len(users)}&limit=1000",
+        )
+        users += [int(item["userId"]) for item in page["items"]]
+        if len(page["items"]) < 1000:
+            return users
+
+
+async def _gate_agrees(
+    redis_url: Callable[[], str], event_id: int, live: list[int]
+) -> tuple[bool, str]:
+    """Wait (a few maintenance passes at most) for the gate's seats to be the live
+    reservations' users."""
+    import redis.asyncio as aioredis
+
+    want = set(live)
+    deadline = time.monotonic() + _GATE_TIMEOUT_S
+    seats: set[int] = set()
+    while True:
+        client = aioredis.Redis.from_url(redis_url(), socket_timeout=5)
+        try:
+            raw = await client.hkeys(f"rsv:event:{event_id}:admitted")
+            seats = {int(user) for user in raw}
+        except (OSError, aioredis.RedisError):
+            pass
+        finally:
+            await client.aclose()
+        if seats == want:
+            return True, f"{len(seats):,} seats, as PostgreSQL has them"
+        if time.monotonic() > deadline:
+            return False, (
+                f"after {_GATE_TIMEOUT_S:.0f} s the gate holds {len(seats - want)} seats "
+                f"PostgreSQL does not and misses {len(want - seats)}"
+            )
+        await asyncio.sleep(0.2)
+
+
+async def _sell(pool: Pool, event_id: int, count: int) -> int:
+    """Sell ``count`` tickets to new users; each request must end RESERVED."""
+    run_id = uuid.uuid4().hex[:8]
+    sold = 0
+    for i in range(count):
+        body = {"name": f"late-{run_id}-{i}", "email": f"late-{run_id}-{i}@faults.example"}
+        user = (await pool.post("/user", body)).json()["id"]
+        resp = await pool.post(f"/reservation/{event_id}/{user}")
+        if resp.status != 202:
+            continue
+        job = str(resp.json()["id"])
+        deadline = time.monotonic() + _GIVE_UP_S
+        status = await _job_status(pool, job)
+        while status == "PENDING" and time.monotonic() < deadline:
+            await asyncio.sleep(_RETRY_PAUSE_S)
+            status = await _job_status(pool, job)
+        sold += status == "RESERVED"
+    return sold

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,6 +60,8 @@ class Deployment:
             SERVICE_PORT=str(self.port),
             LOG_FORMAT="json",
             LOG_LEVEL="INFO",
+            # A Redis that stops answering fails a call in seconds, not the default 15.
+            REDIS_SOCKET_TIMEOUT="3",
         )
         env["ADMIN_TOKEN"] = self.admin_token
         if self.worker_concurrency is not None:
@@ -142,6 +145,22 @@ class Deployment:
 
     async def start_redis(self) -> None:
         await self.redis.start()
+
+    async def lose_redis_data(self) -> None:
+        """SIGKILL Redis and start it again without its append-only file: everything it held
+        is gone, as after a restart without persistence or a failover to an empty replica."""
+        await self.kill_redis()
+        shutil.rmtree(self.redis.dir / "appendonlydir", ignore_errors=True)
+        await self.redis.start()
+
+    def pause_redis(self) -> None:
+        """SIGSTOP: Redis keeps its connections and its data and answers nothing (a stall)."""
+        assert self.redis.process is not None
+        self.redis.process.send_signal(signal.SIGSTOP)
+
+    def resume_redis(self) -> None:
+        assert self.redis.process is not None
+        self.redis.process.send_signal(signal.SIGCONT)
 
     async def set_appendfsync(self, policy: str) -> None:
         """Change the fsync policy of the running Redis (and of its restarts)."""

@@ -6,6 +6,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from reservations.loadtest.http import Pool, bearer
+
+from .burst import FaultContext
 from .deployment import Deployment
 
 __all__ = ["SCENARIOS", "Scenario"]
@@ -15,39 +18,89 @@ __all__ = ["SCENARIOS", "Scenario"]
 class Scenario:
     name: str
     fault: str
-    run: Callable[[Deployment], Awaitable[None]] | None
+    run: Callable[[Deployment, FaultContext], Awaitable[None]] | None
     appendfsync: str = "always"
+    loses_data: bool = False
+    """Redis loses accepted requests: the harness asks about every one of them."""
 
 
-async def _kill_one_worker(d: Deployment) -> None:
+# Reservations cancelled by the cancellation faults, while Redis cannot confirm their release.
+_CANCELS = 10
+
+
+async def _reserved(ctx: FaultContext, count: int) -> list[int]:
+    async with Pool(ctx.base_url, 1) as pool:
+        resp = await pool.get(f"/event/{ctx.event_id}/reservations?status=RESERVED&limit={count}")
+        if resp.status != 200:
+            raise RuntimeError(f"listing reservations answered {resp.status}")
+        return [int(item["id"]) for item in resp.json()["items"]]
+
+
+async def _cancel(ctx: FaultContext, reservation_ids: list[int]) -> None:
+    async with Pool(ctx.base_url, len(reservation_ids) or 1) as pool:
+
+        async def cancel(reservation_id: int) -> None:
+            resp = await pool.post(
+                f"/reservation/{reservation_id}/cancel", None, bearer(ctx.admin_token)
+            )
+            if resp.status != 200:
+                raise RuntimeError(f"cancelling answered {resp.status}: {resp.body[:200]!r}")
+
+        await asyncio.gather(*(cancel(r) for r in reservation_ids))
+    ctx.cancelled += len(reservation_ids)
+
+
+async def _cancel_while_redis_paused(d: Deployment, ctx: FaultContext) -> None:
+    ids = await _reserved(ctx, _CANCELS)
+    d.pause_redis()
+    try:
+        await _cancel(ctx, ids)  # each waits for Redis until the API's timeout, then commits
+    finally:
+        d.resume_redis()
+
+
+async def _cancel_while_redis_restarts(d: Deployment, ctx: FaultContext) -> None:
+    ids = await _reserved(ctx, _CANCELS)
+    await d.kill_redis()
+    try:
+        await _cancel(ctx, ids)
+    finally:
+        await d.start_redis()
+
+
+async def _lose_redis_data(d: Deployment, ctx: FaultContext) -> None:
+    await d.lose_redis_data()
+
+
+async def _kill_one_worker(d: Deployment, ctx: FaultContext) -> None:
     d.kill_worker(0)
     await d.start_worker(0)
 
 
-async def _kill_all_workers(d: Deployment) -> None:
+async def _kill_all_workers(d: Deployment, ctx: FaultContext) -> None:
     for i in range(len(d.workers)):
         d.kill_worker(i)
     for i in range(len(d.workers)):
         await d.start_worker(i)
 
 
-async def _kill_redis(d: Deployment) -> None:
+async def _kill_redis(d: Deployment, ctx: FaultContext) -> None:
     await d.kill_redis()
     await d.start_redis()
 
 
-async def _restart_postgres(d: Deployment) -> None:
+async def _restart_postgres(d: Deployment, ctx: FaultContext) -> None:
     await d.stop_postgres()
     await d.start_postgres()
 
 
-async def _postgres_down_10s(d: Deployment) -> None:
+async def _postgres_down_10s(d: Deployment, ctx: FaultContext) -> None:
     await d.stop_postgres()
     await asyncio.sleep(10)  # the fault itself: ten seconds without a database
     await d.start_postgres()
 
 
-async def _kill_api(d: Deployment) -> None:
+async def _kill_api(d: Deployment, ctx: FaultContext) -> None:
     d.kill_api()
     await d.start_api()
 
@@ -71,4 +124,20 @@ SCENARIOS = [
     Scenario("postgres-restarted", "stop PostgreSQL (fast), start it", _restart_postgres),
     Scenario("postgres-down-10s", "PostgreSQL down for 10 s", _postgres_down_10s),
     Scenario("api-killed", "SIGKILL the API, restart it", _kill_api),
+    Scenario(
+        "redis-paused-cancels",
+        f"SIGSTOP Redis while {_CANCELS} reservations are cancelled, SIGCONT",
+        _cancel_while_redis_paused,
+    ),
+    Scenario(
+        "redis-restarted-cancels",
+        f"SIGKILL Redis, cancel {_CANCELS} reservations, restart it (appendfsync always)",
+        _cancel_while_redis_restarts,
+    ),
+    Scenario(
+        "redis-data-lost",
+        "SIGKILL Redis, restart it without its append-only file",
+        _lose_redis_data,
+        loses_data=True,
+    ),
 ]
