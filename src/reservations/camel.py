@@ -46,8 +46,8 @@ _DATE_RANGE = "after 0001-01-01T00:00:00Z and before 9999-12-31T23:59:59.999999Z
 
 def _in_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
-        # The seed takes an ISO string, and its containers run in UTC: a date without an offset
-        # is UTC here too, never the server's local time (which asyncpg would otherwise assume).
+        # UTC, as the seed's JavaScript reads a date alone (and a date and time in a container
+        # with no TZ set); never the server's local time, which asyncpg would otherwise assume.
         value = value.replace(tzinfo=UTC)
     try:
         utc = value.astimezone(UTC)
