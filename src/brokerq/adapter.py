@@ -134,7 +134,10 @@ class Adapter(Protocol):
 
     async def stats(self, channel: str) -> ChannelStats: ...
 
-    async def dead_letters(self, channel: str, offset: int, limit: int) -> list[RawDeadLetter]: ...
+    async def dead_letters(self, channel: str, offset: int, limit: int) -> list[RawDeadLetter]:
+        """Dead letters, oldest first, from position ``offset``; the channel has checked that
+        ``offset >= 0``, ``limit >= 1`` and ``offset + limit - 1 <= 2**63 - 1``."""
+        ...
 
     async def redrive(self, channel: str, ids: Sequence[str] | None) -> int:
         """Move dead letters (all when ``ids`` is None) back to waiting with a fresh try count."""

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.telemetry import TelemetryConfig
+from fastapi_offline import FastAPIOffline
 from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -36,6 +37,9 @@ __all__ = ["app_from_env", "create_app", "open_resources"]
 log = get_logger(__name__)
 
 _HEALTH_TIMEOUT_S = 2.0
+# Where Swagger UI's assets are served; the page is at /api and the document at /api-json, as in
+# the seed.
+DOCS_ASSETS_URL = "/api/assets"
 
 
 @asynccontextmanager
@@ -94,7 +98,10 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         log.info("api_stopped")
 
-    app = FastAPI(
+    # FastAPI's own Swagger UI page loads its JavaScript and CSS from public CDNs, and is blank
+    # without internet access; this one serves them from the installed package.
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS_URL,
         title="Event reservations",
         description="Reservation requests go through a durable queue to PostgreSQL; first come, "
         "first served, never oversold.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import re
 import time
 
 import pydantic
@@ -252,6 +253,51 @@ async def test_dead_letters_can_be_deleted_selectively(queue: BrokerQueue, name:
     assert len(await ch.dead_letters()) == 2
     assert await ch.delete_dead() == 2
     assert (await ch.stats()).dead == 0
+
+
+async def test_dead_letters_are_read_page_by_page_up_to_the_last_index(
+    queue: BrokerQueue, name: str
+):
+    ch = queue.channel(name, int, max_attempts=1)
+    await ch.produce_many([1, 2, 3])
+
+    async def handler(n: int) -> None:
+        raise ValueError(n)
+
+    consumer = await ch.consume(handler)
+    await consumer.wait_idle()
+    ids = [d.id for d in await ch.dead_letters()]
+    assert len(ids) == 3
+    assert [d.id for d in await ch.dead_letters(offset=1, limit=1)] == ids[1:2]
+    assert [d.id for d in await ch.dead_letters(offset=2, limit=5)] == ids[2:]
+    assert await ch.dead_letters(limit=0) == []
+    assert await ch.dead_letters(offset=3) == []
+    # Past the precision of a double (2**53), and up to the largest index Redis takes (2**63 - 1).
+    for offset, limit in [(2**53 + 1, 1), (2**62, 1000), (2**63 - 1000, 1000), (2**63 - 1, 1)]:
+        assert await ch.dead_letters(offset=offset, limit=limit) == [], (offset, limit)
+
+
+@pytest.mark.parametrize(
+    ("offset", "limit", "words"),
+    [
+        (-1, 10, "offset must be an int >= 0"),
+        (0, -1, "limit must be an int >= 0"),
+        (True, 10, "offset must be an int"),
+        (0, False, "limit must be an int"),
+        (1.0, 10, "offset must be an int"),
+        ("1", 10, "offset must be an int"),
+        (2**63 - 1, 2, "2**63 - 1"),
+        (2**63, 0, "2**63 - 1"),
+        (2**64, 1, "2**63 - 1"),
+    ],
+)
+async def test_dead_letters_refuses_a_page_outside_the_index_range(
+    queue: BrokerQueue, name: str, offset: object, limit: object, words: str
+):
+    ch = queue.channel(name, int)
+    with pytest.raises(ChannelError, match=re.escape(words)) as info:
+        await ch.dead_letters(offset=offset, limit=limit)  # type: ignore[arg-type]
+    assert info.value.channel == name
 
 
 async def test_exactly_once_drops_a_duplicate_within_the_window(queue: BrokerQueue, name: str):

@@ -7,8 +7,11 @@ naming the problem, and that no row was written and nothing was queued.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -16,7 +19,7 @@ import httpx
 import pytest
 
 from .conftest import Api
-from .helpers import create_event, create_user
+from .helpers import create_event, create_user, eventually
 
 INT32_OVER = 2**31  # one past PostgreSQL's integer
 INT64_OVER = 2**63  # one past PostgreSQL's bigint
@@ -314,6 +317,77 @@ STRINGS = [
     _case("request-id-too-long", Bad("GET", "/reservation/requests/" + "x" * 65, 422, ("job_id",))),
 ]
 
+# Dates the database cannot hold once converted to UTC: outside years 1 to 9999 (Python's range),
+# or the very first or last microsecond of it, which asyncpg stores as -infinity and infinity.
+DATE_RANGE = ("date", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z", "utc")
+DATES = [
+    _case(
+        "event-date-after-9999-in-utc",
+        Bad("POST", "/event", 422, DATE_RANGE, json={**EVENT, "date": "9999-12-31T23:59:59-14:00"}),
+    ),
+    _case(
+        "event-date-before-year-1-in-utc",
+        Bad("POST", "/event", 422, DATE_RANGE, json={**EVENT, "date": "0001-01-01T00:00:00+14:00"}),
+    ),
+    _case(
+        "event-date-one-minute-offset-past-9999",
+        Bad(
+            "POST",
+            "/event",
+            422,
+            DATE_RANGE,
+            json={**EVENT, "date": "9999-12-31T23:59:59.999999-00:01"},
+        ),
+    ),
+    _case(
+        "event-date-last-microsecond",
+        Bad(
+            "POST", "/event", 422, DATE_RANGE, json={**EVENT, "date": "9999-12-31T23:59:59.999999Z"}
+        ),
+    ),
+    _case(
+        "event-date-first-microsecond",
+        Bad("POST", "/event", 422, DATE_RANGE, json={**EVENT, "date": "0001-01-01T00:00:00Z"}),
+    ),
+    _case(
+        "event-date-naive-first-microsecond",
+        Bad("POST", "/event", 422, DATE_RANGE, json={**EVENT, "date": "0001-01-01"}),
+    ),
+    _case(
+        "event-date-year-10000",
+        Bad("POST", "/event", 422, ("date",), json={**EVENT, "date": "10000-01-01T00:00:00Z"}),
+    ),
+    _case(
+        "event-max-tickets-bool",
+        Bad("POST", "/event", 422, ("maxTickets", "boolean"), json={**EVENT, "maxTickets": True}),
+    ),
+]
+
+# The dashboard's dead-letter page: Redis reads it by index, a signed 64-bit integer, so the
+# page's last index (offset + limit - 1, limit at most 1000) must fit one.
+DEAD_LETTERS = "/admin/queue/api/dead-letters?channel=reservation-queue"
+MAX_DEAD_OFFSET = 2**63 - 1000
+DASHBOARD = [
+    _case(
+        "dashboard-offset-past-bound",
+        Bad(
+            "GET",
+            f"{DEAD_LETTERS}&offset={MAX_DEAD_OFFSET + 1}",
+            422,
+            ("offset", str(MAX_DEAD_OFFSET)),
+        ),
+    ),
+    _case(
+        "dashboard-offset-int64-over",
+        Bad("GET", f"{DEAD_LETTERS}&offset={INT64_OVER}", 422, ("offset", str(MAX_DEAD_OFFSET))),
+    ),
+    _case("dashboard-offset-huge", Bad("GET", f"{DEAD_LETTERS}&offset={HUGE}", 422, ("offset",))),
+    _case("dashboard-offset-negative", Bad("GET", f"{DEAD_LETTERS}&offset=-1", 422, ("offset",))),
+    _case("dashboard-offset-text", Bad("GET", f"{DEAD_LETTERS}&offset=abc", 422, ("offset",))),
+    _case("dashboard-limit-zero", Bad("GET", f"{DEAD_LETTERS}&limit=0", 422, ("limit",))),
+    _case("dashboard-limit-over", Bad("GET", f"{DEAD_LETTERS}&limit=1001", 422, ("limit", "1000"))),
+]
+
 EXTRA_FIELDS = [
     _case(
         "user-extra",
@@ -384,7 +458,8 @@ async def assert_nothing_changed(api: Api, db: asyncpg.Connection, before: dict[
 
 
 @pytest.mark.parametrize(
-    "bad", MALFORMED + WRONG_TYPES + _id_cases() + ROUTES + STRINGS + EXTRA_FIELDS
+    "bad",
+    MALFORMED + WRONG_TYPES + _id_cases() + ROUTES + STRINGS + DATES + DASHBOARD + EXTRA_FIELDS,
 )
 async def test_bad_request_is_a_clear_4xx_and_changes_nothing(
     bad: Bad, api: Api, db: asyncpg.Connection, seeded: dict[str, int]
@@ -392,6 +467,89 @@ async def test_bad_request_is_a_clear_4xx_and_changes_nothing(
     r = await bad.send(api.client, _admin(api))
     assert_clear_error(r, bad.status, bad.words)
     await assert_nothing_changed(api, db, seeded)
+
+
+# The edges of the bounds are served: the bounds refuse only what cannot be stored or read back.
+
+EDGE_DATES = [
+    ("0001-01-01T00:00:00.000001Z", "0001-01-01T00:00:00.000001Z"),
+    ("9999-12-31T23:59:59.999998Z", "9999-12-31T23:59:59.999998Z"),
+    ("0001-01-01T00:00:00-14:00", "0001-01-01T14:00:00Z"),
+    ("9999-12-31T23:59:59+14:00", "9999-12-31T09:59:59Z"),
+    ("2030-05-01T19:00:00+09:00", "2030-05-01T10:00:00Z"),
+    ("2030-05-01T19:00:00", "2030-05-01T19:00:00Z"),
+    ("2030-05-01", "2030-05-01T00:00:00Z"),
+]
+
+
+@pytest.fixture
+def server_in_seoul() -> Iterator[None]:
+    """The process's local time zone is Asia/Seoul (UTC+9), as on a server set up in Korea."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "Asia/Seoul"
+    time.tzset()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
+
+
+@pytest.mark.parametrize(("sent", "stored"), EDGE_DATES, ids=[s for s, _ in EDGE_DATES])
+async def test_event_dates_within_the_range_are_stored_in_utc(
+    sent: str,
+    stored: str,
+    api: Api,
+    db: asyncpg.Connection,
+    seeded: dict[str, int],
+    server_in_seoul: None,
+) -> None:
+    # A date without an offset is UTC, not the server's local time (here UTC+9).
+    r = await api.client.post(
+        "/event", json={**EVENT, "name": "Edge", "date": sent}, headers=_admin(api)
+    )
+    assert r.status_code == 201, r.text
+    event_id = r.json()["id"]
+    assert r.json()["date"] == stored
+    assert (await api.client.get(f"/event/{event_id}")).json()["date"] == stored
+    in_db = await db.fetchval("SELECT date FROM events WHERE id = $1", event_id)
+    assert in_db == datetime.fromisoformat(stored), in_db
+
+
+async def test_pages_up_to_the_offset_bounds_are_served(
+    api: Api, db: asyncpg.Connection, seeded: dict[str, int]
+) -> None:
+    # Two dead letters on a channel of their own, so that a page can be seen to hold them.
+    channel = api.resources.queue.channel("bad-input/dead", int, max_attempts=1)
+    await channel.produce_many([1, 2])
+
+    async def refuse(n: int) -> None:
+        raise ValueError(f"refused {n}")
+
+    consumer = await channel.consume(refuse)
+    try:
+        await eventually(channel.stats, lambda s: s.dead == 2, what="two dead letters")
+    finally:
+        await consumer.close()
+    url = "/admin/queue/api/dead-letters?channel=bad-input/dead"
+    headers = _admin(api)
+    everything = (await api.client.get(url, headers=headers)).json()
+    assert [d["payload"] for d in everything] == ["1", "2"]
+    r = await api.client.get(f"{url}&offset=1&limit=1", headers=headers)
+    assert r.status_code == 200, r.text
+    assert [d["payload"] for d in r.json()] == ["2"]
+    for offset in (2**53 + 1, 2**62, MAX_DEAD_OFFSET):
+        r = await api.client.get(f"{url}&offset={offset}&limit=1000", headers=headers)
+        assert (r.status_code, r.json()) == (200, []), (offset, r.text)
+
+    # PostgreSQL's OFFSET is a bigint: its largest value is served.
+    r = await api.client.get(f"/event/1/reservations?offset={2**63 - 1}&limit=1000")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"items": [], "total": 0, "limit": 1000, "offset": 2**63 - 1}
+    assert await _counts(db) == seeded
 
 
 # Huge bodies: refused with 413 before they are read.

@@ -9,18 +9,18 @@ empty the dead letters. ``UPDATE_SCREENSHOTS=1`` rewrites ``docs/dashboard.png``
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from reservations.app import create_app
 from reservations.observability import install
 from reservations.settings import Settings
 from reservations.worker import consuming
 
+from ._browser import chromium, needs_chromium
 from ._observability_fixtures import (
     ADMIN_TOKEN,
     TEST_CHANNEL,
@@ -32,24 +32,10 @@ from ._observability_fixtures import (
 )
 from .helpers import create_event, create_user, eventually
 
-CHROMIUM = shutil.which("chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
 TIMEOUT_MS = 20_000
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="no 'chromium' executable on PATH: run scripts/install-chromium (Debian's chromium) "
-    "to run the dashboard's browser test",
-)
+pytestmark = needs_chromium
 
 
 @pytest.fixture
@@ -63,12 +49,8 @@ async def server(settings: Settings) -> AsyncIterator[LiveServer]:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
+    async with chromium() as browser:
+        yield browser
 
 
 def count(page: Page, channel: str, name: str) -> object:

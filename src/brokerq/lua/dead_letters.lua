@@ -1,7 +1,7 @@
--- KEYS: msg, dead, err. ARGV: offset, limit.
+-- KEYS: msg, dead, err. ARGV: first and last index of the page.
 -- Returns flat groups of (id, dead_at_ms, stored value, error).
-local offset, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
-local page = redis.call('ZRANGE', KEYS[2], offset, offset + limit - 1, 'WITHSCORES')
+-- The indexes go to ZRANGE as given: Lua's numbers are doubles, exact only up to 2^53.
+local page = redis.call('ZRANGE', KEYS[2], ARGV[1], ARGV[2], 'WITHSCORES')
 local out = {}
 for i = 1, #page, 2 do
     local id = page[i]

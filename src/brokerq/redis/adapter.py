@@ -215,7 +215,8 @@ class RedisAdapter:
 
     async def dead_letters(self, channel: str, offset: int, limit: int) -> list[RawDeadLetter]:
         k = self._k(channel)
-        flat = await self._run(scripts.DEAD_LETTERS, [k.msg, k.dead, k.err], [offset, limit])
+        last = offset + limit - 1
+        flat = await self._run(scripts.DEAD_LETTERS, [k.msg, k.dead, k.err], [offset, last])
         letters = []
         for i in range(0, len(flat), 4):
             value: bytes = flat[i + 2]

@@ -4,16 +4,16 @@ from datetime import datetime
 
 from pydantic import Field
 
-from reservations.camel import CamelModel, Text
+from reservations.camel import CamelModel, Integer, Text, UtcDateTime
 
 MAX_TICKETS = 10_000_000
 
 
 class EventCreate(CamelModel):
     name: Text = Field(min_length=1, max_length=200)
-    date: datetime
+    date: UtcDateTime
     location: Text = Field(min_length=1, max_length=200)
-    max_tickets: int = Field(ge=0, le=MAX_TICKETS)
+    max_tickets: Integer = Field(ge=0, le=MAX_TICKETS)
 
 
 class EventRead(CamelModel):

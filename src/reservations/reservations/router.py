@@ -6,7 +6,7 @@ import msgspec
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from reservations.auth import ADMIN_RESPONSES, AdminDep
-from reservations.camel import IdPath
+from reservations.camel import MAX_ID, IdPath
 from reservations.channels import JOB_NAME, QUEUE_NAME, RESERVATION_MAX_ATTEMPTS
 from reservations.deps import Resources, ResourcesDep, SessionDep
 from reservations.errors import TooManyRequests
@@ -156,8 +156,8 @@ def _client(request: Request) -> str | None:
 
 @router.get("/reservation", response_model=ReservationRead)
 async def find_reservation(
-    event_id: Annotated[int, Query(alias="eventId", ge=1, le=2_147_483_647)],
-    user_id: Annotated[int, Query(alias="userId", ge=1, le=2_147_483_647)],
+    event_id: Annotated[int, Query(alias="eventId", ge=1, le=MAX_ID)],
+    user_id: Annotated[int, Query(alias="userId", ge=1, le=MAX_ID)],
     session: SessionDep,
     res: ResourcesDep,
 ) -> ReservationRead:
@@ -209,6 +209,7 @@ async def list_event_reservations(
     session: SessionDep,
     res: ResourcesDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    # PostgreSQL's OFFSET is a bigint.
     offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     status_: Annotated[ReservationStatus | None, Query(alias="status")] = None,
 ) -> ReservationPage:

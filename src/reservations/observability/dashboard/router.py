@@ -25,6 +25,11 @@ PREFIX = "/admin/queue"
 STATIC = Path(__file__).parent / "static"
 _FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 
+MAX_LIMIT = 1000
+# Redis reads a page of dead letters by index, a signed 64-bit integer: the page's last index,
+# offset + limit - 1, must fit one whatever the limit.
+MAX_OFFSET = 2**63 - MAX_LIMIT
+
 router = APIRouter(prefix=PREFIX, tags=["dashboard"])
 api = APIRouter(prefix="/api", dependencies=[Depends(require_admin)])
 
@@ -72,9 +77,10 @@ async def dead_letters(
     state: StateDep,
     resources: ResourcesDep,
     channel: Annotated[str, Query(min_length=1, max_length=200)],
-    limit: Annotated[int, Query(ge=1, le=1000)] = MAX_DEAD_LETTERS,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = MAX_DEAD_LETTERS,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[dict[str, Any]]:
+    """A page of the channel's dead letters, the oldest first."""
     await _known_channel(state, resources, channel)
     letters = await state.channel(resources, channel).dead_letters(limit=limit, offset=offset)
     return [dead_letter_json(d) for d in letters]
