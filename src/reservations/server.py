@@ -99,7 +99,15 @@ class _Framing:
     A separate object, not the protocol, so that the parser holding it makes no reference cycle.
     """
 
-    __slots__ = ("begun", "head_bytes", "max_head_bytes", "phase", "requests", "url_bytes")
+    __slots__ = (
+        "begun",
+        "head_bytes",
+        "max_head_bytes",
+        "phase",
+        "requests",
+        "too_large",
+        "url_bytes",
+    )
 
     def __init__(self, max_head_bytes: int) -> None:
         self.max_head_bytes = max_head_bytes
@@ -108,6 +116,7 @@ class _Framing:
         self.requests = 0  # requests begun on the connection
         self.head_bytes = 0  # of the current head, counted from complete pieces
         self.url_bytes = 0
+        self.too_large = False
 
     def on_message_begin(self) -> None:
         self.phase = _HEAD
@@ -119,11 +128,13 @@ class _Framing:
         self.url_bytes += len(url)
         self.head_bytes += len(url)
         if self.head_bytes > self.max_head_bytes:
+            self.too_large = True
             raise _HeadTooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_bytes += len(name) + len(value) + 4
         if self.head_bytes > self.max_head_bytes:
+            self.too_large = True
             raise _HeadTooLarge
 
     def on_headers_complete(self) -> None:
@@ -220,8 +231,8 @@ class GuardedHttpProtocol(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             pass  # uvicorn decides what an upgrade becomes; its parser stops at the same byte
-        except httptools.HttpParserError as exc:
-            if isinstance(exc.__context__, _HeadTooLarge):
+        except httptools.HttpParserError:
+            if framing.too_large:
                 self._refuse_head(framing.url_bytes, framing.head_bytes)
                 return
             # Malformed: uvicorn's parser fails on the same bytes and answers 400.
@@ -253,10 +264,10 @@ class GuardedHttpProtocol(asyncio.Protocol):
             self._arm(self._limits.body_timeout_s, _BODY)
         self._inner.data_received(data)
 
-    def eof_received(self) -> bool | None:
-        if self._framing.phase == _CLOSING:
-            return None
-        return self._inner.eof_received()
+    def eof_received(self) -> None:
+        # Returning None lets the transport close, as uvicorn's protocol does.
+        if self._served and self._framing.phase != _CLOSING:
+            self._inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()

@@ -41,14 +41,27 @@ PROXY = "127.0.0.2"
 DIRECT = "127.0.0.3"
 
 
+# Settings the tests choose, never inherited from the developer's shell.
+_OWN_SETTINGS = (
+    "DATABASE_",
+    "REDIS_",
+    "FORWARDED_ALLOW_IPS",
+    "MAX_",
+    "REQUEST_",
+    "KEEP_ALIVE_",
+    "RESERVATION_RATE_",
+)
+
+
 class ApiProcess:
     """One ``reservations api`` process with the given settings, stopped on exit."""
 
-    def __init__(self, log_path: Path, **env: str) -> None:
+    def __init__(self, log_path: Path, *args: str, **env: str) -> None:
+        self.args = args
         self.port = free_port()
         self.log_path = log_path
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_"))},
+            **{k: v for k, v in os.environ.items() if not k.startswith(_OWN_SETTINGS)},
             "ENVIRONMENT": "test",
             "ADMIN_TOKEN": ADMIN_TOKEN,
             "PYTHONUNBUFFERED": "1",
@@ -63,7 +76,8 @@ class ApiProcess:
     def __enter__(self) -> ApiProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "reservations.cli", "api", "--port", str(self.port)],
+                [sys.executable, "-m", "reservations.cli", "api", "--port", str(self.port),
+                 *self.args],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env,
             )  # fmt: skip
         wait_for(self._healthy, 60, f"/health of `reservations api` (log: {self.log_path})")
@@ -122,28 +136,34 @@ def api(
         yield process
 
 
-def _response(sock: socket.socket, timeout_s: float = 10) -> bytes:
-    """Read one whole response (head and ``Content-Length`` body) from a keep-alive connection."""
+def _responses(sock: socket.socket, count: int, timeout_s: float = 10) -> list[bytes]:
+    """Read ``count`` whole responses (head and ``Content-Length`` body), and nothing more."""
     sock.settimeout(timeout_s)
     data = b""
-    while b"\r\n\r\n" not in data:
+    responses: list[bytes] = []
+    while len(responses) < count:
+        end = data.find(b"\r\n\r\n")
+        if end >= 0:
+            head = data[:end]
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.lower().split(b"\r\n")
+                if line.startswith(b"content-length:")
+            )
+            if len(data) >= end + 4 + length:
+                responses.append(data[: end + 4 + length])
+                data = data[end + 4 + length :]
+                continue
         chunk = sock.recv(65536)
         if not chunk:
             raise AssertionError(f"the connection closed mid-response: {data[:300]!r}")
         data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.lower().split(b"\r\n")
-        if line.startswith(b"content-length:")
-    )
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise AssertionError(f"the connection closed mid-body: {data[:300]!r}")
-        body += chunk
-    assert len(body) == length, "more than one response"
-    return head + b"\r\n\r\n" + body
+    assert data == b"", f"more responses than requests: {data[:300]!r}"
+    return responses
+
+
+def _response(sock: socket.socket) -> bytes:
+    return _responses(sock, 1)[0]
 
 
 def _closed_within(sock: socket.socket, timeout_s: float) -> tuple[bytes, float]:
@@ -199,11 +219,15 @@ def _stream_a_huge_header(api: ApiProcess) -> tuple[bytes, int]:
 
 def test_a_huge_header_is_answered_431_early_and_health_stays_fast(api: ApiProcess) -> None:
     answers: list[tuple[bytes, int]] = []
+    failures: list[BaseException] = []
     stop = threading.Event()
 
     def attack() -> None:
-        while not stop.is_set():
-            answers.append(_stream_a_huge_header(api))
+        try:
+            while not stop.is_set():
+                answers.append(_stream_a_huge_header(api))
+        except BaseException as exc:  # reported by the test below
+            failures.append(exc)
 
     attacker = threading.Thread(target=attack)
     attacker.start()
@@ -215,6 +239,7 @@ def test_a_huge_header_is_answered_431_early_and_health_stays_fast(api: ApiProce
         stop.set()
         attacker.join(timeout=60)
     assert not attacker.is_alive()
+    assert not failures, failures
     assert answers
     for answer, sent in answers:
         assert _status(answer) == 431, answer[:300]
@@ -316,8 +341,7 @@ def test_pipelined_requests_and_a_head_in_small_pieces_are_served(api: ApiProces
     request = b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n"
     with closing(api.connect()) as sock:
         sock.sendall(request * 3)
-        for _ in range(3):
-            assert _status(_response(sock)) == 200
+        assert [_status(r) for r in _responses(sock, 3)] == [200, 200, 200]
         for i in range(0, len(request), 5):
             sock.sendall(request[i : i + 5])
         assert _status(_response(sock)) == 200
@@ -423,6 +447,26 @@ def test_over_the_connection_cap_a_new_connection_gets_503_until_some_close(
             return _status(_response(sock)) == 200
 
     wait_for(served, 10, "a new connection to be served once the others closed")
+
+
+def test_with_several_processes_each_enforces_the_limits(
+    database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """uvicorn's worker processes get the protocol class by reference and read the settings."""
+    log = tmp_path_factory.mktemp("processes") / "api.log"
+    with ApiProcess(
+        log,
+        "--processes",
+        "2",
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        MAX_HEADER_BYTES="2048",
+    ) as process:
+        for _ in range(4):
+            with closing(process.connect()) as sock:
+                sock.sendall(b"GET /health HTTP/1.1\r\nX-Pad: " + b"v" * 3000 + b"\r\n\r\n")
+                response, _ = _closed_within(sock, SLACK_S)
+            assert _status(response) == 431, response[:300]
 
 
 # --- Proxies and the rate limit -----------------------------------------------------------------
