@@ -149,25 +149,19 @@ def api(
     processes: Annotated[int, typer.Option(help="uvicorn worker processes.", min=1)] = 1,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
 ) -> None:
-    """Run the HTTP API (the producer) with uvicorn."""
-    import uvicorn
-
+    """Run the HTTP API (the producer) with uvicorn, with limits on heads, bodies, deadlines
+    and connections (see ``reservations.server``)."""
+    from .server import run_api
     from .supervisor import set_parent_death_signal
 
     set_parent_death_signal()
     settings = _settings()
-    uvicorn.run(
-        "reservations.app:app_from_env",
-        factory=True,
+    run_api(
+        settings,
         host=host,
         port=port or settings.service_port,
-        workers=processes if processes > 1 else None,
-        loop="uvloop",
-        http="httptools",
+        processes=processes,
         access_log=access_log,
-        log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=10,
-        proxy_headers=False,
     )
 
 

@@ -7,6 +7,7 @@ Anything that can hold a password is a ``SecretStr`` so that printing the settin
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -66,6 +67,45 @@ class Settings(BaseSettings):
         ge=1,
         description="largest request body the API reads; a larger one is answered 413 unread",
     )
+    max_header_bytes: int = Field(
+        default=16 * 1024,
+        validation_alias="MAX_HEADER_BYTES",
+        ge=1024,
+        description="largest request head (request line and headers) the API reads; a larger "
+        "one is answered 431 (414 when the URL is most of it) and the connection closed",
+    )
+    request_head_timeout_s: float = Field(
+        default=10.0,
+        validation_alias="REQUEST_HEAD_TIMEOUT",
+        gt=0,
+        description="seconds a request head may take to arrive (the first request's from the "
+        "connection's start); then the connection is closed",
+    )
+    request_body_timeout_s: float = Field(
+        default=30.0,
+        validation_alias="REQUEST_BODY_TIMEOUT",
+        gt=0,
+        description="seconds a request body may take to arrive after its head; then the "
+        "connection is closed",
+    )
+    keep_alive_timeout_s: float = Field(
+        default=5.0,
+        validation_alias="KEEP_ALIVE_TIMEOUT",
+        gt=0,
+        description="seconds an idle keep-alive connection is kept after a response",
+    )
+    max_connections: int = Field(
+        default=2048,
+        validation_alias="MAX_CONNECTIONS",
+        ge=1,
+        description="open connections per API process; a new one past it is answered 503",
+    )
+    forwarded_allow_ips: str = Field(
+        default="",
+        validation_alias="FORWARDED_ALLOW_IPS",
+        description="comma-separated addresses or networks of the proxies whose "
+        "X-Forwarded-For names the client; unset: none trusted",
+    )
     data_dir: str = Field(default="data", validation_alias="DATA_DIR")
     log_format: Literal["json", "console", "auto"] = Field(
         default="auto", validation_alias="LOG_FORMAT"
@@ -106,7 +146,23 @@ class Settings(BaseSettings):
     def _rate_limit_parses(self) -> Settings:
         # At start-up, not at the first request.
         self.rate_limit()
+        self.trusted_proxies()
         return self
+
+    def trusted_proxies(self) -> list[str]:
+        """``FORWARDED_ALLOW_IPS`` as a list of addresses and networks (``*``: any peer)."""
+        entries = [e.strip() for e in self.forwarded_allow_ips.split(",") if e.strip()]
+        for entry in entries:
+            if entry == "*":
+                continue
+            try:
+                ipaddress.ip_network(entry)
+            except ValueError:
+                raise ValueError(
+                    f"FORWARDED_ALLOW_IPS entry {entry!r} is not an IP address or network, "
+                    "e.g. '10.0.0.5' or '10.0.0.0/24'"
+                ) from None
+        return entries
 
     def rate_limit(self) -> RateLimit | None:
         """The parsed ``RESERVATION_RATE_LIMIT``, or None when there is no limit."""
