@@ -362,6 +362,10 @@ async def test_status_and_metrics_show_the_lost_requests(
     metrics = await service.client.get("/metrics", headers=ADMIN)
     assert metrics.status_code == 200
     assert "reservations_requests_lost 4.0" in metrics.text
+    dashboard = await service.client.get("/admin/queue/api/overview", headers=ADMIN)
+    assert dashboard.status_code == 200
+    (shown,) = [e for e in dashboard.json()["events"] if e["id"] == event_id]
+    assert (shown["pending"], shown["lost"]) == (0, 4)
 
 
 # -- item: recovery must not multiply requests that fail --------------------------------------

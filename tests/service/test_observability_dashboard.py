@@ -57,7 +57,7 @@ async def test_overview_shows_a_real_run(observed: Observed) -> None:
     [event] = body["events"]
     assert event == {
         "id": event_id, "name": "Overview night", "date": event["date"], "capacity": 3,
-        "reserved": 3, "remaining": 0,
+        "reserved": 3, "remaining": 0, "pending": 0, "lost": 0,
     }  # fmt: skip
     api_event = (await client.get(f"/event/{event_id}")).json()
     assert (event["reserved"], event["remaining"]) == (

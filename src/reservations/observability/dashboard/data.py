@@ -82,18 +82,22 @@ async def _channel_json(
 
 
 async def collect_events(resources: Resources, limit: int = MAX_EVENTS) -> list[dict[str, Any]]:
-    """The newest events with capacity, reserved and remaining.
+    """The newest events with capacity, reserved and remaining, and their requests pending and
+    lost (accepted, then lost with Redis's data).
 
     The events domain has no listing function, so this is a read-only query of its model here;
-    the numbers come from the domain's own ``EventService.to_read``.
+    the numbers come from the domains' own ``EventService.to_read`` and request outcomes.
     """
     from reservations.events.models import Event
     from reservations.events.service import EventService
+    from reservations.reservations.service import ReservationService
 
     query = select(Event).where(Event.deleted_at.is_(None)).order_by(Event.id.desc()).limit(limit)
     async with resources.session_factory() as session:
         events = (await session.execute(query)).scalars().all()
         reads = [EventService.to_read(e) for e in events]
+        service = ReservationService(session, resources.gate)
+        outcomes = await service.outcomes_many([r.id for r in reads])
     return [
         {
             "id": r.id,
@@ -102,6 +106,8 @@ async def collect_events(resources: Resources, limit: int = MAX_EVENTS) -> list[
             "capacity": r.max_tickets,
             "reserved": r.reserved_tickets,
             "remaining": r.remaining_tickets,
+            "pending": outcomes[r.id].pending,
+            "lost": outcomes[r.id].lost,
         }
         for r in reads
     ]

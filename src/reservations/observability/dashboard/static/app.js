@@ -257,7 +257,13 @@
       capacity.dataset.field = "capacity";
       const reserved = cell(number.format(e.reserved), "num");
       reserved.dataset.field = "reserved";
-      tr.append(cell(String(e.id), "num"), cell(e.name), capacity, reserved, remaining, sold);
+      const pending = cell(number.format(e.pending), "num");
+      pending.dataset.field = "pending";
+      const lost = cell(number.format(e.lost), "num");
+      lost.dataset.field = "lost";
+      if (e.lost > 0) lost.classList.add("lost");
+      tr.append(cell(String(e.id), "num"), cell(e.name), capacity, reserved, remaining, pending,
+                lost, sold);
       return tr;
     }));
   }
