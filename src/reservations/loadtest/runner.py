@@ -679,7 +679,7 @@ def _checks(r: RunResult) -> list[Check]:
             Check(f"event remaining = {want:,}", event_remaining == want, f"{event_remaining:,}")
         )
     over = r.oversold
-    checks.append(Check("no event over its capacity", over == 0, f"{over} tickets over"))
+    checks.append(Check("no event over its capacity", over == 0, f"{over:,} reservations past it"))
     dupes = r.double_booked
     checks.append(Check("no user reserved twice", dupes == 0, f"{dupes} duplicates"))
     ours = set(r.user_ids)
