@@ -195,6 +195,16 @@ class Servers:
     def drop_database(self, name: str) -> None:
         asyncio.run(self._sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
+    def postgres_version(self) -> str:
+        async def version() -> str:
+            conn = await asyncpg.connect(self.pg.dsn)
+            try:
+                return str(await conn.fetchval("SHOW server_version"))
+            finally:
+                await conn.close()
+
+        return asyncio.run(version())
+
     async def _sql(self, statement: str) -> None:
         conn = await asyncpg.connect(self.pg.dsn)
         try:
@@ -418,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     complete = False
     try:
         with servers() as shared:
-            meta["postgres"] = str(shared.pg.bin_dir)
+            meta["postgres_version"] = shared.postgres_version()
             meta["redis_version"] = shared.redis.info("server")["redis_version"]
             for run in range(1, args.runs + 1):
                 for sc in chosen:
