@@ -27,6 +27,7 @@ import re
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -357,6 +358,22 @@ def _console(stderr: bool = False) -> Console:
     return console if console.is_terminal else Console(stderr=stderr, soft_wrap=True, width=170)
 
 
+def _commit() -> str | None:
+    """The checked-out commit (with '+' when the tree has changes), for the figures' record."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+            check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+" if dirty else "")
+
+
 def _shown(path: Path) -> Path:
     return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
@@ -405,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         "systems": system_rows,
         "scenarios": [describe(sc) for sc in chosen],
         "seed_query_log": args.seed_query_log,
+        "commit": _commit(),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "loadavg_before": load_before,

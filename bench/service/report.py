@@ -216,7 +216,8 @@ def markdown(tables: list[Summary], meta: dict[str, Any]) -> str:
     lines = [
         f"# Service benchmark {meta['stamp']}",
         "",
-        f"`{meta['command']}`; load average {meta['loadavg_before']} at the start, "
+        f"`{meta['command']}` at commit {meta.get('commit')}; load average "
+        f"{meta['loadavg_before']} at the start, "
         f"{meta.get('loadavg_after')} at the end; {meta['cpus']} CPUs"
         f"{'' if meta.get('complete') else ' (INTERRUPTED)'}.",
         "",
