@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from reservations.loadtest import Outcomes, RunResult, scenario
-from reservations.loadtest.runner import _checks
+from reservations.loadtest.runner import _answered, _checks
 
 from ._ops_fixtures import UpProcess, free_port, make_data_dir, service_env
 
@@ -121,7 +121,7 @@ def test_checks_pass_on_a_correct_run_and_catch_overselling_and_double_booking()
 
     oversold = _result([1, 2, 3, 4], Outcomes(reserved=4, rejected=6, accepted=10))
     failed = {c.name for c in _checks(oversold) if not c.ok}
-    assert "exactly 3 reserved" in failed
+    assert "exactly 3 reserved" in failed and "no event over its capacity" in failed
 
     twice = _result([1, 1, 2], Outcomes(reserved=3, rejected=7, accepted=10))
     assert "no user reserved twice" in {c.name for c in _checks(twice) if not c.ok}
@@ -137,3 +137,43 @@ def test_outcomes_parse_the_service_shape() -> None:
     )  # fmt: skip
     assert (parsed.final, parsed.pending, parsed.accepted) == (10, 2, 12)
     assert parsed.reasons == {"SOLD_OUT": 6, "DUPLICATE": 1}
+
+
+def test_checks_count_overselling_and_double_booking_per_event() -> None:
+    """Three events of 3 tickets: a user may hold a ticket for each of two events, but not two
+    for one; an event over its capacity fails the run even when the total is right."""
+    r = _result([], Outcomes(reserved=9, rejected=1, accepted=10))
+    r.event_ids = [1, 2, 3]
+    r.users_per_event = {1: 4, 2: 3, 3: 3}
+    r.events = {e: {"reservedTickets": 3, "remainingTickets": 0} for e in r.event_ids}
+    r.reserved_by_event = {1: [1, 2, 3], 2: [4, 5, 6], 3: [7, 8, 1]}
+    r.reserved_user_ids = [u for users in r.reserved_by_event.values() for u in users]
+    assert (r.expected_reserved, r.oversold, r.double_booked) == (9, 0, 0)
+    assert all(c.ok for c in _checks(r)), [c for c in _checks(r) if not c.ok]
+
+    r.reserved_by_event = {1: [1, 2, 3, 4], 2: [4, 5], 3: [7, 8, 8]}
+    r.reserved_user_ids = [u for users in r.reserved_by_event.values() for u in users]
+    assert (r.oversold, r.double_booked) == (1, 1)
+    failed = {c.name for c in _checks(r) if not c.ok}
+    assert failed == {"no event over its capacity", "no user reserved twice"}
+
+
+def test_answers_are_the_outcomes_of_a_system_that_decides_in_the_request() -> None:
+    statuses = np.array([201, 409, 409, 0, 201, 503], dtype=np.int32)
+    bodies = [b'{"id":1}', b'{"reason":"SOLD_OUT"}', b'{"reason":"DUPLICATE"}', None,
+              b'{"id":2}', b"busy"]  # fmt: skip
+    ends = np.array([0.3, 0.1, 0.5, 0.9, 0.2, 0.4])
+    answered = _answered(statuses, bodies, ends)
+    assert answered.outcomes == Outcomes(
+        pending=0, reserved=2, rejected=2, accepted=4,
+        reasons={"SOLD_OUT": 1, "DUPLICATE": 1},
+    )  # fmt: skip
+    assert answered.all_final_s == 0.5
+    assert answered.t_s.tolist() == [0.1, 0.2, 0.3, 0.5]
+    assert answered.final.tolist() == [1, 2, 3, 4]
+    assert answered.reserved.tolist() == [0, 1, 2, 2]
+
+    r = _result([1, 2], answered.outcomes, n=6)
+    r.statuses = statuses
+    r.final_on_answer = True
+    assert r.accepted == 4 and r.errors == 2  # a 409 is an outcome; no answer or a 503 is not

@@ -1,9 +1,14 @@
 """Drive a running reservation service over HTTP and check what it promises.
 
-One run: create an event with ``tickets`` tickets and the users through the API, then fire the
-reservation POSTs over ``connections`` keep-alive connections (closed loop), while a monitor polls
-``GET /event/{id}/outcomes`` to see the requests become final. Then check the invariants against
-the outcome counts, the event, the reservation list and a sample of the individual requests.
+One run: create an event with ``tickets`` tickets (or ``events`` of them) and the users through
+the API, then fire the reservation POSTs over ``connections`` keep-alive connections (closed loop),
+while a monitor polls ``GET /event/{id}/outcomes`` to see the requests become final. Then check the
+invariants against the outcome counts, the events, the reservation lists and a sample of the
+individual requests.
+
+A system that decides a reservation in the request and answers its final outcome (201 reserved,
+409 rejected with a ``reason``) is driven with ``final_on_answer``: its outcomes are its answers,
+and no monitor polls it.
 """
 
 from __future__ import annotations
@@ -39,6 +44,13 @@ _MONITOR_DUTY = 0.2
 _MONITOR_MAX_PAUSE_S = 0.5
 _SETUP_CONNECTIONS = 32
 _JOB_SAMPLE = 2_000
+# With many events, the monitor polls them side by side on this many connections: while the
+# requests are sent, one event per connection and round (in turn, so the sums lag), afterwards
+# every event not yet final in each round. Waiting for the outcomes, a round follows the last one
+# after the pause above, or after up to 5% of the wait so far when rounds are slow (many events
+# on a system that takes minutes): "all final" is then seen to within 5%.
+_MONITOR_CONNECTIONS = 8
+_MONITOR_WAIT_SHARE = 0.05
 
 
 class LoadTestError(Exception):
@@ -54,6 +66,10 @@ class Progress:
 
     def note(self, text: str) -> None: ...
 
+    def measure(self, point: str) -> None:
+        """``"start"`` just before the first POST is sent, ``"end"`` once every outcome is final
+        (or the wait for it gave up), before the checks' reads: the window a caller can meter."""
+
 
 @dataclass(slots=True)
 class Outcomes:
@@ -68,6 +84,22 @@ class Outcomes:
     @property
     def final(self) -> int:
         return self.reserved + self.rejected
+
+    @classmethod
+    def total(cls, parts: list[Outcomes]) -> Outcomes:
+        """The sum of several events' outcomes (``accepted`` only when every event says it)."""
+        reasons: dict[str, int] = {}
+        for part in parts:
+            for key, n in part.reasons.items():
+                reasons[key] = reasons.get(key, 0) + n
+        accepted = [p.accepted for p in parts]
+        return cls(
+            pending=sum(p.pending for p in parts),
+            reserved=sum(p.reserved for p in parts),
+            rejected=sum(p.rejected for p in parts),
+            accepted=None if None in accepted else sum(a for a in accepted if a is not None),
+            reasons=reasons,
+        )
 
     @classmethod
     def parse(cls, data: Any) -> Outcomes:
@@ -122,10 +154,21 @@ class RunResult:
     setup_s: float = 0.0
     sampled_final_ms: np.ndarray = field(default_factory=lambda: np.empty(0))
     client_cpu_s: float = 0.0  # CPU the load generator used while sending (its own cost)
+    # With several events: every event's id, distinct users sent to it, GET /event answer and
+    # reserved users (``event_id``, ``event`` and ``reserved_user_ids`` are then the first event's,
+    # the first event's and all of them).
+    event_ids: list[int] = field(default_factory=list)
+    users_per_event: dict[int, int] = field(default_factory=dict)
+    events: dict[int, dict[str, Any]] = field(default_factory=dict)
+    reserved_by_event: dict[int, list[int]] = field(default_factory=dict)
+    final_on_answer: bool = False  # a 409 answer is a final outcome, not a failure
 
     @property
     def accepted_mask(self) -> np.ndarray:
-        return (self.statuses >= 200) & (self.statuses < 300)
+        ok: np.ndarray = (self.statuses >= 200) & (self.statuses < 300)
+        if self.final_on_answer:
+            ok |= self.statuses == 409
+        return ok
 
     @property
     def accepted(self) -> int:
@@ -142,7 +185,29 @@ class RunResult:
 
     @property
     def expected_reserved(self) -> int:
+        if self.users_per_event:
+            return sum(min(self.scenario.tickets, n) for n in self.users_per_event.values())
         return min(self.scenario.tickets, len(set(self.user_ids)))
+
+    def _reserved_lists(self) -> list[list[int]]:
+        return list(self.reserved_by_event.values()) or [self.reserved_user_ids]
+
+    @property
+    def oversold(self) -> int:
+        """Reservations beyond an event's capacity, summed over the events."""
+        return sum(max(0, len(users) - self.scenario.tickets) for users in self._reserved_lists())
+
+    @property
+    def double_booked(self) -> int:
+        """Reservations of a user who already holds one for the same event."""
+        return sum(len(users) - len(set(users)) for users in self._reserved_lists())
+
+    @property
+    def first_to_all_final_s(self) -> float | None:
+        """From the first POST sent to every outcome final."""
+        if self.all_final_s is None or self.starts_s.size == 0:
+            return None
+        return self.all_final_s - float(self.starts_s.min())
 
     @property
     def accepted_rps(self) -> float:
@@ -296,11 +361,12 @@ async def _bounded(
 
 
 async def _create_event(
-    pool: Pool, run_id: str, scenario: Scenario, admin_token: str | None
+    pool: Pool, run_id: str, scenario: Scenario, admin_token: str | None, index: int = 0
 ) -> int:
     date = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    suffix = f" #{index + 1}" if scenario.events > 1 else ""
     body = {
-        "name": f"loadtest {scenario.name} {run_id}",
+        "name": f"loadtest {scenario.name} {run_id}{suffix}",
         "date": date,
         "location": "loadtest",
         "maxTickets": scenario.tickets,
@@ -333,12 +399,21 @@ async def _create_users(pool: Pool, run_id: str, count: int, progress: Progress)
 
 
 class _Monitor:
-    """Polls the event's outcome counts on its own connection until stopped."""
+    """Polls the events' outcome counts until stopped; its figures are the sums over the events.
 
-    def __init__(self, base_url: str, event_id: int, t0: float) -> None:
+    One event is polled on one connection; many are polled side by side on a few connections
+    (see ``_MONITOR_CONNECTIONS``), and once the sending is over an event whose requests are all
+    final is no longer polled (its counts cannot change), so the last polls are quick.
+    """
+
+    def __init__(self, base_url: str, event_ids: list[int], t0: float) -> None:
         host, port, prefix = parse_base_url(base_url)
-        self._conn = Connection(host, port)
-        self._path = f"{prefix}/event/{event_id}/outcomes"
+        lanes = min(_MONITOR_CONNECTIONS, len(event_ids))
+        self._conns = [Connection(host, port) for _ in range(lanes)]
+        self._prefix = prefix
+        self._active = list(event_ids)
+        self._next = 0  # where the next round of a partial poll starts in ``_active``
+        self._latest: dict[int, Outcomes] = {}
         self._t0 = t0
         self.t: list[float] = []
         self.final: list[int] = []
@@ -351,22 +426,56 @@ class _Monitor:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
 
-    async def poll(self) -> Outcomes:
-        resp = await self._conn.request("GET", self._path)
-        if resp.status != 200:
-            raise LoadTestError(f"GET {self._path}: HTTP {resp.status}: {resp.body[:300]!r}")
-        outcomes = Outcomes.parse(resp.json())
+    async def _poll_lane(self, conn: Connection, todo: list[int]) -> None:
+        while todo:
+            event_id = todo.pop()
+            path = f"{self._prefix}/event/{event_id}/outcomes"
+            resp = await conn.request("GET", path)
+            if resp.status != 200:
+                raise LoadTestError(f"GET {path}: HTTP {resp.status}: {resp.body[:300]!r}")
+            self._latest[event_id] = Outcomes.parse(resp.json())
+
+    async def poll(self, partial: bool = False) -> Outcomes:
+        """Poll every event still polled, or with ``partial`` the next one per connection."""
+        if partial and len(self._active) > len(self._conns):
+            start = self._next % len(self._active)
+            todo = (self._active[start:] + self._active[:start])[: len(self._conns)]
+            self._next = start + len(todo)
+        else:
+            todo = list(self._active)
+        todo.reverse()
+        # Every lane runs to its end before an error is raised: a lane left running would still
+        # hold a request on its connection when the next poll uses it.
+        results = await asyncio.gather(
+            *(self._poll_lane(c, todo) for c in self._conns), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        outcomes = Outcomes.total(list(self._latest.values()))
         self.t.append(time.perf_counter() - self._t0)
         self.final.append(outcomes.final)
         self.reserved.append(outcomes.reserved)
         self.last = outcomes
         return outcomes
 
+    def settle(self, expected_final: dict[int, int]) -> None:
+        """After the sending: stop polling the events whose accepted requests are all final."""
+        if len(self._active) < 2:
+            return
+        self._active = [
+            e
+            for e in self._active
+            if e not in self._latest
+            or self._latest[e].pending > 0
+            or self._latest[e].final < expected_final.get(e, 0)
+        ]
+
     async def _run(self) -> None:
         while not self._stop.is_set():
             began = time.perf_counter()
             try:
-                await self.poll()
+                await self.poll(partial=True)
             except (OSError, HttpError) as exc:
                 self.error = str(exc)
             took = time.perf_counter() - began
@@ -385,24 +494,26 @@ class _Monitor:
             self._task = None
 
     def close(self) -> None:
-        self._conn.close()
+        for conn in self._conns:
+            conn.close()
 
 
 async def _fire(
     base_url: str,
     scenario: Scenario,
-    event_id: int,
-    sequence: list[int],
+    sequence: list[tuple[int, int]],
     t0: float,
     progress: Progress,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None], float, float]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[bytes | None], float, float]:
+    """POST every (event id, user id) of ``sequence``; starts, latencies, statuses, bodies,
+    the sending's duration and the load generator's CPU while sending."""
     host, port, prefix = parse_base_url(base_url)
     n = len(sequence)
     starts = [0.0] * n
     latencies = [0.0] * n
     statuses = [0] * n
     bodies: list[bytes | None] = [None] * n
-    paths = [f"{prefix}/reservation/{event_id}/{user_id}" for user_id in sequence]
+    paths = [f"{prefix}/reservation/{event_id}/{user_id}" for event_id, user_id in sequence]
     next_i = 0
     done = 0
     perf = time.perf_counter
@@ -444,6 +555,7 @@ async def _fire(
     # full passes, so that the generator's own GC pauses don't show up as service latency.
     gc.collect()
     gc.freeze()
+    progress.measure("start")
     first = perf()
     cpu_before = time.process_time()
     try:
@@ -454,11 +566,7 @@ async def _fire(
     client_cpu_s = time.process_time() - cpu_before
     await reporter
     status_arr = np.asarray(statuses, dtype=np.int32)
-    job_ids = [
-        _job_id(b) if b is not None and 200 <= s < 300 else None
-        for b, s in zip(bodies, statuses, strict=True)
-    ]
-    return (np.asarray(starts), np.asarray(latencies), status_arr, job_ids, duration, client_cpu_s)
+    return (np.asarray(starts), np.asarray(latencies), status_arr, bodies, duration, client_cpu_s)
 
 
 async def _reservations(pool: Pool, event_id: int) -> list[int]:
@@ -522,13 +630,22 @@ async def _sample_jobs(
     return counts, final_ms
 
 
+def _events_sum(r: RunResult, *keys: str) -> int | None:
+    """A figure of the event (or the sum over the events), None when an event does not give it."""
+    answers = list(r.events.values()) or [r.event]
+    values = [_first_int(answer, *keys) for answer in answers]
+    return None if None in values else sum(v for v in values if v is not None)
+
+
 def _checks(r: RunResult) -> list[Check]:
     s = r.scenario
     checks: list[Check] = []
     expected_reserved = r.expected_reserved
     checks.append(
         Check(
-            "every POST accepted (2xx)",
+            "every POST answered with its outcome (201/409)"
+            if r.final_on_answer
+            else "every POST accepted (2xx)",
             r.errors == 0,
             f"{r.accepted:,} of {s.requests:,} accepted; {r.errors:,} failed",
         )
@@ -544,8 +661,8 @@ def _checks(r: RunResult) -> list[Check]:
             f"(service counted {r.outcomes.accepted}), {r.outcomes.pending:,} pending",
         )
     )
-    event_reserved = _first_int(r.event, "reservedTickets", "reserved")
-    event_remaining = _first_int(r.event, "remainingTickets", "remaining")
+    event_reserved = _events_sum(r, "reservedTickets", "reserved")
+    event_remaining = _events_sum(r, "remainingTickets", "remaining")
     checks.append(
         Check(
             f"exactly {expected_reserved:,} reserved",
@@ -557,11 +674,13 @@ def _checks(r: RunResult) -> list[Check]:
         )
     )
     if event_remaining is not None:
-        want = s.tickets - expected_reserved
+        want = s.tickets * max(len(r.event_ids), 1) - expected_reserved
         checks.append(
             Check(f"event remaining = {want:,}", event_remaining == want, f"{event_remaining:,}")
         )
-    dupes = len(r.reserved_user_ids) - len(set(r.reserved_user_ids))
+    over = r.oversold
+    checks.append(Check("no event over its capacity", over == 0, f"{over:,} reservations past it"))
+    dupes = r.double_booked
     checks.append(Check("no user reserved twice", dupes == 0, f"{dupes} duplicates"))
     ours = set(r.user_ids)
     strangers = sum(1 for u in r.reserved_user_ids if u not in ours)
@@ -661,11 +780,17 @@ async def run_loadtest(
     seed: int | None = None,
     users_cache: Path | None = None,
     admin_token: str | None = None,
+    *,
+    final_on_answer: bool = False,
+    job_sample: int = _JOB_SAMPLE,
 ) -> RunResult:
     """Run ``scenario`` against the service at ``base_url`` and check it; see the module doc.
 
     Users are independent of the event, so the ones created by an earlier run against the same
     service can be reused (``users_cache``, a JSON file): a burst run needs 90,000 of them.
+    ``final_on_answer``: the system answers each POST with its final outcome (201 reserved, 409
+    rejected with a ``reason``): those answers are the outcomes, nothing is polled.
+    ``job_sample``: how many accepted requests' outcomes to read one by one (0: none).
     """
     progress = progress or Progress()
     rng = random.Random(seed)
@@ -673,83 +798,214 @@ async def run_loadtest(
     setup_started = time.perf_counter()
     await wait_healthy(base_url)
     async with Pool(base_url, _SETUP_CONNECTIONS) as pool:
-        event_id = await _create_event(pool, run_id, scenario, admin_token)
-        progress.note(f"event {event_id}: {scenario.tickets:,} tickets")
+        if scenario.events == 1:
+            event_ids = [await _create_event(pool, run_id, scenario, admin_token)]
+            progress.note(f"event {event_ids[0]}: {scenario.tickets:,} tickets")
+        else:
+            progress.phase("creating events", scenario.events)
+            event_ids = await _bounded(
+                pool,
+                scenario.events,
+                lambda i: _create_event(pool, run_id, scenario, admin_token, i),
+                progress,
+            )
+            progress.note(f"{scenario.events:,} events of {scenario.tickets:,} tickets")
         user_ids = await _cached_users(pool, users_cache, scenario.users, rng, progress)
         if not user_ids:
             user_ids = await _create_users(pool, run_id, scenario.users, progress)
             _save_users(users_cache, user_ids)
     setup_s = time.perf_counter() - setup_started
 
-    sequence = list(user_ids) + rng.choices(user_ids, k=scenario.repeats)
+    pairs = [(event_ids[k % len(event_ids)], user_id) for k, user_id in enumerate(user_ids)]
+    sequence = pairs + rng.choices(pairs, k=scenario.repeats)
     rng.shuffle(sequence)
+    users_per_event: dict[int, int] = {}
+    for event_id, _ in pairs:
+        users_per_event[event_id] = users_per_event.get(event_id, 0) + 1
 
     t0 = time.perf_counter()
-    monitor = _Monitor(base_url, event_id, t0)
-    await monitor.poll()
-    monitor.start()
+    monitor = _Monitor(base_url, event_ids, t0)
     try:
-        starts, latencies, statuses, job_ids, duration, client_cpu_s = await _fire(
-            base_url, scenario, event_id, sequence, t0, progress
+        if not final_on_answer:
+            await monitor.poll()
+            monitor.start()
+        starts, latencies, statuses, bodies, duration, client_cpu_s = await _fire(
+            base_url, scenario, sequence, t0, progress
         )
-        accepted_ids = [j for j, s in zip(job_ids, statuses, strict=True) if 200 <= s < 300]
-        accepted = len(accepted_ids)
-        expected_final = len({j for j in accepted_ids if j}) if all(accepted_ids) else accepted
-        last_response = float(np.max(starts + latencies)) if len(starts) else 0.0
-        progress.phase("waiting for outcomes", expected_final)
-        # The sending is over: poll in step from here, every 50 ms, so that the moment everything
-        # is final is seen to within one interval (plus one quick answer from an idle service).
-        await monitor.stop()
-        deadline = time.perf_counter() + scenario.final_timeout_s
-        all_final: float | None = None
-        while time.perf_counter() < deadline:
-            try:
-                last = await monitor.poll()
-            except (OSError, HttpError):
-                last = monitor.last
-            progress.advance(last.final)
-            if last.final >= expected_final and last.pending == 0 and monitor.t:
-                all_final = monitor.t[-1]
-                break
-            await asyncio.sleep(_MONITOR_INTERVAL_S)
+        ends = starts + latencies
+        last_response = float(np.max(ends)) if len(starts) else 0.0
+        answered: _Answered | None = None
+        if final_on_answer:
+            # Every answer is final: the answers are the outcomes, in the order they came.
+            job_ids: list[str | None] = [None] * len(sequence)
+            answered = _answered(statuses, bodies, ends)
+            all_final: float | None = answered.all_final_s
+            progress.measure("end")
+        else:
+            job_ids = [
+                _job_id(b) if b is not None and 200 <= s < 300 else None
+                for b, s in zip(bodies, statuses, strict=True)
+            ]
+            expected_by_event = _expected_final(sequence, statuses, job_ids)
+            expected_final = sum(expected_by_event.values())
+            progress.phase("waiting for outcomes", expected_final)
+            # The sending is over: poll in step from here, every 50 ms, so that the moment
+            # everything is final is seen to within one interval (plus one quick answer from an
+            # idle service).
+            await monitor.stop()
+            waiting = time.perf_counter()
+            deadline = waiting + scenario.final_timeout_s
+            all_final = None
+            while time.perf_counter() < deadline:
+                began = time.perf_counter()
+                try:
+                    last = await monitor.poll()
+                except (OSError, HttpError):
+                    last = monitor.last
+                progress.advance(last.final)
+                if last.final >= expected_final and last.pending == 0 and monitor.t:
+                    all_final = monitor.t[-1]
+                    break
+                monitor.settle(expected_by_event)
+                now = time.perf_counter()
+                slow = (now - began) * (1 - _MONITOR_DUTY) / _MONITOR_DUTY
+                await asyncio.sleep(
+                    max(_MONITOR_INTERVAL_S, min(slow, _MONITOR_WAIT_SHARE * (now - waiting)))
+                )
+            progress.measure("end")
     finally:
         await monitor.stop()
         monitor.close()
 
     async with Pool(base_url, _SETUP_CONNECTIONS) as pool:
-        # One last poll on a quiet system, so the counts checked are the settled ones.
-        outcomes = Outcomes.parse(
-            await _expect(await pool.get(f"/event/{event_id}/outcomes"), "outcomes", 200)
+        if answered is not None:
+            outcomes = answered.outcomes
+            monitor_t_s = answered.t_s
+            monitor_final = answered.final
+            monitor_reserved = answered.reserved
+        else:
+            monitor_t_s = np.asarray(monitor.t)
+            monitor_final = np.asarray(monitor.final, dtype=np.int64)
+            monitor_reserved = np.asarray(monitor.reserved, dtype=np.int64)
+            # One last poll on a quiet system, so the counts checked are the settled ones.
+            outcomes = Outcomes.total(await _all_outcomes(pool, event_ids, progress))
+        progress.phase("reading the events", len(event_ids))
+        answers = await _bounded(
+            pool,
+            len(event_ids),
+            lambda i: _expect_get(pool, f"/event/{event_ids[i]}", "GET /event/{id}"),
+            progress,
         )
-        event = await _expect(await pool.get(f"/event/{event_id}"), "GET /event/{id}", 200)
-        progress.phase("listing reservations", None)
-        reserved_users = await _reservations(pool, event_id)
+        events = {
+            e: a if isinstance(a, dict) else {} for e, a in zip(event_ids, answers, strict=True)
+        }
+        progress.phase("listing reservations", len(event_ids))
+        lists = await _bounded(
+            pool, len(event_ids), lambda i: _reservations(pool, event_ids[i]), progress
+        )
+        reserved_by_event = dict(zip(event_ids, lists, strict=True))
         with_ids = [j for j in job_ids if j]
-        sample = rng.sample(with_ids, min(_JOB_SAMPLE, len(with_ids)))
+        sample = rng.sample(with_ids, min(job_sample, len(with_ids)))
         sampled, sampled_final_ms = await _sample_jobs(pool, sample, progress)
 
     result = RunResult(
         scenario=scenario,
         base_url=base_url,
-        event_id=event_id,
+        event_id=event_ids[0],
         user_ids=user_ids,
         starts_s=starts,
         latencies_s=latencies,
         statuses=statuses,
         job_ids=job_ids,
-        monitor_t_s=np.asarray(monitor.t),
-        monitor_final=np.asarray(monitor.final, dtype=np.int64),
-        monitor_reserved=np.asarray(monitor.reserved, dtype=np.int64),
+        monitor_t_s=monitor_t_s,
+        monitor_final=monitor_final,
+        monitor_reserved=monitor_reserved,
         fire_duration_s=duration,
         last_response_s=last_response,
         all_final_s=all_final,
         outcomes=outcomes,
-        event=event if isinstance(event, dict) else {},
-        reserved_user_ids=reserved_users,
+        event=events[event_ids[0]],
+        reserved_user_ids=[u for users in lists for u in users],
         sampled_jobs=sampled,
         sampled_final_ms=np.asarray(sampled_final_ms),
         client_cpu_s=client_cpu_s,
         setup_s=setup_s,
+        event_ids=event_ids,
+        users_per_event=users_per_event,
+        events=events,
+        reserved_by_event=reserved_by_event,
+        final_on_answer=final_on_answer,
     )
     result.checks = _checks(result)
     return result
+
+
+async def _expect_get(pool: Pool, path: str, what: str) -> Any:
+    return await _expect(await pool.get(path), what, 200)
+
+
+async def _all_outcomes(pool: Pool, event_ids: list[int], progress: Progress) -> list[Outcomes]:
+    async def make(i: int) -> Outcomes:
+        data = await _expect_get(pool, f"/event/{event_ids[i]}/outcomes", "outcomes")
+        return Outcomes.parse(data)
+
+    return await _bounded(pool, len(event_ids), make, progress)
+
+
+def _expected_final(
+    sequence: list[tuple[int, int]], statuses: np.ndarray, job_ids: list[str | None]
+) -> dict[int, int]:
+    """Accepted requests per event: distinct job ids when every accepted request has one (a
+    system that deduplicates answers a repeat with the first job), else every accepted one."""
+    accepted = [i for i, status in enumerate(statuses) if 200 <= status < 300]
+    if all(job_ids[i] for i in accepted):
+        ids: dict[int, set[str]] = {}
+        for i in accepted:
+            ids.setdefault(sequence[i][0], set()).add(str(job_ids[i]))
+        return {e: len(s) for e, s in ids.items()}
+    counts: dict[int, int] = {}
+    for i in accepted:
+        counts[sequence[i][0]] = counts.get(sequence[i][0], 0) + 1
+    return counts
+
+
+@dataclass(slots=True)
+class _Answered:
+    """The outcomes of a system that answers each POST with its final outcome."""
+
+    outcomes: Outcomes
+    t_s: np.ndarray  # answer times of the final answers, in order
+    final: np.ndarray  # final outcomes answered by then
+    reserved: np.ndarray  # reservations answered by then
+    all_final_s: float | None
+
+
+def _answered(statuses: np.ndarray, bodies: list[bytes | None], ends: np.ndarray) -> _Answered:
+    reserved_mask = (statuses >= 200) & (statuses < 300)
+    final_mask = reserved_mask | (statuses == 409)
+    reasons: dict[str, int] = {}
+    for i in np.flatnonzero(statuses == 409):
+        body = bodies[i]
+        reason = "UNKNOWN"
+        with contextlib.suppress(msgspec.DecodeError):
+            data = _decode(body) if body is not None else None
+            if isinstance(data, dict) and isinstance(data.get("reason"), str):
+                reason = data["reason"]
+        reasons[reason] = reasons.get(reason, 0) + 1
+    order = np.argsort(ends[final_mask], kind="stable")
+    t_s = ends[final_mask][order]
+    reserved = int(reserved_mask.sum())
+    outcomes = Outcomes(
+        pending=0,
+        reserved=reserved,
+        rejected=int(final_mask.sum()) - reserved,
+        accepted=int(final_mask.sum()),
+        reasons=reasons,
+    )
+    return _Answered(
+        outcomes=outcomes,
+        t_s=t_s,
+        final=np.arange(1, t_s.size + 1, dtype=np.int64),
+        reserved=np.cumsum(reserved_mask[final_mask][order], dtype=np.int64),
+        all_final_s=float(t_s[-1]) if t_s.size else None,
+    )

@@ -13,7 +13,9 @@ class Scenario:
 
     ``repeat_fraction`` of the requests come a second time from a user who already sent one, so
     ``requests * (1 - repeat_fraction)`` distinct users are created. ``connections`` is the number
-    of keep-alive connections (each one request at a time: a closed loop).
+    of keep-alive connections (each one request at a time: a closed loop). With ``events`` above 1
+    the requests are spread over that many events of ``tickets`` tickets each: the k-th user's
+    requests all go to event k mod ``events``.
 
     The bars: correctness invariants always fail the run; ``post_p95_max_ms`` (the seed's k6
     threshold) also does; the throughput targets fail it only with ``strict``.
@@ -29,6 +31,7 @@ class Scenario:
     target_post_p99_ms: float | None = None
     target_final_after_last_s: float | None = None
     final_timeout_s: float = 120.0
+    events: int = 1
 
     def __post_init__(self) -> None:
         if self.requests < 1:
@@ -39,6 +42,8 @@ class Scenario:
             raise ValueError("repeat_fraction must be in [0, 1)")
         if self.connections < 1:
             raise ValueError("connections must be at least 1")
+        if self.events < 1:
+            raise ValueError("events must be at least 1")
 
     @property
     def repeats(self) -> int:
