@@ -42,7 +42,10 @@ class Settings(BaseSettings):
     redis_port: int = Field(default=6379, validation_alias="REDIS_PORT", ge=1, le=65535)
     redis_password: SecretStr | None = Field(default=None, validation_alias="REDIS_PASSWORD")
     workers: int = Field(default=3, validation_alias="WORKERS", ge=1)
-    worker_concurrency: int = Field(default=64, validation_alias="WORKER_CONCURRENCY", ge=1)
+    # brokerq runs at most 1,000 handlers per consumer.
+    worker_concurrency: int = Field(
+        default=64, validation_alias="WORKER_CONCURRENCY", ge=1, le=1000
+    )
     admin_token: SecretStr | None = Field(
         default=None,
         validation_alias="ADMIN_TOKEN",
@@ -65,6 +68,7 @@ class Settings(BaseSettings):
         default=64 * 1024,
         validation_alias="MAX_BODY_BYTES",
         ge=1,
+        le=100 * 1024 * 1024,
         description="largest request body the API reads; a larger one is answered 413 unread",
     )
     max_header_bytes: int = Field(
@@ -112,7 +116,8 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
     otel_enabled: bool = Field(default=False, validation_alias="OTEL_ENABLED")
-    db_pool_size: int = Field(default=10, validation_alias="DB_POOL_SIZE", ge=1)
+    # PostgreSQL's own default max_connections is 100.
+    db_pool_size: int = Field(default=10, validation_alias="DB_POOL_SIZE", ge=1, le=1000)
     worker_metrics_port: int | None = Field(
         default=None,
         validation_alias="WORKER_METRICS_PORT",

@@ -74,6 +74,24 @@ def test_bad_values_are_refused(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -
         Settings()
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("WORKER_CONCURRENCY", "5000"),  # brokerq runs at most 1,000 handlers per consumer
+        ("DB_POOL_SIZE", "100000"),
+        ("MAX_BODY_BYTES", str(10**12)),
+        ("MAINTENANCE_INTERVAL", "0"),
+        ("REDIS_SOCKET_TIMEOUT", "-1"),
+    ],
+)
+def test_values_out_of_range_are_refused_at_start(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=name):
+        Settings()
+
+
 def test_database_url_spellings() -> None:
     assert async_database_url("postgresql://u@h/d") == "postgresql+asyncpg://u@h/d"
     assert async_database_url("postgres://u:p@h:1/d") == "postgresql+asyncpg://u:p@h:1/d"
