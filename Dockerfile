@@ -2,8 +2,9 @@
 # The reservation service image: one image for the API, the workers and the migrations.
 #   docker build -t reservations .
 #   docker run --rm -p 8080:8080 -e DATABASE_URL=... -e REDIS_URL=... reservations
-# The dependency set is exactly uv.lock's (uv sync --locked); the runtime stage holds only the
-# virtual environment and runs as an unprivileged user.
+# The dependency set is exactly uv.lock's (uv sync --locked); the image holds the service's
+# distribution and brokerq, not the workspace's tooling; the runtime stage holds only the virtual
+# environment and runs as an unprivileged user.
 
 ARG PYTHON_VERSION=3.12
 ARG UV_VERSION=0.13.8
@@ -26,11 +27,14 @@ WORKDIR /src
 RUN --mount=type=cache,target=/root/.cache/uv \
     --mount=type=bind,source=uv.lock,target=uv.lock \
     --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
-    uv sync --locked --no-dev --no-install-project
+    --mount=type=bind,source=brokerq/pyproject.toml,target=brokerq/pyproject.toml \
+    --mount=type=bind,source=reservations/pyproject.toml,target=reservations/pyproject.toml \
+    uv sync --locked --no-dev --no-install-workspace --package reservations
 COPY pyproject.toml uv.lock README.md ./
-COPY src ./src
+COPY brokerq ./brokerq
+COPY reservations ./reservations
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --no-editable
+    uv sync --locked --no-dev --no-editable --package reservations
 
 # ---- runtime ------------------------------------------------------------------------------------
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
