@@ -1,7 +1,8 @@
 """Messages and requests are data, never code.
 
-No module of the distributions (``*/src/``) imports or calls a deserializer that can run code (pickle and its relatives,
-marshal, shelve, an unsafe YAML load, eval and exec), as the syntax tree says, not a text search;
+No module of the workspace's distributions (``*/src/``) imports or calls a deserializer that can
+run code (pickle and its relatives, marshal, shelve, an unsafe YAML load, eval and exec), as the
+syntax tree says, not a text search;
 the scanner is checked against examples of each form it must catch. And what the service really
 decodes a queued reservation with (the channel's msgspec JSON decoder) refuses a pickle that would
 run code, and turns the markers of code-carrying JSON formats into nothing but data.

@@ -40,6 +40,8 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import redis
 import uvloop
+from reservations_tools.loadtest import LoadTestError, Progress, Scenario, run_loadtest
+from reservations_tools.servers.postgres import PostgresServer
 from rich.console import Console
 
 from bench.service import procstat, report
@@ -54,8 +56,6 @@ from bench.service.systems import (
     tail,
 )
 from brokerq.server import RedisServer
-from reservations.embedded.postgres import PostgresServer
-from reservations.loadtest import LoadTestError, Progress, Scenario, run_loadtest
 
 RESULTS = ROOT / "bench" / "results"
 

@@ -128,7 +128,7 @@ class Running:
         for pid in self.extra_pids:
             # Only a leftover of ours: a pid that was ours may belong to anybody by now.
             with contextlib.suppress(OSError):
-                if b"reservations.cli" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                if b"-m\x00reservations" in Path(f"/proc/{pid}/cmdline").read_bytes():
                     os.kill(pid, signal.SIGKILL)
 
 
@@ -273,7 +273,7 @@ def _start_ours(database_url: str, redis_url: str, log_dir: Path, admin_token: s
         WORKERS="3",
         DATA_DIR=str(data_dir),
     )
-    argv = [sys.executable, "-m", "reservations.cli", "up", "--port", str(port),
+    argv = [sys.executable, "-m", "reservations_tools", "up", "--port", str(port),
             "--data-dir", str(data_dir), "--grace", "10"]  # fmt: skip
     up = _spawn("up", argv, env, log_dir, ROOT)
     running = Running(base_url=f"http://127.0.0.1:{port}", port=port, procs=[up], groups={})

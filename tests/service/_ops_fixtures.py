@@ -115,7 +115,7 @@ class UpProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "reservations.cli", "up",
+                sys.executable, "-m", "reservations_tools", "up",
                 "--data-dir", str(self.data_dir), "--port", str(self.port),
                 "--workers", str(self.workers), "--grace", "15",
             ],

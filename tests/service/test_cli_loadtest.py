@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from reservations.loadtest import Outcomes, RunResult, scenario
-from reservations.loadtest.runner import _answered, _checks
+from reservations_tools.loadtest import Outcomes, RunResult, scenario
+from reservations_tools.loadtest.runner import _answered, _checks
 
 from ._ops_fixtures import UpProcess, free_port, make_data_dir, service_env
 
@@ -38,7 +37,7 @@ def _loadtest(up: UpProcess, *args: str) -> tuple[subprocess.CompletedProcess[st
     out = up.data_dir / "lt-figures.json"
     out.unlink(missing_ok=True)
     result = subprocess.run(
-        [sys.executable, "-m", "reservations.cli", "loadtest", "--base-url", up.base_url,
+        [sys.executable, "-m", "reservations_tools", "loadtest", "--base-url", up.base_url,
          "--json", str(out), *args],
         env=service_env(up.data_dir, COLUMNS="160"),
         capture_output=True, text=True, timeout=300, check=False,
@@ -81,7 +80,7 @@ def test_seed_in_small_and_users_reused_by_the_next_run(up: UpProcess) -> None:
 
 def test_loadtest_without_a_service_fails_clearly() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "reservations.cli", "loadtest", "--base-url",
+        [sys.executable, "-m", "reservations_tools", "loadtest", "--base-url",
          f"http://127.0.0.1:{free_port()}", "--requests", "10", "--tickets", "1"],
         capture_output=True, text=True, timeout=60, check=False,
         env=service_env(Path("data"), COLUMNS="200"),

@@ -11,8 +11,7 @@ import pwd
 from pathlib import Path
 
 import pytest
-
-from reservations.embedded.credentials import (
+from reservations_tools.servers.credentials import (
     CredentialsError,
     private_dir,
     read_or_create_password,

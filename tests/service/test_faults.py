@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from reservations.faults.__main__ import run_scenarios
-from reservations.faults.burst import BurstResult
-from reservations.faults.scenarios import SCENARIOS
+from reservations_tools.faults.cli import run_scenarios
+from reservations_tools.faults.burst import BurstResult
+from reservations_tools.faults.scenarios import SCENARIOS
 
 REQUESTS = 1000
 # One deployment and eight bursts with their faults (ten seconds without PostgreSQL, leases of

@@ -180,7 +180,7 @@ def test_status_shows_channel_counts_and_event_tickets(
     up: UpProcess, booked: dict[str, Any]
 ) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "reservations.cli", "status", "--json"],
+        [sys.executable, "-m", "reservations_tools", "status", "--json"],
         env=service_env(up.data_dir),
         capture_output=True,
         text=True,
@@ -197,7 +197,7 @@ def test_status_shows_channel_counts_and_event_tickets(
     assert (event["capacity"], event["reserved"], event["remaining"]) == (2, 1, 1)
 
     table = subprocess.run(
-        [sys.executable, "-m", "reservations.cli", "status"],
+        [sys.executable, "-m", "reservations_tools", "status"],
         env=service_env(up.data_dir, COLUMNS="120"),
         capture_output=True,
         text=True,
@@ -210,7 +210,7 @@ def test_status_shows_channel_counts_and_event_tickets(
 
 def test_a_second_up_on_the_same_data_dir_is_refused(up: UpProcess) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "reservations.cli", "up", "--data-dir", str(up.data_dir),
+        [sys.executable, "-m", "reservations_tools", "up", "--data-dir", str(up.data_dir),
          "--port", str(free_port())],
         env=service_env(up.data_dir, COLUMNS="200"),
         capture_output=True, text=True, timeout=60, check=False,
@@ -288,7 +288,7 @@ def test_up_refuses_a_port_in_use_and_leaves_nothing_running() -> None:
             busy.listen()
             port = busy.getsockname()[1]
             result = subprocess.run(
-                [sys.executable, "-m", "reservations.cli", "up", "--data-dir", str(data),
+                [sys.executable, "-m", "reservations_tools", "up", "--data-dir", str(data),
                  "--port", str(port)],
                 env=service_env(data, COLUMNS="200"),
                 capture_output=True, text=True, timeout=120, check=False,

@@ -1,19 +1,15 @@
-"""The ``reservations`` command: run, inspect and load-test the reservation service.
+"""The ``reservations`` command: the service's processes.
 
-``reservations up`` runs everything in the foreground (see ``reservations.supervisor``); ``api``,
-``worker`` and ``migrate`` are the pieces it runs, for deployments that run them separately (the
-Compose file does); ``status`` shows the queue and the events; ``loadtest`` drives a running
-service.
+``api`` serves the HTTP API (the producer), ``worker`` runs one consumer process, ``migrate``
+brings the database schema up to date: what a deployment runs (the Compose file runs each in a
+container). Running everything on one machine, load tests and fault injection are the
+workspace's tooling (``reservations-tools``), not the service.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -23,7 +19,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     name="reservations",
-    help="The event-reservation service: API, workers, and the tools to run and load-test them.",
+    help="The event-reservation service: its API, its workers and its database migrations.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -43,105 +39,6 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _redis_configured(settings: Settings) -> bool:
-    """Redis counts as configured when REDIS_URL or the seed's REDIS_HOST is given."""
-    url = settings.redis_url.get_secret_value() if settings.redis_url else ""
-    return bool(url) or "redis_host" in settings.model_fields_set
-
-
-def _run_file(settings: Settings) -> dict[str, Any]:
-    """What a running ``reservations up`` wrote about itself (its embedded servers' URLs)."""
-    path = Path(settings.data_dir) / "run.json"
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data
-
-
-def _database_url(settings: Settings) -> str | None:
-    if settings.database_url is not None and settings.database_url.get_secret_value():
-        return settings.database_url.get_secret_value()
-    url = _run_file(settings).get("database_url")
-    return str(url) if url else None
-
-
-def _redis_url(settings: Settings) -> str:
-    if _redis_configured(settings):
-        return settings.effective_redis_url
-    url = _run_file(settings).get("redis_url")
-    return str(url) if url else settings.effective_redis_url
-
-
-@app.command()
-def up(
-    workers: Annotated[
-        int | None, typer.Option(help="Worker processes (default: WORKERS, 3).", min=0)
-    ] = None,
-    port: Annotated[
-        int | None, typer.Option(help="API port (default: SERVICE_PORT, 8080).")
-    ] = None,
-    host: Annotated[str, typer.Option(help="Address the API listens on.")] = "127.0.0.1",
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Data folder (default: DATA_DIR, ./data).")
-    ] = None,
-    api_processes: Annotated[
-        int, typer.Option(help="uvicorn worker processes serving the API.", min=1)
-    ] = 1,
-    grace: Annotated[
-        float, typer.Option(help="Seconds the children get to stop before SIGKILL.")
-    ] = 30.0,
-    redis_fsync: Annotated[
-        str,
-        typer.Option(
-            help="Embedded Redis appendfsync: 'everysec' (up to ~1 s lost on a power cut) or "
-            "'always' (nothing acknowledged is lost, slower)."
-        ),
-    ] = "everysec",
-) -> None:
-    """Run the whole service in the foreground: PostgreSQL and Redis (embedded unless configured),
-    migrations, the API and the workers. Ctrl-C stops it gracefully."""
-    from .supervisor import UpOptions, run_up
-
-    settings = _settings()
-    if redis_fsync not in ("everysec", "always"):
-        raise _fail("--redis-fsync must be 'everysec' or 'always'")
-    database_url = (
-        settings.database_url.get_secret_value()
-        if settings.database_url is not None and settings.database_url.get_secret_value()
-        else None
-    )
-    options = UpOptions(
-        host=host,
-        port=port or settings.service_port,
-        workers=settings.workers if workers is None else workers,
-        api_processes=api_processes,
-        data_dir=data_dir or Path(settings.data_dir),
-        grace_s=grace,
-        redis_fsync=redis_fsync,
-        database_url=database_url,
-        redis_url=settings.effective_redis_url if _redis_configured(settings) else None,
-        worker_metrics_port=settings.worker_metrics_port,
-        admin_token_configured=bool(
-            settings.admin_token is not None and settings.admin_token.get_secret_value()
-        ),
-    )
-    raise typer.Exit(run_up(options, console))
-
-
-@app.command(hidden=True)
-def embedded(
-    data_dir: Annotated[Path, typer.Option()],
-    postgres: Annotated[bool, typer.Option("--postgres/--no-postgres")] = True,
-    redis: Annotated[bool, typer.Option("--redis/--no-redis")] = True,
-    redis_fsync: Annotated[str, typer.Option()] = "everysec",
-) -> None:
-    """Run the embedded PostgreSQL and Redis for ``up`` (internal)."""
-    from .supervisor import run_embedded
-
-    raise typer.Exit(run_embedded(data_dir, postgres, redis, redis_fsync))
-
-
 @app.command()
 def api(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -152,9 +49,6 @@ def api(
     """Run the HTTP API (the producer) with uvicorn, with limits on heads, bodies, deadlines
     and connections (see ``reservations.server``)."""
     from .server import run_api
-    from .supervisor import set_parent_death_signal
-
-    set_parent_death_signal()
     settings = _settings()
     run_api(
         settings,
@@ -187,10 +81,8 @@ def worker(
     import uvloop
 
     from .observability.logs import configure_logging, secrets_of
-    from .supervisor import set_parent_death_signal
     from .worker import run_worker
 
-    set_parent_death_signal()
     # Until the worker installs its own handlers, SIGTERM means a clean exit: nothing is held yet.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     settings = _settings()
@@ -210,112 +102,14 @@ def worker(
 def migrate(
     revision: Annotated[str, typer.Argument(help="Alembic revision.")] = "head",
 ) -> None:
-    """Bring the database schema up to date (DATABASE_URL, or the one `up` runs)."""
+    """Bring the database schema at DATABASE_URL up to date."""
     from .db import migrate as run_migrations
 
-    settings = _settings()
-    url = _database_url(settings)
+    url = _settings().effective_database_url
     if url is None:
-        raise _fail("DATABASE_URL is not set and no 'reservations up' is running in DATA_DIR")
+        raise _fail("DATABASE_URL is not set")
     run_migrations(url, revision)
     console.print(f"[green]database at revision {revision}[/]")
-
-
-@app.command()
-def status(
-    event: Annotated[
-        list[int] | None, typer.Option("--event", "-e", help="Only these event ids.")
-    ] = None,
-    limit: Annotated[int, typer.Option(help="At most this many events, newest first.")] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
-) -> None:
-    """Queue channel counts and, per event, capacity / reserved / remaining (exit 1 if either
-    could not be read)."""
-    from .status import collect_status, render_status
-
-    settings = _settings()
-    database_url = _database_url(settings)
-    redis_url = _redis_url(settings)
-    try:
-        report = asyncio.run(
-            collect_status(redis_url, database_url, event or [], limit, settings.queue_engine)
-        )
-    except Exception as exc:
-        raise _fail(f"cannot read the status: {exc}") from exc
-    if as_json:
-        sys.stdout.write(json.dumps(report, indent=2) + "\n")
-    else:
-        render_status(report, console)
-    if report["errors"]:
-        raise typer.Exit(1)
-
-
-@app.command()
-def loadtest(
-    scenario: Annotated[
-        str, typer.Option("--scenario", "-s", help="'seed' (the k6 bar) or 'burst'.")
-    ] = "seed",
-    base_url: Annotated[str, typer.Option(help="The running service.")] = "http://127.0.0.1:8080",
-    requests: Annotated[int | None, typer.Option(help="Override: number of POSTs.")] = None,
-    tickets: Annotated[int | None, typer.Option(help="Override: the event's tickets.")] = None,
-    repeat_fraction: Annotated[
-        float | None, typer.Option(help="Override: share of requests repeated by a user.")
-    ] = None,
-    connections: Annotated[
-        int | None, typer.Option(help="Override: keep-alive connections (closed loop).")
-    ] = None,
-    final_timeout: Annotated[
-        float | None, typer.Option(help="Seconds to wait for every outcome to be final.")
-    ] = None,
-    plot: Annotated[
-        Path | None, typer.Option(help="PNG to write (default: data/loadtest/<scenario>.png).")
-    ] = None,
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Also write the figures as JSON here.")
-    ] = None,
-    strict: Annotated[
-        bool, typer.Option(help="Fail (exit 2) when a throughput target is missed, too.")
-    ] = False,
-    seed: Annotated[int | None, typer.Option(help="Random seed for the request order.")] = None,
-    admin_token: Annotated[
-        str | None,
-        typer.Option(
-            envvar="ADMIN_TOKEN",
-            show_envvar=True,
-            help="Bearer token for creating the event (default: <data dir>/admin-token).",
-        ),
-    ] = None,
-    reuse_users: Annotated[
-        bool,
-        typer.Option(
-            help="Reuse the users an earlier run created on the same service (checked first)."
-        ),
-    ] = True,
-) -> None:
-    """Drive a RUNNING service over HTTP: create an event and users, fire the reservations,
-    wait for every outcome, check the invariants; exit 1 if one fails."""
-    from .loadtest.cli import run_loadtest_command
-
-    code = run_loadtest_command(
-        console,
-        scenario_name=scenario,
-        base_url=base_url,
-        overrides={
-            "requests": requests,
-            "tickets": tickets,
-            "repeat_fraction": repeat_fraction,
-            "connections": connections,
-            "final_timeout_s": final_timeout,
-        },
-        plot_path=plot,
-        json_path=json_out,
-        strict=strict,
-        seed=seed,
-        data_dir=Path(os.environ.get("DATA_DIR", "data")),
-        reuse_users=reuse_users,
-        admin_token=admin_token,
-    )
-    raise typer.Exit(code)
 
 
 def main() -> None:

@@ -34,7 +34,6 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -46,9 +45,9 @@ from rich.console import Console
 from rich.table import Table
 
 from .admin_token import TOKEN_FILE, ensure_admin_token
-from .embedded.credentials import PASSWORD_FILE, private_dir, write_private
+from .servers.credentials import PASSWORD_FILE, private_dir, write_private
 
-__all__ = ["UpOptions", "run_embedded", "run_up", "set_parent_death_signal"]
+__all__ = ["UpOptions", "run_up", "set_parent_death_signal"]
 
 _MAX_CRASHES = 5
 _CRASH_WINDOW_S = 60.0
@@ -100,53 +99,6 @@ class UpOptions:
 
 
 # ---------------------------------------------------------------------------------------------
-# The embedded servers' helper process (``reservations embedded``, hidden)
-# ---------------------------------------------------------------------------------------------
-
-
-def run_embedded(data_dir: Path, postgres: bool, redis: bool, redis_fsync: str) -> int:
-    """Start the embedded servers, print their URLs as one JSON line, stop them on SIGTERM."""
-    from brokerq.server import RedisServer
-
-    from .embedded.credentials import read_or_create_password
-    from .embedded.postgres import PostgresServer
-
-    # Handlers, not a blocked signal mask: a mask would be inherited by redis-server, which then
-    # could not be stopped gracefully. A signal during start-up still stops what was started.
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, on_signal)
-    pg: PostgresServer | None = None
-    rs: RedisServer | None = None
-    urls: dict[str, str] = {}
-    try:
-        if postgres and not stop.is_set():
-            pg = PostgresServer(data_dir / "postgres")
-            pg.start()
-            urls["database_url"] = pg.dsn
-        if redis and not stop.is_set():
-            redis_dir = private_dir(data_dir / "redis")
-            password, _ = read_or_create_password(redis_dir / PASSWORD_FILE)
-            rs = RedisServer(redis_dir, appendonly=True, appendfsync=redis_fsync, password=password)
-            rs.start_sync()
-            urls["redis_url"] = rs.url
-        if not stop.is_set():
-            print(json.dumps(urls), flush=True)
-        stop.wait()
-    finally:
-        # Redis first: the workers are gone by now, and PostgreSQL's checkpoint takes longer.
-        if rs is not None:
-            rs.stop_sync()
-        if pg is not None:
-            pg.stop()
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------
 # The supervisor
 # ---------------------------------------------------------------------------------------------
 
@@ -190,7 +142,11 @@ class Supervisor:
         self.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {text}")
 
     def _cli(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "reservations.cli", *args]
+        """A command of the service: ``reservations api``, ``reservations worker``."""
+        return [sys.executable, "-m", "reservations", *args]
+
+    def _tools(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "reservations_tools", *args]
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -211,7 +167,7 @@ class Supervisor:
         if not self.data_dir.exists():
             # Only its owner may enter; as root, the embedded PostgreSQL runs as the postgres
             # user and must pass through to its folder. A folder the user made is left as it is.
-            from .embedded.postgres import service_gid
+            from .servers.postgres import service_gid
 
             gid = service_gid()
             if gid is None:
@@ -274,7 +230,7 @@ class Supervisor:
             "--redis" if want_redis else "--no-redis",
         ]
         self.embedded = await asyncio.create_subprocess_exec(
-            *self._cli(*args),
+            *self._tools(*args),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=log,
@@ -546,7 +502,7 @@ class Supervisor:
                 if self._stop.is_set():
                     return self.exit_code
                 self._say("running migrations")
-                from .db import migrate
+                from reservations.db import migrate
 
                 assert self.database_url is not None
                 try:

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from reservations.loadtest.http import Pool, bearer
+from reservations_tools.loadtest.http import Pool, bearer
 
 from .burst import FaultContext
 from .deployment import Deployment

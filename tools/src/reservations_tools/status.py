@@ -12,8 +12,7 @@ __all__ = ["collect_status", "render_status"]
 
 async def _channel_stats(redis_url: str, queue_engine: str) -> list[dict[str, Any]]:
     from brokerq import BrokerQueue
-
-    from .channels import queue_adapter, reservation_channel
+    from reservations.channels import queue_adapter, reservation_channel
 
     queue = BrokerQueue(queue_adapter(queue_engine, redis_url))
     try:
@@ -43,10 +42,10 @@ async def _events(
     from redis.asyncio import Redis
     from sqlalchemy import select
 
-    from .db import create_engine, create_session_factory
-    from .events.models import Event
-    from .reservations.admission import AdmissionGate
-    from .reservations.service import ReservationService
+    from reservations.db import create_engine, create_session_factory
+    from reservations.events.models import Event
+    from reservations.reservations.admission import AdmissionGate
+    from reservations.reservations.service import ReservationService
 
     engine = create_engine(database_url, pool_size=1)
     redis = Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)

@@ -1,4 +1,4 @@
-"""``python -m reservations.faults``: every fault scenario against a real deployment."""
+"""``reservations-tools faults``: every fault scenario against a real deployment."""
 
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def main(
         shutil.rmtree(data_dir, ignore_errors=True)
     console.print(table(results))
     if report is not None:
-        command = f"uv run python -m reservations.faults --requests {requests} --tickets {tickets}"
+        command = f"uv run reservations-tools faults --requests {requests} --tickets {tickets}"
         report.write_text(markdown(results, command))
     if not all(r.ok for _, r in results):
         raise typer.Exit(1)

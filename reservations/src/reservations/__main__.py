@@ -1,0 +1,5 @@
+"""``python -m reservations api|worker|migrate``."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Local PostgreSQL and Redis servers in a data folder, for ``up``, the fault harness and tests."""
