@@ -7,7 +7,7 @@ queue-less FastAPI + asyncpg design, on the same PostgreSQL and Redis, in the sa
     scripts/bench-service --systems seed,ours,queueless@2
     scripts/bench-service --report bench/results/service-<stamp>.json   # tables again
 
-One PostgreSQL server (fsync on) and one Redis server (append-only, everysec: as `reservations up`
+One PostgreSQL server (fsync on) and one Redis server (append-only, everysec: as `reservations-tools up`
 runs them) for the whole benchmark; before every run a fresh database and FLUSHALL. For each run,
 for each scenario, the systems one after the other (A B C, A B C, ...): start the system's
 processes, drive it with the load test's runner over HTTP, meter the CPU of every process group

@@ -1,4 +1,4 @@
-"""Running ``reservations up`` as a real process for the operations tests.
+"""Running ``reservations-tools up`` as a real process for the operations tests.
 
 The service runs with its embedded PostgreSQL and Redis in a temporary data folder, on a free port,
 exactly as a developer's ``./scripts/up`` runs it. Everything waits on a condition with a deadline.
@@ -26,7 +26,7 @@ T = TypeVar("T")
 STARTUP_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 60.0
 
-# What `reservations up` must not inherit from the developer's shell or CI: it would then use
+# What `reservations-tools up` must not inherit from the developer's shell or CI: it would then use
 # those servers (and that admin token) instead of making its own.
 _SERVER_VARS = (
     "DATABASE_URL",
@@ -91,7 +91,7 @@ def pid_alive(pid: int) -> bool:
 
 @dataclass
 class UpProcess:
-    """One ``reservations up`` process and where to reach it."""
+    """One ``reservations-tools up`` process and where to reach it."""
 
     data_dir: Path
     port: int
@@ -123,14 +123,14 @@ class UpProcess:
             env=service_env(self.data_dir, COLUMNS="120"),
         )  # fmt: skip
         log.close()
-        wait_for(self._healthy, timeout_s, f"/health of `reservations up` (log: {self.log_path})")
+        wait_for(self._healthy, timeout_s, f"/health of `reservations-tools up` (log: {self.log_path})")
         wait_for(lambda: self.run_info() or None, 10, "run.json")
 
     def _healthy(self) -> bool:
         assert self.process is not None
         if self.process.poll() is not None:
             raise AssertionError(
-                f"`reservations up` exited with {self.process.returncode}:\n{self.log()}"
+                f"`reservations-tools up` exited with {self.process.returncode}:\n{self.log()}"
             )
         try:
             return httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200
@@ -159,7 +159,7 @@ class UpProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            raise AssertionError(f"`reservations up` did not stop in time:\n{self.log()}") from None
+            raise AssertionError(f"`reservations-tools up` did not stop in time:\n{self.log()}") from None
 
     def kill_everything(self) -> None:
         """Last-resort cleanup after a failed test: nothing may outlive the suite."""

@@ -103,5 +103,5 @@ def test_environment_examples_use_the_seed_names_and_hold_no_secrets(environment
         if "PASSWORD" in key or key.endswith("_URL"):
             assert value in ("", "postgresql://postgres:change-me@db:5432/reservations"), key
     if environment != "production":
-        # The embedded servers of `reservations up` apply when nothing is configured.
+        # The embedded servers of `reservations-tools up` apply when nothing is configured.
         assert not {"DATABASE_URL", "REDIS_URL", "REDIS_HOST"} & set(settings)

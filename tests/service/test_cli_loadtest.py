@@ -1,4 +1,4 @@
-"""``reservations loadtest`` against a real service (``reservations up`` in a temp folder)."""
+"""``reservations-tools loadtest`` against a real service (``reservations-tools up`` in a temp folder)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 All scenarios run once, one after the other on one deployment, in a module fixture; each test
 then checks one scenario's result. The full-size runs (100,000 requests) are
-``python -m reservations.faults``; see docs/reliability.md.
+``reservations-tools faults``; see docs/reliability.md.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Creating events, cancelling reservations, the queue dashboard's data and actions, and ``/metrics``
 need ``Authorization: Bearer <ADMIN_TOKEN>``. With no ``ADMIN_TOKEN`` configured these operations
 are refused rather than open: a forgotten setting must not leave a public server writable
-(``reservations up`` makes a token of its own when none is configured). The comparison runs in
+(``reservations-tools up`` makes a token of its own when none is configured). The comparison runs in
 constant time and the token is never logged or echoed.
 """
 

@@ -50,7 +50,7 @@ def _redis_configured(settings: Settings) -> bool:
 
 
 def _run_file(settings: Settings) -> dict[str, Any]:
-    """What a running ``reservations up`` wrote about itself (its embedded servers' URLs)."""
+    """What a running ``reservations-tools up`` wrote about itself (its embedded servers' URLs)."""
     path = Path(settings.data_dir) / "run.json"
     try:
         data: dict[str, Any] = json.loads(path.read_text())

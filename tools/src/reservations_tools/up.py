@@ -1,4 +1,4 @@
-"""``reservations up``: the whole service on one machine, in the foreground.
+"""``reservations-tools up``: the whole service on one machine, in the foreground.
 
 What it does, in order:
 
@@ -183,12 +183,12 @@ class Supervisor:
                 pass  # stale: the previous run is gone
             except PermissionError:
                 raise StartupError(
-                    f"another 'reservations up' (pid file {self._pid_file}) is using this data dir"
+                    f"another 'reservations-tools up' (pid file {self._pid_file}) is using this data dir"
                 ) from None
             else:
                 if pid != os.getpid():
                     raise StartupError(
-                        f"'reservations up' is already running with pid {pid} on {self.data_dir}; "
+                        f"'reservations-tools up' is already running with pid {pid} on {self.data_dir}; "
                         "stop it first, or use another DATA_DIR"
                     )
         self._pid_file.write_text(f"{os.getpid()}\n")
@@ -383,7 +383,7 @@ class Supervisor:
         ]
         if embedded:
             table.add_row("embedded passwords", f"in {', '.join(embedded)} (yours only)")
-        table.add_row("status", "uv run reservations status")
+        table.add_row("status", "uv run reservations-tools status")
         table.add_row("stop", "Ctrl-C (or SIGTERM to this process)")
         self.console.print(table)
 

@@ -1,6 +1,6 @@
 """A whole deployment under the harness's control: PostgreSQL, Redis, the API, the workers.
 
-Unlike ``reservations up``, which keeps things running, this owns every process so that a
+Unlike ``reservations-tools up``, which keeps things running, this owns every process so that a
 scenario can kill, stop and restart each one on cue.
 """
 

@@ -1,4 +1,4 @@
-"""``reservations loadtest``: drive a running service over HTTP and check its promises."""
+"""``reservations-tools loadtest``: drive a running service over HTTP and check its promises."""
 
 from .runner import Check, LoadTestError, Outcomes, Progress, RunResult, run_loadtest, wait_healthy
 from .scenario import SCENARIOS, Scenario, scenario

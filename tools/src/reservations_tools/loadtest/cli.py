@@ -1,4 +1,4 @@
-"""``reservations loadtest``: progress bar, summary table, plot and exit code."""
+"""``reservations-tools loadtest``: progress bar, summary table, plot and exit code."""
 
 from __future__ import annotations
 

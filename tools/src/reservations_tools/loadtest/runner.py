@@ -375,7 +375,7 @@ async def _create_event(
     if resp.status == 401:
         raise LoadTestError(
             "POST /event needs the admin token: pass --admin-token or set ADMIN_TOKEN "
-            "(`reservations up` keeps the one it made in <data dir>/admin-token)"
+            "(`reservations-tools up` keeps the one it made in <data dir>/admin-token)"
         )
     data = await _expect(resp, "POST /event", 200, 201)
     event_id = _first_int(data, "id", "eventId")
