@@ -140,6 +140,7 @@ return moved
 
 _SEED_CHUNK = 1000
 _FINISH_CHUNK = 500
+_MGET_CHUNK = 5000
 
 
 class Verdict(enum.StrEnum):
@@ -264,8 +265,18 @@ class AdmissionGate:
 
     async def holders(self, event_id: int) -> dict[int, str]:
         """User id -> request id of every seat the gate counts for the event."""
-        raw = await self.redis.hgetall(_admitted_key(event_id))
-        return {int(user): _text(holder) for user, holder in raw.items()}
+        return (await self.holders_many([event_id]))[event_id]
+
+    async def holders_many(self, event_ids: Sequence[int]) -> dict[int, dict[int, str]]:
+        """``holders`` of several events, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event_id in event_ids:
+                pipe.hgetall(_admitted_key(event_id))
+            replies = await pipe.execute()
+        return {
+            event_id: {int(user): _text(holder) for user, holder in raw.items()}
+            for event_id, raw in zip(event_ids, replies, strict=True)
+        }
 
     async def seed(self, event_id: int, snapshot: EventSnapshot) -> bool:
         admitted = _admitted_key(event_id)
@@ -348,14 +359,14 @@ class AdmissionGate:
         return None if raw is None else _parse_marker(request_id, _text(raw))
 
     async def pending_many(self, request_ids: Sequence[str]) -> dict[str, PendingRequest]:
-        if not request_ids:
-            return {}
-        raw = await self.redis.mget([_pending_key(r) for r in request_ids])
-        return {
-            request_id: _parse_marker(request_id, _text(value))
-            for request_id, value in zip(request_ids, raw, strict=True)
-            if value is not None
-        }
+        found: dict[str, PendingRequest] = {}
+        for start in range(0, len(request_ids), _MGET_CHUNK):
+            chunk = request_ids[start : start + _MGET_CHUNK]
+            raw = await self.redis.mget([_pending_key(r) for r in chunk])
+            for request_id, value in zip(chunk, raw, strict=True):
+                if value is not None:
+                    found[request_id] = _parse_marker(request_id, _text(value))
+        return found
 
     async def finished(self, requests: Iterable[tuple[str, int]]) -> None:
         """(request id, event id) pairs whose outcomes are final in PostgreSQL."""

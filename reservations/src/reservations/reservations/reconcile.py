@@ -25,6 +25,7 @@ says holds a reservation.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -36,7 +37,7 @@ from .admission import AdmissionGate
 from .repository import ReservationRepository
 from .service import ReservationService
 
-__all__ = ["ReconcileReport", "apply_releases", "reconcile_event", "reconcile_events"]
+__all__ = ["ReconcileReport", "apply_releases", "reconcile_events", "reconcile_seats"]
 
 log = get_logger(__name__)
 
@@ -95,8 +96,11 @@ async def reconcile_events(
 ) -> ReconcileReport:
     """Check every live event's gate against PostgreSQL, a page of events at a time.
 
-    ``pass_number`` staggers the full comparisons: event ``e`` gets one when ``(pass_number + e)
-    % FULL_CHECK_PASSES == 0``, and every event does when it is None.
+    An event's seats are compared user by user when the number of seats the gate counts differs
+    from PostgreSQL's reserved tickets and no request of the event is in flight (until its queue
+    drains, a difference is mostly requests admitted and not yet written), and in any case once
+    every ``FULL_CHECK_PASSES`` passes: event ``e`` when ``(pass_number + e) % FULL_CHECK_PASSES
+    == 0``, every event when ``pass_number`` is None.
     """
     report = ReconcileReport()
     after = 0
@@ -111,6 +115,7 @@ async def reconcile_events(
         async with session_factory() as session:
             seen = await ReservationRepository(session).checkpoints(list(counters))
         checkpoints: list[tuple[int, int, int]] = []
+        suspects: list[int] = []
         for event_id, _, reserved in events:
             found = counters[event_id]
             if found is None:
@@ -131,14 +136,14 @@ async def reconcile_events(
                 continue  # checkpointed and checked at the next pass
             checkpoints.append((event_id, found.accepted, found.last_seq))
             full = pass_number is None or (pass_number + event_id) % FULL_CHECK_PASSES == 0
-            if full or found.admitted != reserved:
-                # Requests admitted and not yet written also make a difference; the correction
-                # leaves their seats alone, so running it while they are in flight is harmless.
-                released, restored = await reconcile_event(gate, session_factory, event_id)
-                if released or restored:
-                    report.corrected += 1
-                    report.released += released
-                    report.restored += restored
+            if full or (found.admitted != reserved and found.pending == 0):
+                suspects.append(event_id)
+        if suspects:
+            corrections = await reconcile_seats(gate, session_factory, suspects)
+            for released, restored in corrections.values():
+                report.corrected += 1
+                report.released += released
+                report.restored += restored
         async with session_factory() as session, session.begin():
             await ReservationRepository(session).save_checkpoints(checkpoints)
     return report
@@ -152,35 +157,49 @@ async def _rebuild(
         return await gate.seed_once(event_id, lambda: service.snapshot(event_id))
 
 
-async def reconcile_event(
-    gate: AdmissionGate, session_factory: async_sessionmaker[AsyncSession], event_id: int
-) -> tuple[int, int]:
-    """Correct the event's seats in the gate to what PostgreSQL says; (released, restored)."""
+async def reconcile_seats(
+    gate: AdmissionGate,
+    session_factory: async_sessionmaker[AsyncSession],
+    event_ids: Sequence[int],
+) -> dict[int, tuple[int, int]]:
+    """Correct the seats of ``event_ids`` in the gate to what PostgreSQL says, in a few round
+    trips for all of them; (released, restored) of each event that needed a correction."""
     # Redis first. A marker leaves Redis only after its request's outcome is committed, so a
     # holder without a marker here is final in the PostgreSQL read below, or gone for good.
-    seats = await gate.holders(event_id)
-    in_flight = await gate.pending_many(list(set(seats.values())))
+    seats = await gate.holders_many(event_ids)
+    in_flight = await gate.pending_many(list({h for s in seats.values() for h in s.values()}))
     async with session_factory() as session:
         # One snapshot: the reserved users and the requests' outcomes must agree with each other.
         await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         repository = ReservationRepository(session)
-        reserved = await repository.holders(event_id)
-        unreserved = [h for u, h in seats.items() if u not in reserved]
+        reserved = await repository.holders_many(event_ids)
+        unreserved = [
+            holder
+            for event_id in event_ids
+            for user_id, holder in seats[event_id].items()
+            if user_id not in reserved[event_id] and holder in in_flight
+        ]
         final = {row.id for row in await repository.requests(unreserved)} if unreserved else set()
         await session.rollback()
-    release = [
-        (user_id, holder)
-        for user_id, holder in seats.items()
-        if user_id not in reserved and (holder in final or holder not in in_flight)
-    ]
-    restore = {user_id: holder for user_id, holder in reserved.items() if user_id not in seats}
-    released = await gate.release_many(event_id, release)
-    restored = await gate.restore_many(event_id, restore)
-    if released or restored:
-        log.warning(
-            "admission_gate_corrected",
-            event_id=event_id,
-            released=released,
-            restored=restored,
-        )
-    return released, restored
+    corrections: dict[int, tuple[int, int]] = {}
+    for event_id in event_ids:
+        held, truth = seats[event_id], reserved[event_id]
+        release = [
+            (user_id, holder)
+            for user_id, holder in held.items()
+            if user_id not in truth and (holder in final or holder not in in_flight)
+        ]
+        restore = {user_id: holder for user_id, holder in truth.items() if user_id not in held}
+        if not (release or restore):
+            continue
+        released = await gate.release_many(event_id, release)
+        restored = await gate.restore_many(event_id, restore)
+        if released or restored:
+            corrections[event_id] = (released, restored)
+            log.warning(
+                "admission_gate_corrected",
+                event_id=event_id,
+                released=released,
+                restored=restored,
+            )
+    return corrections

@@ -31,6 +31,10 @@ from .models import (
 __all__ = ["CapacityConflict", "ClaimRow", "Decision", "ReservationRepository"]
 
 
+# An IN list of at most this many ids per query.
+_IN_CHUNK = 10_000
+
+
 class CapacityConflict(RuntimeError):
     """The conditional ticket update matched fewer events than planned; the batch must roll back."""
 
@@ -172,21 +176,34 @@ class ReservationRepository:
 
     async def holders(self, event_id: int) -> dict[int, str]:
         """User id -> the request id of their live reservation ("db" for one made otherwise)."""
+        return (await self.holders_many([event_id]))[event_id]
+
+    async def holders_many(self, event_ids: Sequence[int]) -> dict[int, dict[int, str]]:
+        """``holders`` of several events, in one query."""
         rows = await self.session.execute(
-            select(Reservation.user_id, Reservation.request_id).where(
-                Reservation.event_id == event_id, Reservation.status == ReservationStatus.RESERVED
+            select(Reservation.event_id, Reservation.user_id, Reservation.request_id).where(
+                Reservation.event_id.in_(event_ids),
+                Reservation.status == ReservationStatus.RESERVED,
             )
         )
-        return {user_id: request_id or "db" for user_id, request_id in rows}
+        found: dict[int, dict[int, str]] = {event_id: {} for event_id in event_ids}
+        for event_id, user_id, request_id in rows:
+            found[event_id][user_id] = request_id or "db"
+        return found
 
     async def request(self, request_id: str) -> ReservationRequest | None:
         return await self.session.get(ReservationRequest, request_id)
 
     async def requests(self, request_ids: Sequence[str]) -> list[ReservationRequest]:
-        rows = await self.session.execute(
-            select(ReservationRequest).where(ReservationRequest.id.in_(request_ids))
-        )
-        return list(rows.scalars())
+        found: list[ReservationRequest] = []
+        for start in range(0, len(request_ids), _IN_CHUNK):
+            rows = await self.session.execute(
+                select(ReservationRequest).where(
+                    ReservationRequest.id.in_(request_ids[start : start + _IN_CHUNK])
+                )
+            )
+            found.extend(rows.scalars())
+        return found
 
     async def request_stats(self, event_id: int) -> tuple[dict[tuple[str, str | None], int], int]:
         """Final outcomes of an event's requests by (status, reason), and the highest seq seen."""
