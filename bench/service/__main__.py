@@ -7,9 +7,9 @@ queue-less FastAPI + asyncpg design, on the same PostgreSQL and Redis, in the sa
     scripts/bench-service --systems seed,ours,queueless@2
     scripts/bench-service --report bench/results/service-<stamp>.json   # tables again
 
-One PostgreSQL server (fsync on) and one Redis server (append-only, everysec: as `reservations-tools up`
-runs them) for the whole benchmark; before every run a fresh database and FLUSHALL. For each run,
-for each scenario, the systems one after the other (A B C, A B C, ...): start the system's
+One PostgreSQL server (fsync on) and one Redis server (append-only, everysec: as
+`reservations-tools up` runs them) for the whole benchmark; before every run a fresh database
+and FLUSHALL. For each run, for each scenario, the systems one after the other (A B C, A B C, ...): start the system's
 processes, drive it with the load test's runner over HTTP, meter the CPU of every process group
 from the first POST to the last outcome, check the results, stop it. Prints medians and ratios to
 the seed's design; writes bench/results/service-<stamp>.{json,md,png,log}.
@@ -40,8 +40,6 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import redis
 import uvloop
-from reservations_tools.loadtest import LoadTestError, Progress, Scenario, run_loadtest
-from reservations_tools.servers.postgres import PostgresServer
 from rich.console import Console
 
 from bench.service import procstat, report
@@ -56,6 +54,8 @@ from bench.service.systems import (
     tail,
 )
 from brokerq.server import RedisServer
+from reservations_tools.loadtest import LoadTestError, Progress, Scenario, run_loadtest
+from reservations_tools.servers.postgres import PostgresServer
 
 RESULTS = ROOT / "bench" / "results"
 

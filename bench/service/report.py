@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from reservations_tools.loadtest import RunResult
 from rich.console import Console
 from rich.table import Table
+
+from reservations_tools.loadtest import RunResult
 
 GROUPS = ("front", "back", "redis", "postgres")
 _SERIES_POINTS = 300

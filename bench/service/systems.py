@@ -5,7 +5,8 @@ shared servers, as the processes its design runs:
 
 - ``seed``: the seed's NestJS + BullMQ design (``bench/peers/seed_nestjs``): one producer and
   three consumers (Node, built from TypeScript with the committed package-lock.json);
-- ``ours``: this repository's service as ``reservations-tools up`` runs it: the API and three workers;
+- ``ours``: this repository's service as ``reservations-tools up`` runs it: the API and three
+  workers;
 - ``queueless``: FastAPI + asyncpg deciding in the request (``bench/peers/queueless``), uvicorn
   with two worker processes (``queueless@N`` for N): one per core of the 2-core machine it was
   tuned on, where two did 4-13% more requests/s than one in every scenario (quick sizes, medians

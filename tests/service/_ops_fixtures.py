@@ -123,7 +123,9 @@ class UpProcess:
             env=service_env(self.data_dir, COLUMNS="120"),
         )  # fmt: skip
         log.close()
-        wait_for(self._healthy, timeout_s, f"/health of `reservations-tools up` (log: {self.log_path})")
+        wait_for(
+            self._healthy, timeout_s, f"/health of `reservations-tools up` (log: {self.log_path})"
+        )
         wait_for(lambda: self.run_info() or None, 10, "run.json")
 
     def _healthy(self) -> bool:
@@ -159,7 +161,9 @@ class UpProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            raise AssertionError(f"`reservations-tools up` did not stop in time:\n{self.log()}") from None
+            raise AssertionError(
+                f"`reservations-tools up` did not stop in time:\n{self.log()}"
+            ) from None
 
     def kill_everything(self) -> None:
         """Last-resort cleanup after a failed test: nothing may outlive the suite."""

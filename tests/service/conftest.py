@@ -19,13 +19,13 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
-from reservations_tools.servers.postgres import PostgresServer
 from sqlalchemy.engine import make_url
 
 from reservations.app import create_app
 from reservations.db import migrate
 from reservations.deps import Resources
 from reservations.settings import Settings
+from reservations_tools.servers.postgres import PostgresServer
 
 from .helpers import ADMIN_TOKEN
 

@@ -1,4 +1,5 @@
-"""``reservations-tools loadtest`` against a real service (``reservations-tools up`` in a temp folder)."""
+"""``reservations-tools loadtest`` against a real service (``reservations-tools up`` in a
+temporary folder)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from reservations_tools.loadtest import Outcomes, RunResult, scenario
 from reservations_tools.loadtest.runner import _answered, _checks
 

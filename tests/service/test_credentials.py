@@ -11,6 +11,7 @@ import pwd
 from pathlib import Path
 
 import pytest
+
 from reservations_tools.servers.credentials import (
     CredentialsError,
     private_dir,

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from reservations_tools.faults.cli import run_scenarios
+
 from reservations_tools.faults.burst import BurstResult
+from reservations_tools.faults.cli import run_scenarios
 from reservations_tools.faults.scenarios import SCENARIOS
 
 REQUESTS = 1000

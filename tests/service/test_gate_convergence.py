@@ -337,9 +337,8 @@ async def test_requests_lost_when_redis_comes_back_older_are_reported_lost(
 async def test_status_and_metrics_show_the_lost_requests(
     service: Service, own_redis: RedisServer, own_settings: Settings
 ) -> None:
-    from reservations_tools.status import collect_status
-
     from reservations.reservations.recovery import maintenance_pass
+    from reservations_tools.status import collect_status
 
     users = [await create_user(service.client, n) for n in range(4)]
     event_id = await create_event(service.client, "Counted", 10)

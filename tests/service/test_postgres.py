@@ -13,10 +13,10 @@ from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
-from reservations_tools.servers.postgres import PostgresError, PostgresServer, find_postgres_bin_dir
 from sqlalchemy.engine import make_url
 
 from reservations.db import migrate
+from reservations_tools.servers.postgres import PostgresError, PostgresServer, find_postgres_bin_dir
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""``reservations-tools up`` as a real process: embedded PostgreSQL and Redis, the API and the workers.
+"""``reservations-tools up`` as a real process: embedded PostgreSQL and Redis, the API and the
+workers.
 
 One service runs for the module; the tests follow each other as a developer would use it: reserve,
 look at the status, lose a worker, stop, start again on the same data.

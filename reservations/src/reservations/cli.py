@@ -49,6 +49,7 @@ def api(
     """Run the HTTP API (the producer) with uvicorn, with limits on heads, bodies, deadlines
     and connections (see ``reservations.server``)."""
     from .server import run_api
+
     settings = _settings()
     run_api(
         settings,

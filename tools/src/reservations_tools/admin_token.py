@@ -1,4 +1,5 @@
-"""The admin token ``reservations-tools up`` makes when none is configured, kept in the data folder."""
+"""The admin token ``reservations-tools up`` makes when none is configured, kept in the data
+folder."""
 
 from __future__ import annotations
 

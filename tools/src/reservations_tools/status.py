@@ -1,4 +1,5 @@
-"""``reservations-tools status``: the queue channel's counts and each event's tickets, as Rich tables."""
+"""``reservations-tools status``: the queue channel's counts and each event's tickets, as Rich
+tables."""
 
 from __future__ import annotations
 
@@ -90,7 +91,9 @@ async def collect_status(
     except Exception as exc:
         report["errors"].append(f"queue: {exc}")
     if database_url is None:
-        report["errors"].append("events: DATABASE_URL is not set and no 'reservations-tools up' runs")
+        report["errors"].append(
+            "events: DATABASE_URL is not set and no 'reservations-tools up' runs"
+        )
     else:
         try:
             report["events"] = await _events(database_url, redis_url, event_ids, limit)

@@ -183,12 +183,14 @@ class Supervisor:
                 pass  # stale: the previous run is gone
             except PermissionError:
                 raise StartupError(
-                    f"another 'reservations-tools up' (pid file {self._pid_file}) is using this data dir"
+                    f"another 'reservations-tools up' (pid file {self._pid_file}) is using this "
+                    "data dir"
                 ) from None
             else:
                 if pid != os.getpid():
                     raise StartupError(
-                        f"'reservations-tools up' is already running with pid {pid} on {self.data_dir}; "
+                        f"'reservations-tools up' is already running with pid {pid} on "
+                        f"{self.data_dir}; "
                         "stop it first, or use another DATA_DIR"
                     )
         self._pid_file.write_text(f"{os.getpid()}\n")

@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from reservations_tools.loadtest.http import Connection, HttpError, Pool, bearer
-
 from brokerq import BrokerQueue
 from brokerq.redis import RedisAdapter
 from reservations.channels import QUEUE_NAME
+from reservations_tools.loadtest.http import Connection, HttpError, Pool, bearer
 
 __all__ = ["BurstResult", "Check", "FaultContext", "create_users", "run_burst"]
 

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import httpx
-from reservations_tools.servers.postgres import PostgresServer
 
 from brokerq.server import RedisServer, free_port
 from reservations.db import migrate
+from reservations_tools.servers.postgres import PostgresServer
 
 __all__ = ["Deployment"]
 

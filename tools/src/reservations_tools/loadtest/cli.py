@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-from reservations_tools.admin_token import read_admin_token
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -19,6 +18,8 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+
+from reservations_tools.admin_token import read_admin_token
 
 from . import runner
 from .http import parse_base_url
