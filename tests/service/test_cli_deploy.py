@@ -79,8 +79,9 @@ def test_compose_runs_the_seed_deployment() -> None:
 def test_dockerfile_is_multi_stage_locked_and_unprivileged() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert len(re.findall(r"^FROM ", text, flags=re.MULTILINE)) >= 3
-    assert "uv sync --locked --no-dev --no-install-project" in text
-    assert "uv sync --locked --no-dev --no-editable" in text
+    # The service's distribution (and brokerq) only, not the workspace's tooling.
+    assert "uv sync --locked --no-dev --no-install-workspace --package reservations" in text
+    assert "uv sync --locked --no-dev --no-editable --package reservations" in text
     assert re.search(r"^USER app$", text, flags=re.MULTILINE)
     assert "HEALTHCHECK" in text and "/health" in text
     ignored = (ROOT / ".dockerignore").read_text().split()
