@@ -12,7 +12,8 @@ One PostgreSQL server (fsync on) and one Redis server (append-only, everysec: as
 and FLUSHALL. For each run, for each scenario, the systems one after the other (A B C, A B C,
 ...): start the system's processes, drive it with the load test's runner over HTTP, meter the
 CPU of every process group from the first POST to the last outcome, check the results, stop it.
-Prints medians and ratios to the seed's design; writes bench/results/service-<stamp>.{json,md,png,log}.
+Prints medians and ratios to the seed's design; writes
+bench/results/service-<stamp>.{json,md,png,log}.
 """
 
 from __future__ import annotations
