@@ -21,8 +21,8 @@ from pydantic import SecretStr
 
 from brokerq import Channel, Message
 from reservations.app import create_app
-from reservations.deps import Resources
 from reservations.observability import install
+from reservations.resources import Resources
 from reservations.settings import Settings
 
 from .helpers import ADMIN, ADMIN_TOKEN

@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 
 from reservations.app import create_app
 from reservations.db import migrate
-from reservations.deps import Resources
+from reservations.resources import Resources
 from reservations.settings import Settings
 from reservations_tools.servers.postgres import PostgresServer
 

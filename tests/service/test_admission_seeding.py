@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from reservations.reservations.admission import EventSnapshot
+from reservations.reservation.gate import EventSnapshot
 
 from .conftest import Api
 from .helpers import create_event, create_user

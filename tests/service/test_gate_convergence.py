@@ -26,8 +26,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from brokerq.server import RedisServer
 from reservations.app import create_app
-from reservations.deps import Resources
-from reservations.reservations.reconcile import FULL_CHECK_PASSES
+from reservations.reservation.settle.reconcile import FULL_CHECK_PASSES
+from reservations.resources import Resources
 from reservations.settings import Settings
 
 from .helpers import ADMIN, ADMIN_TOKEN, create_event, create_user, eventually, outcomes
@@ -90,7 +90,7 @@ class Service:
     async def maintain_until_rebuilt(self, event_id: int) -> None:
         """Maintenance passes, as a worker runs them, until the event's gate is back: the first
         pass after a Redis restart may meet a stale connection and fail, as it would there."""
-        from reservations.reservations.recovery import maintenance_pass
+        from reservations.reservation.settle.recovery import maintenance_pass
 
         res = self.resources
 
@@ -254,7 +254,7 @@ async def test_requests_lost_with_redis_are_reported_lost_not_unknown(
 ) -> None:
     """No worker runs, so the accepted requests are still queued when Redis restarts without
     its data; their clients learn that they must send them again, and the counts say so."""
-    from reservations.reservations.recovery import maintenance_pass
+    from reservations.reservation.settle.recovery import maintenance_pass
 
     users = [await create_user(service.client, n) for n in range(6)]
     event_id = await create_event(service.client, "Lost", 3)
@@ -309,7 +309,7 @@ async def test_requests_lost_when_redis_comes_back_older_are_reported_lost(
     shutil.copytree(server_dir / "appendonlydir", older)
     forgotten = [await service.request(event_id, u) for u in users[3:]]
     res = service.resources
-    from reservations.reservations.recovery import maintenance_pass
+    from reservations.reservation.settle.recovery import maintenance_pass
 
     await maintenance_pass(res.gate, res.channel, res.session_factory)  # checkpoints 6
 
@@ -337,7 +337,7 @@ async def test_requests_lost_when_redis_comes_back_older_are_reported_lost(
 async def test_status_and_metrics_show_the_lost_requests(
     service: Service, own_redis: RedisServer, own_settings: Settings
 ) -> None:
-    from reservations.reservations.recovery import maintenance_pass
+    from reservations.reservation.settle.recovery import maintenance_pass
     from reservations_tools.status import collect_status
 
     users = [await create_user(service.client, n) for n in range(4)]
@@ -376,7 +376,7 @@ async def test_a_request_the_database_keeps_refusing_is_not_copied_by_recovery(
 ) -> None:
     """A request that fails attempt after attempt stays one message, retried by the queue:
     recovery passes meanwhile (with no grace at all) queue no copy of it."""
-    from reservations.reservations.recovery import requeue_unfinished
+    from reservations.reservation.settle.recovery import requeue_unfinished
     from reservations.worker import consuming
 
     user_id = await create_user(service.client, 1)
@@ -426,7 +426,7 @@ async def test_dead_letters_of_final_requests_are_cleared(
     deletes it; one whose request is not final stays, for an operator to redrive."""
     from brokerq import Processing
     from reservations.channels import QUEUE_NAME, Admission, ReserveEvent
-    from reservations.reservations.recovery import maintenance_pass
+    from reservations.reservation.settle.recovery import maintenance_pass
     from reservations.worker import consuming
 
     users = [await create_user(service.client, n) for n in range(2)]

@@ -30,7 +30,7 @@ from reservations.observability.tracing import (
     trace_headers,
     tracing_enabled,
 )
-from reservations.reservations.admission import AdmissionGate
+from reservations.reservation.gate import AdmissionGate
 from reservations.worker import ReservationProcessor
 
 from ._observability_fixtures import Observed, observed

@@ -10,8 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from reservations.app import create_app
-from reservations.deps import Resources
-from reservations.ratelimit import RateLimit, RateLimiter, parse_rate
+from reservations.middleware.rate_limit import RateLimit, RateLimiter, parse_rate
+from reservations.resources import Resources
 from reservations.settings import Settings
 
 from .conftest import Api

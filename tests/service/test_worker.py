@@ -10,8 +10,9 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from reservations.channels import Admission, ReserveEvent
-from reservations.reservations.recovery import requeue_unfinished
-from reservations.reservations.service import Incoming, ReservationService, process_batch
+from reservations.reservation.gate import event_snapshot
+from reservations.reservation.settle.batch import Incoming, process_batch
+from reservations.reservation.settle.recovery import requeue_unfinished
 from reservations.worker import consuming
 
 from .conftest import Api
@@ -155,7 +156,7 @@ async def test_redelivered_and_concurrent_duplicates_change_nothing(
     res = api.resources
     # Admit through the gate as the API would, then write the same message many times.
     async with res.session_factory() as session:
-        snapshot = await ReservationService(session, res.gate).snapshot(event_id)
+        snapshot = await event_snapshot(session, event_id)
     assert snapshot is not None
     await res.gate.seed(event_id, snapshot)
     result = await res.gate.admit(

@@ -13,26 +13,26 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.telemetry import TelemetryConfig
 from fastapi_offline import FastAPIOffline
-from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .bodylimit import BodySizeLimit
-from .deps import Resources, ResourcesDep
+from .deps import ResourcesDep
 from .errors import DomainError, Unavailable, error_response
-from .events.router import router as events_router
+from .event.router import router as events_router
 from .log import get_logger
+from .middleware.body_limit import BodySizeLimit
+from .middleware.fast_lane import ReservationFastLane
 from .observability import install
 from .observability.logs import configure_logging, secrets_of
 from .observability.tracing import configure_tracing
 from .outage import OUTAGE_ERRORS, outage_of
-from .reservations.fastlane import ReservationFastLane
-from .reservations.router import router as reservations_router
+from .reservation.router import router as reservations_router
+from .resources import Resources, open_resources
 from .runtime import freeze_startup_objects
 from .settings import Settings
-from .users.router import router as users_router
+from .user.router import router as users_router
 
-__all__ = ["app_from_env", "create_app", "open_resources"]
+__all__ = ["app_from_env", "create_app"]
 
 log = get_logger(__name__)
 
@@ -40,52 +40,6 @@ _HEALTH_TIMEOUT_S = 2.0
 # Where Swagger UI's assets are served; the page is at /api and the document at /api-json, as in
 # the seed.
 DOCS_ASSETS_URL = "/api/assets"
-
-
-@asynccontextmanager
-async def open_resources(
-    settings: Settings, *, pool_size: int | None = None
-) -> AsyncIterator[Resources]:
-    """What the API and the workers share: database engine, Redis, the queue and its channel."""
-    from brokerq import BrokerQueue
-
-    from .channels import queue_adapter, reservation_channel
-    from .db import create_engine, create_session_factory
-    from .reservations.admission import AdmissionGate
-
-    database_url = settings.effective_database_url
-    if database_url is None:
-        raise RuntimeError("DATABASE_URL is not set")
-    engine = create_engine(database_url, pool_size=pool_size or settings.db_pool_size)
-    redis_url = settings.effective_redis_url
-    # Bounded and blocking: a burst waits briefly for a connection instead of failing.
-    redis = Redis(
-        connection_pool=BlockingConnectionPool.from_url(
-            redis_url,
-            max_connections=64,
-            timeout=10,
-            health_check_interval=30,
-            # Bounded, so that a dead connection fails a call instead of holding it for ever.
-            socket_timeout=settings.redis_socket_timeout_s,
-            socket_connect_timeout=5,
-        )
-    )
-    queue = BrokerQueue(queue_adapter(settings.queue_engine, redis_url))
-    try:
-        resources = Resources(
-            settings=settings,
-            engine=engine,
-            session_factory=create_session_factory(engine),
-            redis=redis,
-            queue=queue,
-            channel=reservation_channel(queue),
-            gate=AdmissionGate(redis),
-        )
-        yield resources
-    finally:
-        await queue.close()
-        await redis.aclose()
-        await engine.dispose()
 
 
 def create_app(settings: Settings) -> FastAPI:

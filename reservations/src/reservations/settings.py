@@ -16,7 +16,7 @@ from urllib.parse import quote
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .ratelimit import RateLimit, parse_rate
+from .middleware.rate_limit import RateLimit, parse_rate
 
 __all__ = ["Settings", "env_file_for"]
 

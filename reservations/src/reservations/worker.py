@@ -22,16 +22,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from brokerq import Message
 
-from .app import open_resources
 from .channels import ReserveEvent
-from .deps import Resources
 from .log import get_logger
 from .observability.logs import configure_logging, secrets_of
 from .observability.tracing import configure_tracing, consume_span, db_write_span
-from .reservations.admission import AdmissionGate
-from .reservations.recovery import DELIVERED_HOLD_MS, maintenance_loop
-from .reservations.repository import Decision
-from .reservations.service import Incoming, process_batch
+from .reservation.gate import AdmissionGate
+from .reservation.repository import Decision
+from .reservation.settle.batch import Incoming, process_batch
+from .reservation.settle.recovery import DELIVERED_HOLD_MS, maintenance_loop
+from .resources import Resources, open_resources
 from .runtime import freeze_startup_objects
 from .settings import Settings
 

@@ -44,9 +44,9 @@ async def _events(
     from sqlalchemy import select
 
     from reservations.db import create_engine, create_session_factory
-    from reservations.events.models import Event
-    from reservations.reservations.admission import AdmissionGate
-    from reservations.reservations.service import ReservationService
+    from reservations.event.models import Event
+    from reservations.reservation.gate import AdmissionGate
+    from reservations.reservation.service import ReservationService
 
     engine = create_engine(database_url, pool_size=1)
     redis = Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)

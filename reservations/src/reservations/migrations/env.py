@@ -11,9 +11,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from reservations.db import Base
-from reservations.events import models as _event_models  # noqa: F401  (registers the tables)
-from reservations.reservations import models as _reservation_models  # noqa: F401
-from reservations.users import models as _user_models  # noqa: F401
+from reservations.event import models as _event_models  # noqa: F401  (registers the tables)
+from reservations.reservation import models as _reservation_models  # noqa: F401
+from reservations.user import models as _user_models  # noqa: F401
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):

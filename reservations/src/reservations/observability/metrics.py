@@ -71,7 +71,7 @@ async def metrics(request: Request, _: AdminDep) -> Response:
 
 
 async def _lost(resources: Any) -> int:
-    from reservations.reservations.service import ReservationService
+    from reservations.reservation.service import ReservationService
 
     async with resources.session_factory() as session:
         return await ReservationService(session, resources.gate).lost_recently()

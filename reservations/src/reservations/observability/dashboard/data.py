@@ -13,7 +13,7 @@ from brokerq import Channel, ChannelStats, DeadLetter
 from .sampler import ChannelSampler
 
 if TYPE_CHECKING:
-    from reservations.deps import Resources
+    from reservations.resources import Resources
 
 __all__ = ["DashboardState", "collect_events", "collect_overview", "dead_letter_json"]
 
@@ -88,9 +88,9 @@ async def collect_events(resources: Resources, limit: int = MAX_EVENTS) -> list[
     The events domain has no listing function, so this is a read-only query of its model here;
     the numbers come from the domains' own ``EventService.to_read`` and request outcomes.
     """
-    from reservations.events.models import Event
-    from reservations.events.service import EventService
-    from reservations.reservations.service import ReservationService
+    from reservations.event.models import Event
+    from reservations.event.service import EventService
+    from reservations.reservation.service import ReservationService
 
     query = select(Event).where(Event.deleted_at.is_(None)).order_by(Event.id.desc()).limit(limit)
     async with resources.session_factory() as session:

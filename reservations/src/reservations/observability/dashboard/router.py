@@ -15,7 +15,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from reservations.auth import require_admin
-from reservations.deps import Resources, ResourcesDep
+from reservations.deps import ResourcesDep
+from reservations.resources import Resources
 
 from .data import MAX_DEAD_LETTERS, DashboardState, collect_overview, dead_letter_json
 

@@ -17,7 +17,7 @@ Keys, all under ``rsv:``:
                            pending (accepted and not yet final)
 - ``event:<id>:admitted``  hash: user id -> request id holding a seat (its count is the number of
                            seats taken; the holder makes every release a compare-and-delete)
-- ``user:<id>``            the user exists (see ``reservations.cache``)
+- ``user:<id>``            the user exists (see ``reservations.reservation.gate``)
 - ``req:<request id>``     a request that is queued and not yet final (expires as a safety net)
 - ``unfinished``           sorted set: request ids accepted and not yet final, scored by when the
                            workers' recovery may look at them (see ``recovery.py``)
@@ -31,12 +31,15 @@ import enum
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 
 import msgspec
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
-from reservations.cache import KEY_PREFIX, user_key
 from reservations.channels import Admission
+
+from .users import KEY_PREFIX, user_key
 
 __all__ = ["AdmissionGate", "GateCounters", "GateResult", "PendingRequest", "Verdict"]
 
@@ -44,99 +47,6 @@ PENDING_TTL_S = 7 * 24 * 3600
 # A gate rebuilt after Redis lost it starts numbering this far past the last number PostgreSQL or
 # the checkpoint knows, so that requests numbered after the checkpoint and lost keep unique numbers.
 LOSS_SEQ_GAP = 1_000_000
-
-_ADMIT = """
-if redis.call('EXISTS', KEYS[3]) == 0 then return {'NO_USER', 0} end
-local cap = redis.call('HGET', KEYS[1], 'cap')
-if not cap then return {'NO_EVENT', 0} end
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-redis.call('HINCRBY', KEYS[1], 'accepted', 1)
-redis.call('HINCRBY', KEYS[1], 'pending', 1)
-local verdict
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
-  verdict = 'DUPLICATE'
-elseif redis.call('HLEN', KEYS[2]) >= tonumber(cap) then
-  verdict = 'SOLD_OUT'
-else
-  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-  verdict = 'ADMITTED'
-end
-local marker = ARGV[4] .. ':' .. ARGV[1] .. ':' .. seq .. ':' .. ARGV[3] .. ':' .. verdict
-redis.call('SET', KEYS[4], marker, 'EX', ARGV[5])
-redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
-return {verdict, seq}
-"""
-
-# Undo an admission whose message could not be queued: the request was never accepted.
-_UNDO = """
-if redis.call('DEL', KEYS[3]) == 1 and redis.call('HEXISTS', KEYS[1], 'cap') == 1 then
-  redis.call('HINCRBY', KEYS[1], 'accepted', -1)
-  redis.call('HINCRBY', KEYS[1], 'pending', -1)
-end
-redis.call('ZREM', KEYS[4], ARGV[2])
-if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[2], ARGV[1]) end
-return 1
-"""
-
-# Compare-and-delete seats: ARGV = user id, holder, user id, holder, ...; an empty holder
-# releases whoever holds the seat. Returns how many were released.
-_RELEASE = """
-local released = 0
-for i = 1, #ARGV, 2 do
-  local holder = redis.call('HGET', KEYS[1], ARGV[i])
-  if holder and (ARGV[i + 1] == '' or holder == ARGV[i + 1]) then
-    redis.call('HDEL', KEYS[1], ARGV[i])
-    released = released + 1
-  end
-end
-return released
-"""
-
-# Give seats to users PostgreSQL says hold one and the gate forgot: ARGV = user id, holder, ...
-_RESTORE = """
-local restored = 0
-for i = 1, #ARGV, 2 do
-  restored = restored + redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
-end
-return restored
-"""
-
-# A request's outcome is final in PostgreSQL: drop its marker and stop counting it as pending.
-# KEYS = event, unfinished, marker...; ARGV = the request ids of the markers, in order.
-_FINISH = """
-local live = redis.call('HEXISTS', KEYS[1], 'cap') == 1
-for i = 1, #ARGV do
-  if redis.call('DEL', KEYS[i + 2]) == 1 and live then
-    redis.call('HINCRBY', KEYS[1], 'pending', -1)
-  end
-end
-redis.call('ZREM', KEYS[2], unpack(ARGV))
-return 1
-"""
-
-# Seed an event's state unless another request seeded it first. The admitted users are written
-# (HSETNX) before this runs; nothing is admitted meanwhile because the event has no capacity.
-_SEED = """
-if redis.call('HEXISTS', KEYS[1], 'cap') == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'cap', ARGV[1], 'seq', ARGV[2], 'accepted', ARGV[3], 'pending', 0)
-return 1
-"""
-
-# A gate found behind its checkpoint (Redis came back from an older append-only file, or a
-# replica that missed writes took over): count on from the checkpoint, number past it.
-_CATCH_UP = """
-if redis.call('HEXISTS', KEYS[1], 'cap') == 0 then return 0 end
-local moved = 0
-if tonumber(redis.call('HGET', KEYS[1], 'accepted') or '0') < tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'accepted', ARGV[1])
-  moved = 1
-end
-if tonumber(redis.call('HGET', KEYS[1], 'seq') or '0') < tonumber(ARGV[2]) then
-  redis.call('HSET', KEYS[1], 'seq', ARGV[2] + ARGV[3])
-  moved = 1
-end
-return moved
-"""
 
 _SEED_CHUNK = 1000
 _FINISH_CHUNK = 500
@@ -210,16 +120,20 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _script(redis: Redis, name: str) -> AsyncScript:
+    return redis.register_script((resources.files(__package__) / "lua" / f"{name}.lua").read_text())
+
+
 class AdmissionGate:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self._admit = redis.register_script(_ADMIT)
-        self._undo = redis.register_script(_UNDO)
-        self._release = redis.register_script(_RELEASE)
-        self._restore = redis.register_script(_RESTORE)
-        self._finish = redis.register_script(_FINISH)
-        self._seed = redis.register_script(_SEED)
-        self._catch_up = redis.register_script(_CATCH_UP)
+        self._admit = _script(redis, "admit")
+        self._undo = _script(redis, "undo")
+        self._release = _script(redis, "release")
+        self._restore = _script(redis, "restore")
+        self._finish = _script(redis, "finish")
+        self._seed = _script(redis, "seed")
+        self._catch_up = _script(redis, "catch_up")
         self._seeding: dict[int, asyncio.Future[bool]] = {}
 
     async def admit(

@@ -8,21 +8,25 @@ from fastapi import APIRouter, Path, Query, Request, Response, status
 from reservations.auth import ADMIN_RESPONSES, AdminDep
 from reservations.camel import MAX_ID, IdPath
 from reservations.channels import JOB_NAME, QUEUE_NAME, RESERVATION_MAX_ATTEMPTS
-from reservations.deps import Resources, ResourcesDep, SessionDep
+from reservations.deps import ResourcesDep, SessionDep
 from reservations.errors import TooManyRequests
-from reservations.ratelimit import RateLimiter
+from reservations.middleware.rate_limit import RateLimiter
+from reservations.resources import Resources
 
-from .models import RequestStatus, ReservationStatus
+from .accept import Accepted, accept
+from .models import ReservationStatus
 from .schemas import (
+    JOB_ACCEPTED_SCHEMA,
     EventOutcomes,
     JobAccepted,
+    JobData,
     RequestLostBody,
     RequestOutcome,
     ReservationCreate,
     ReservationPage,
     ReservationRead,
 )
-from .service import Accepted, RequestLost, ReservationService
+from .service import RequestLost, ReservationService
 
 router = APIRouter(tags=["reservation"])
 
@@ -33,9 +37,12 @@ _JOB_OPTS: dict[str, Any] = {
     "removeOnFail": False,
 }
 _QUEUE_QUALIFIED_NAME = f"brokerq:{QUEUE_NAME}"
-_encoder = msgspec.json.Encoder()
+_encode = msgspec.json.Encoder().encode
 _ACCEPTED_DOC: dict[int | str, dict[str, Any]] = {
-    202: {"model": JobAccepted, "description": "Queued; poll the Location for the outcome."},
+    202: {
+        "content": {"application/json": {"schema": JOB_ACCEPTED_SCHEMA}},
+        "description": "Queued; poll the Location for the outcome.",
+    },
     404: {"description": "Unknown user or event"},
     422: {"description": "Invalid ids"},
     429: {"description": "Over the per-client rate limit; see Retry-After"},
@@ -44,27 +51,15 @@ _ACCEPTED_DOC: dict[int | str, dict[str, Any]] = {
 
 
 def _accepted(job: Accepted) -> Response:
-    # The hot path: encoded directly, skipping response-model validation.
     status_url = f"/reservation/requests/{job.request_id}"
-    body = {
-        "name": JOB_NAME,
-        "data": {"userId": job.user_id, "eventId": job.event_id},
-        "opts": _JOB_OPTS,
-        "id": job.request_id,
-        "progress": 0,
-        "returnvalue": None,
-        "stacktrace": None,
-        "priority": 0,
-        "attemptsStarted": 0,
-        "attemptsMade": 0,
-        "timestamp": job.accepted_at_ms,
-        "queueQualifiedName": _QUEUE_QUALIFIED_NAME,
-        "messageId": job.message_id,
-        "status": RequestStatus.PENDING.value,
-        "statusUrl": status_url,
-    }
+    body = JobAccepted(
+        name=JOB_NAME, data=JobData(job.user_id, job.event_id), opts=_JOB_OPTS,
+        id=job.request_id, timestamp=job.accepted_at_ms,
+        queue_qualified_name=_QUEUE_QUALIFIED_NAME, message_id=job.message_id,
+        status_url=status_url,
+    )  # fmt: skip
     return Response(
-        content=_encoder.encode(body),
+        content=_encode(body),
         status_code=status.HTTP_202_ACCEPTED,
         media_type="application/json",
         headers={"Location": status_url},
@@ -85,10 +80,10 @@ async def accept_reservation(
                 RateLimiter.retry_after(wait),
             )
     request_ids = await res.request_ids()
-    accepted = await ReservationService.accept(
+    job = await accept(
         res.session_factory, res.gate, res.channel, request_ids, event_id=event_id, user_id=user_id
     )
-    return _accepted(accepted)
+    return _accepted(job)
 
 
 # Declared before /reservation/{eventId}/{userId} so that ".../cancel" is not read as a user id.
@@ -186,7 +181,7 @@ async def request_outcome(
 ) -> RequestOutcome:
     """The outcome of one accepted request: PENDING while queued, then RESERVED or REJECTED;
     410 if it was lost."""
-    service = ReservationService(session, res.gate, request_ids=await res.request_ids())
+    service = ReservationService(session, res.gate, await res.request_ids())
     try:
         return await service.outcome(job_id)
     except RequestLost:

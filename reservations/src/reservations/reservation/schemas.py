@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from pydantic import Field
 
 from reservations.camel import CamelModel, IdField
@@ -31,13 +32,17 @@ class ReservationPage(CamelModel):
     offset: int
 
 
-class JobData(CamelModel):
+class JobData(msgspec.Struct, rename="camel", frozen=True):
     user_id: int
     event_id: int
 
 
-class JobAccepted(CamelModel):
-    """The seed's BullMQ job object, plus where to follow the request."""
+class JobAccepted(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
+    """The 202 body: the seed's BullMQ job object, plus where to follow the request.
+
+    A msgspec struct rather than a pydantic model: it is encoded once per accepted request, on
+    the hot path; the OpenAPI document gets its schema from ``JOB_ACCEPTED_SCHEMA``.
+    """
 
     name: str
     data: JobData
@@ -52,8 +57,30 @@ class JobAccepted(CamelModel):
     timestamp: int
     queue_qualified_name: str
     message_id: str
-    status: RequestStatus
+    status: RequestStatus = RequestStatus.PENDING
     status_url: str
+
+
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema with its ``$defs`` references resolved in place (for the OpenAPI document,
+    whose references point elsewhere)."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+JOB_ACCEPTED_SCHEMA = _inline(msgspec.json.schema(JobAccepted))
 
 
 class RequestOutcome(CamelModel):

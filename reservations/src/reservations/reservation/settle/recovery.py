@@ -28,10 +28,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from reservations.channels import Admission, ReserveEvent
 from reservations.log import get_logger
 
-from .admission import AdmissionGate
-from .models import RequestStatus
+from ..gate import AdmissionGate
+from ..models import RequestStatus
+from ..repository import ReservationRepository
 from .reconcile import apply_releases, reconcile_events
-from .repository import ReservationRepository
 
 if TYPE_CHECKING:
     from brokerq import Channel

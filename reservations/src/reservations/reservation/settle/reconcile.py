@@ -30,12 +30,11 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from reservations.events.service import EventService
+from reservations.event.service import EventService
 from reservations.log import get_logger
 
-from .admission import AdmissionGate
-from .repository import ReservationRepository
-from .service import ReservationService
+from ..gate import AdmissionGate, event_snapshot
+from ..repository import ReservationRepository
 
 __all__ = ["ReconcileReport", "apply_releases", "reconcile_events", "reconcile_seats"]
 
@@ -153,8 +152,7 @@ async def _rebuild(
     gate: AdmissionGate, session_factory: async_sessionmaker[AsyncSession], event_id: int
 ) -> bool:
     async with session_factory() as session:
-        service = ReservationService(session, gate)
-        return await gate.seed_once(event_id, lambda: service.snapshot(event_id))
+        return await gate.seed_once(event_id, lambda: event_snapshot(session, event_id))
 
 
 async def reconcile_seats(

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from reservations.cache import remember_user
 from reservations.camel import IdPath
 from reservations.deps import ResourcesDep, SessionDep
 from reservations.log import get_logger
+from reservations.reservation.gate import remember_user
 
 from .schemas import UserCreate, UserRead
 from .service import UserService

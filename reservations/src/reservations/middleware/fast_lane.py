@@ -19,8 +19,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from reservations.camel import MAX_ID
 from reservations.errors import DomainError, error_response
-
-from .router import accept_reservation, request_reservation, router
+from reservations.reservation.router import (
+    accept_reservation,
+    request_reservation,
+    router,
+)
 
 __all__ = ["ReservationFastLane"]
 

@@ -1,0 +1,34 @@
+"""The admission gate: each request's fate, in arrival order, decided in Redis before the queue.
+
+``gate.py`` holds the gate (its Lua scripts are the ``lua/*.lua`` files), ``snapshot.py`` what
+PostgreSQL knows to build it, ``users.py`` the cache of users that exist.
+"""
+
+from .gate import (
+    LOSS_SEQ_GAP,
+    UNFINISHED_KEY,
+    AdmissionGate,
+    EventSnapshot,
+    GateCounters,
+    GateResult,
+    PendingRequest,
+    Verdict,
+)
+from .snapshot import event_snapshot, opening_sale
+from .users import KEY_PREFIX, remember_user, user_key
+
+__all__ = [
+    "KEY_PREFIX",
+    "LOSS_SEQ_GAP",
+    "UNFINISHED_KEY",
+    "AdmissionGate",
+    "EventSnapshot",
+    "GateCounters",
+    "GateResult",
+    "PendingRequest",
+    "Verdict",
+    "event_snapshot",
+    "opening_sale",
+    "remember_user",
+    "user_key",
+]

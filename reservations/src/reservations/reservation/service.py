@@ -1,0 +1,215 @@
+"""Reservation rules that are not the hot path: reading reservations and request outcomes,
+counting an event's outcomes, and cancelling (with the gate's release through an outbox)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from reservations.errors import Conflict, Gone, NotFound
+from reservations.event.service import EventService
+from reservations.log import get_logger
+
+from .gate import AdmissionGate, GateCounters
+from .models import RejectReason, RequestStatus, Reservation, ReservationRequest, ReservationStatus
+from .repository import ReservationRepository
+from .request_ids import RequestIds
+from .schemas import EventOutcomes, RequestOutcome
+
+__all__ = ["RequestLost", "ReservationService", "event_outcomes", "load_request_ids"]
+
+log = get_logger(__name__)
+
+
+class ReservationService:
+    def __init__(
+        self,
+        session: AsyncSession,
+        gate: AdmissionGate,
+        request_ids: RequestIds | None = None,
+    ) -> None:
+        self.session = session
+        self.gate = gate
+        self.request_ids = request_ids
+        self.repository = ReservationRepository(session)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def find_for(self, *, event_id: int, user_id: int) -> Reservation:
+        reservation = await self.repository.find_for(event_id=event_id, user_id=user_id)
+        if reservation is None:
+            raise NotFound(f"user {user_id} has no reservation for event {event_id}")
+        return reservation
+
+    async def get(self, reservation_id: int) -> Reservation:
+        reservation = await self.repository.get(reservation_id)
+        if reservation is None:
+            raise NotFound(f"reservation {reservation_id} does not exist")
+        return reservation
+
+    async def list_for_event(
+        self, event_id: int, *, limit: int, offset: int, status: ReservationStatus | None = None
+    ) -> tuple[list[Reservation], int]:
+        await EventService(self.session).get(event_id)
+        return await self.repository.list_for_event(
+            event_id, limit=limit, offset=offset, status=status
+        )
+
+    async def outcome(self, request_id: str) -> RequestOutcome:
+        if "\x00" in request_id:
+            # PostgreSQL text cannot hold NUL, so no request has such an id; asking the database
+            # would fail with a 500.
+            raise NotFound(f"no reservation request with job id {request_id!r}")
+        # The pending marker first: a worker removes it only after committing the outcome, so
+        # reading in this order never misses a request in between.
+        pending = await self.gate.pending(request_id)
+        row = await self.repository.request(request_id)
+        if row is None and pending is not None:
+            return RequestOutcome(
+                job_id=request_id, user_id=pending.user_id, event_id=pending.event_id,
+                status=RequestStatus.PENDING, reason=None, reservation_id=None, seq=pending.seq,
+            )  # fmt: skip
+        if row is None:
+            issued = None if self.request_ids is None else self.request_ids.verify(request_id)
+            if issued is None:
+                raise NotFound(f"no reservation request with job id {request_id!r}")
+            # Ours, accepted, and neither queued nor final: Redis lost it. Recorded, so that the
+            # answer stays the same and the loss is counted.
+            row = await self.repository.record_lost(
+                request_id=request_id, event_id=issued.event_id, user_id=issued.user_id,
+                accepted_at=datetime.fromtimestamp(issued.accepted_at_ms / 1000, tz=UTC),
+            )  # fmt: skip
+            log.warning("reservation_request_lost", request_id=request_id, event_id=row.event_id)
+        if row.status == RequestStatus.LOST:
+            raise RequestLost(row)
+        return RequestOutcome(
+            job_id=row.id, user_id=row.user_id, event_id=row.event_id,
+            status=RequestStatus(row.status),
+            reason=RejectReason(row.reason) if row.reason else None,
+            reservation_id=row.reservation_id, seq=row.seq,
+        )  # fmt: skip
+
+    async def outcomes(self, event_id: int) -> EventOutcomes:
+        await EventService(self.session).get(event_id)
+        # Redis before PostgreSQL: a request finishing in between is then counted as final and
+        # as pending (lost would go negative, and is clamped), never as neither (a false loss).
+        counters = await self.gate.counters(event_id)
+        counts, _ = await self.repository.request_stats(event_id)
+        return event_outcomes(event_id, counters, counts)
+
+    async def outcomes_many(self, event_ids: Sequence[int]) -> dict[int, EventOutcomes]:
+        """``outcomes`` of several events at once (events the gate does not know count as seen
+        by PostgreSQL alone)."""
+        counters = await self.gate.counters_many(event_ids)
+        stats = await self.repository.request_stats_many(event_ids)
+        return {e: event_outcomes(e, counters[e], stats[e]) for e in event_ids}
+
+    async def lost_recently(self, *, within: timedelta = timedelta(days=1)) -> int:
+        """Requests lost with Redis among the events that took requests within ``within``."""
+        since = datetime.now(UTC) - within
+        event_ids = await self.repository.recently_checkpointed(since=since, limit=1000)
+        if not event_ids:
+            return 0
+        return sum(o.lost for o in (await self.outcomes_many(event_ids)).values())
+
+    # -- cancelling ----------------------------------------------------------------------------
+
+    async def cancel(self, reservation_id: int) -> tuple[Reservation, int]:
+        """Cancel in the database, with the gate's release in the same transaction's outbox.
+
+        The caller commits, then calls ``cancelled`` with the returned release id.
+        """
+        reservation = await self.repository.get(reservation_id, for_update=True)
+        if reservation is None:
+            raise NotFound(f"reservation {reservation_id} does not exist")
+        if not await self.repository.cancel(reservation):
+            raise Conflict(f"reservation {reservation_id} is already {reservation.status}")
+        release_id = await self.repository.add_release(
+            event_id=reservation.event_id,
+            user_id=reservation.user_id,
+            holder=reservation.request_id or "db",
+        )
+        return reservation, release_id
+
+    async def cancelled(self, reservation: Reservation, release_id: int) -> None:
+        """After the commit: let the next arrival have the ticket.
+
+        If Redis does not confirm, the release stays in the outbox and the workers' maintenance
+        pass applies it once Redis answers (``reconcile.apply_releases``).
+        """
+        try:
+            await self.gate.release(
+                event_id=reservation.event_id,
+                user_id=reservation.user_id,
+                request_id=reservation.request_id or "db",
+            )
+            await self.repository.delete_releases([release_id])
+            await self.session.commit()
+        except Exception as exc:
+            log.warning(
+                "admission_release_deferred",
+                reservation_id=reservation.id,
+                error=type(exc).__name__,
+            )
+
+
+class RequestLost(Gone):
+    """A request this service accepted and Redis lost before it was processed."""
+
+    code = "REQUEST_LOST"
+
+    def __init__(self, row: ReservationRequest) -> None:
+        accepted_at = row.accepted_at.isoformat()
+        super().__init__(
+            f"reservation request {row.id} (user {row.user_id}, event {row.event_id}, accepted "
+            f"at {accepted_at}) was lost by the queue's storage before it was processed: it "
+            "holds no place and will not be processed; send it again"
+        )
+        self.details = {
+            "jobId": row.id,
+            "userId": row.user_id,
+            "eventId": row.event_id,
+            "status": RequestStatus.LOST.value,
+            "acceptedAt": accepted_at,
+        }
+
+
+def event_outcomes(
+    event_id: int,
+    counters: GateCounters | None,
+    counts: dict[tuple[str, str | None], int],
+) -> EventOutcomes:
+    """An event's outcome counts from the gate's counters and PostgreSQL's final outcomes.
+
+    Lost requests are those the gate counted as accepted that are neither final nor pending
+    (Redis lost them), or at least as many as clients found lost by asking.
+    """
+    final = lost_seen = reserved = 0
+    by_reason: dict[str, int] = {}
+    for (status, reason), n in counts.items():
+        if status == RequestStatus.LOST:
+            lost_seen += n
+            continue
+        final += n
+        if status == RequestStatus.RESERVED:
+            reserved += n
+        else:
+            key = reason or "UNKNOWN"
+            by_reason[key] = by_reason.get(key, 0) + n
+    pending = counters.pending if counters else 0
+    accepted = counters.accepted if counters else 0
+    lost = max(lost_seen, accepted - final - pending)
+    return EventOutcomes(
+        event_id=event_id, accepted=final + pending + lost, final=final, pending=pending,
+        lost=lost, reserved=reserved, rejected=final - reserved, by_reason=by_reason,
+    )  # fmt: skip
+
+
+async def load_request_ids(session_factory: async_sessionmaker[AsyncSession]) -> RequestIds:
+    async with session_factory() as session:
+        key = await ReservationRepository(session).key("request_id")
+    if key is None:
+        raise RuntimeError("the request id key is missing: run the migrations")
+    return RequestIds(key)

@@ -1,0 +1,175 @@
+"""Settling a batch of reservation requests in PostgreSQL, where the invariants live.
+
+A worker receives a batch of queued requests (``reservations.worker``) and hands it here: one
+transaction claims each request's outcome row (a redelivery finds its row and changes nothing),
+locks the events in id order, decides in arrival order who gets a ticket, writes the
+reservations and moves the ticket counters; then the gate is told what PostgreSQL decided.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from reservations.channels import Admission, ReserveEvent
+from reservations.log import get_logger
+
+from ..gate import AdmissionGate
+from ..models import RejectReason, RequestStatus
+from ..repository import ClaimRow, Decision, ReservationRepository
+
+__all__ = ["Incoming", "process_batch"]
+
+log = get_logger(__name__)
+
+_ADMISSION_REASON = {
+    Admission.SOLD_OUT: RejectReason.SOLD_OUT,
+    Admission.DUPLICATE: RejectReason.DUPLICATE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    message_id: str
+    data: ReserveEvent
+
+
+async def process_batch(
+    session_factory: async_sessionmaker[AsyncSession],
+    gate: AdmissionGate,
+    batch: Sequence[Incoming],
+) -> dict[str, Decision]:
+    """Finish a batch of requests in one transaction; returns the decision per request id.
+
+    Requests already finished (redeliveries) are not changed; their recorded decision is returned.
+    """
+    unique: dict[str, Incoming] = {}
+    for item in batch:
+        unique.setdefault(item.data.requestId, item)
+    items = list(unique.values())
+
+    async with session_factory() as session, session.begin():
+        repository = ReservationRepository(session)
+        claimed = await repository.claim([_claim_row(item) for item in items])
+        fresh = [item for item in items if item.data.requestId in claimed]
+        decisions = await _decide(repository, fresh)
+        # Gate rejections were claimed with their final outcome; only admitted ones changed.
+        await repository.record(
+            [decisions[i.data.requestId] for i in fresh if i.data.admission is Admission.ADMITTED]
+        )
+
+    done_before = [item.data.requestId for item in items if item.data.requestId not in claimed]
+    if done_before:
+        async with session_factory() as session:
+            for row in await ReservationRepository(session).requests(done_before):
+                decisions[row.id] = Decision(
+                    request_id=row.id, status=RequestStatus(row.status),
+                    reason=RejectReason(row.reason) if row.reason else None,
+                    reservation_id=row.reservation_id,
+                )  # fmt: skip
+
+    await _after_commit(gate, items, decisions)
+    return decisions
+
+
+def _claim_row(item: Incoming) -> ClaimRow:
+    data = item.data
+    reason = _ADMISSION_REASON.get(data.admission)
+    return ClaimRow(
+        request_id=data.requestId,
+        message_id=item.message_id,
+        event_id=data.eventId,
+        user_id=data.userId,
+        seq=data.seq,
+        status=RequestStatus.REJECTED if reason else RequestStatus.PENDING,
+        reason=reason,
+        accepted_at=datetime.fromtimestamp(data.acceptedAtMs / 1000, tz=UTC),
+    )
+
+
+async def _decide(
+    repository: ReservationRepository, fresh: Sequence[Incoming]
+) -> dict[str, Decision]:
+    decisions: dict[str, Decision] = {}
+    admitted: list[Incoming] = []
+    for item in fresh:
+        gate_reason = _ADMISSION_REASON.get(item.data.admission)
+        if gate_reason is None:
+            admitted.append(item)
+        else:
+            decisions[item.data.requestId] = Decision(
+                item.data.requestId, RequestStatus.REJECTED, gate_reason, None
+            )
+    if not admitted:
+        return decisions
+
+    # Locks first (events in id order), then reads: the plan below cannot be invalidated.
+    left = await repository.lock_events([i.data.eventId for i in admitted])
+    users = await repository.live_users([i.data.userId for i in admitted])
+    held = await repository.held([(i.data.eventId, i.data.userId) for i in admitted])
+
+    winners: list[tuple[str, int, int]] = []
+    for item in sorted(admitted, key=lambda i: (i.data.eventId, i.data.seq)):
+        data = item.data
+        pair = (data.eventId, data.userId)
+        if data.eventId not in left:
+            reason: RejectReason | None = RejectReason.UNKNOWN_EVENT
+        elif data.userId not in users:
+            reason = RejectReason.UNKNOWN_USER
+        elif pair in held:
+            reason = RejectReason.DUPLICATE
+        elif left[data.eventId] <= 0:
+            reason = RejectReason.SOLD_OUT
+        else:
+            reason = None
+            held.add(pair)
+            left[data.eventId] -= 1
+            winners.append((data.requestId, data.eventId, data.userId))
+        if reason is not None:
+            decisions[data.requestId] = Decision(
+                data.requestId, RequestStatus.REJECTED, reason, None
+            )
+
+    reservation_ids = await repository.insert_reservations(winners)
+    for request_id, _, _ in winners:
+        decisions[request_id] = Decision(
+            request_id, RequestStatus.RESERVED, None, reservation_ids[request_id]
+        )
+    return decisions
+
+
+async def _after_commit(
+    gate: AdmissionGate, items: Sequence[Incoming], decisions: dict[str, Decision]
+) -> None:
+    """Hand back admissions the database refused, and drop the pending markers.
+
+    Runs again on a redelivery, and both steps are idempotent, so a crash between the commit and
+    this point leaves nothing behind for long.
+    """
+    for item in items:
+        decision = decisions.get(item.data.requestId)
+        if (
+            decision is not None
+            and item.data.admission is Admission.ADMITTED
+            and decision.status is RequestStatus.REJECTED
+        ):
+            released = await gate.release(
+                event_id=item.data.eventId,
+                user_id=item.data.userId,
+                request_id=item.data.requestId,
+            )
+            log.info(
+                "admitted_request_rejected",
+                message_id=item.message_id,
+                request_id=item.data.requestId,
+                reason=decision.reason,
+                released=released,
+            )
+    await gate.finished(
+        (item.data.requestId, item.data.eventId)
+        for item in items
+        if item.data.requestId in decisions
+    )

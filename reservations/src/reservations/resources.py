@@ -1,0 +1,99 @@
+"""What the API and the workers share: the database engine, Redis, the queue and its channel,
+the admission gate; opened once per process (``open_resources``), closed with it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from .middleware.rate_limit import RateLimiter
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from brokerq import BrokerQueue, Channel
+
+    from .channels import ReserveEvent
+    from .reservation.gate import AdmissionGate
+    from .reservation.request_ids import RequestIds
+
+__all__ = ["Resources", "open_resources"]
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    engine: AsyncEngine
+    session_factory: async_sessionmaker[AsyncSession]
+    redis: Redis
+    queue: BrokerQueue
+    channel: Channel[ReserveEvent]
+    gate: AdmissionGate
+    limiter: RateLimiter | None = field(init=False)
+    _request_ids: RequestIds | None = field(init=False, default=None)
+    _request_ids_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        limit = self.settings.rate_limit()
+        self.limiter = None if limit is None else RateLimiter(limit)
+
+    async def request_ids(self) -> RequestIds:
+        """The signer of request ids, its key read from PostgreSQL on first use."""
+        if self._request_ids is None:
+            async with self._request_ids_lock:
+                if self._request_ids is None:
+                    from .reservation.service import load_request_ids
+
+                    self._request_ids = await load_request_ids(self.session_factory)
+        return self._request_ids
+
+
+@asynccontextmanager
+async def open_resources(
+    settings: Settings, *, pool_size: int | None = None
+) -> AsyncIterator[Resources]:
+    """What the API and the workers share: database engine, Redis, the queue and its channel."""
+    from brokerq import BrokerQueue
+
+    from .channels import queue_adapter, reservation_channel
+    from .db import create_engine, create_session_factory
+    from .reservation.gate import AdmissionGate
+
+    database_url = settings.effective_database_url
+    if database_url is None:
+        raise RuntimeError("DATABASE_URL is not set")
+    engine = create_engine(database_url, pool_size=pool_size or settings.db_pool_size)
+    redis_url = settings.effective_redis_url
+    # Bounded and blocking: a burst waits briefly for a connection instead of failing.
+    redis = Redis(
+        connection_pool=BlockingConnectionPool.from_url(
+            redis_url,
+            max_connections=64,
+            timeout=10,
+            health_check_interval=30,
+            # Bounded, so that a dead connection fails a call instead of holding it for ever.
+            socket_timeout=settings.redis_socket_timeout_s,
+            socket_connect_timeout=5,
+        )
+    )
+    queue = BrokerQueue(queue_adapter(settings.queue_engine, redis_url))
+    try:
+        resources = Resources(
+            settings=settings,
+            engine=engine,
+            session_factory=create_session_factory(engine),
+            redis=redis,
+            queue=queue,
+            channel=reservation_channel(queue),
+            gate=AdmissionGate(redis),
+        )
+        yield resources
+    finally:
+        await queue.close()
+        await redis.aclose()
+        await engine.dispose()
