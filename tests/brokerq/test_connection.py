@@ -1,6 +1,6 @@
-"""The pipelined connection that carries brokerq's script calls, against a real redis-server.
+"""brokerq's own Redis connection (``brokerq.redis.Connection``), against real redis-servers.
 
-A small TCP relay between the adapter and Redis can hold Redis's replies back, so the tests can
+A small TCP relay between the client and Redis can hold Redis's replies back, so the tests can
 have calls in flight, a server that stops answering, and a connection cut mid-call.
 """
 
@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
+from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 import pytest
-import redis.exceptions
 
-from brokerq import BrokerQueue
-from brokerq.redis import RedisAdapter, pipelined
+from brokerq import (
+    AuthenticationError,
+    BrokerQueue,
+    ConfigError,
+    ConnectionLostError,
+    RedisTimeoutError,
+    ServerError,
+)
+from brokerq.redis import Connection, RedisAdapter, connect
+from brokerq.server import RedisServer
 
-from .conftest import User
+from .conftest import User, until
 
 
 class Relay:
@@ -78,6 +85,15 @@ async def relay(redis_server) -> AsyncIterator[Relay]:
     await r.close()
 
 
+async def clients(conn: Connection, name: str) -> list[dict[str, str]]:
+    """The clients named ``name`` connected to the server, from CLIENT LIST."""
+    listing: bytes = await conn.call("CLIENT", "LIST")
+    fields = [
+        dict(f.split("=", 1) for f in line.split(" ")) for line in listing.decode().splitlines()
+    ]
+    return [f for f in fields if f["name"] == name]
+
+
 async def test_calls_in_flight_share_one_connection_and_get_their_own_replies(
     redis_server, name: str
 ) -> None:
@@ -96,10 +112,9 @@ async def test_calls_in_flight_share_one_connection_and_get_their_own_replies(
         for i, other in enumerate(others):
             assert (await other.stats()).waiting == 1, i
         assert (await ch.stats()).waiting == 100
-        clients = await queue.adapter.client.client_list()  # type: ignore[attr-defined]
-        ours = [c for c in clients if c["name"] == "bq-pipelined"]
-        # The script calls' connection, and the pool's for CLIENT LIST itself.
-        assert len(ours) == 2
+        # Every produce and stats call went through one connection.
+        async with Connection(redis_server.url) as admin:
+            assert len(await clients(admin, "bq-pipelined")) == 1
     finally:
         await queue.close()
 
@@ -135,7 +150,7 @@ async def test_a_server_that_stops_answering_fails_the_call_after_the_socket_tim
     try:
         await ch.produce(User(0, "warm-up"))
         relay.hold()
-        with pytest.raises(redis.exceptions.TimeoutError):
+        with pytest.raises(RedisTimeoutError, match=r"within 0\.5s"):
             await asyncio.wait_for(ch.produce(User(1, "late")), timeout=10)
         relay.release()
         # The next call opens a fresh connection and works.
@@ -156,7 +171,7 @@ async def test_a_cut_connection_fails_calls_in_flight_and_the_next_call_reconnec
         in_flight = asyncio.ensure_future(ch.produce(User(1, "cut")))
         await asyncio.sleep(0)
         relay.cut()
-        with pytest.raises(redis.exceptions.ConnectionError):
+        with pytest.raises(ConnectionLostError):
             await in_flight
         relay.release()
         result = await ch.produce(User(2, "after"))
@@ -177,27 +192,109 @@ def test_one_adapter_across_successive_event_loops(redis_server, name: str) -> N
     asyncio.run(queue.close())
 
 
-async def test_a_redis_py_that_cannot_hand_over_its_socket_falls_back_to_its_own_path(
-    redis_server, name: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    # As if a redis-py release kept its streams elsewhere: the handover finds no transport.
-    monkeypatch.setattr(pipelined, "_transport_of", lambda connection: None)
-    queue = BrokerQueue(RedisAdapter(redis_server.url))
+async def test_calls_awaited_together_and_call_many_keep_their_order(redis_server, name) -> None:
+    async with Connection(redis_server.url) as conn:
+        key = f"{name}:list"
+        await asyncio.gather(*(conn.call("RPUSH", key, i) for i in range(200)))
+        assert await conn.call("LRANGE", key, 0, -1) == [str(i).encode() for i in range(200)]
+        replies = await conn.call_many([("SET", f"{name}:a", "1"), ("INCR", f"{name}:a"),
+                                        ("GET", f"{name}:missing"), ("LLEN", key)])  # fmt: skip
+        assert replies == [b"OK", 2, None, 200]
+        # A transaction's replies are EXEC's.
+        transaction = [("INCR", f"{name}:a"), ("GET", f"{name}:a")]
+        assert await conn.call_many(transaction, transaction=True) == [3, b"3"]
+        # An error reply fails its call only; the connection stays in step.
+        with pytest.raises(ServerError, match="WRONGTYPE"):
+            await conn.call_many([("GET", key), ("LLEN", key)])
+        assert await conn.call("LLEN", key) == 200
+        await conn.call("DEL", key, f"{name}:a")
+
+
+async def test_a_blocking_wait_has_a_connection_of_its_own(redis_server, name) -> None:
+    adapter = RedisAdapter(redis_server.url, client_name="bq-blocking")
+    queue = BrokerQueue(adapter)
     ch = queue.channel(name, User)
-    try:
-        with caplog.at_level(logging.WARNING, logger="brokerq.redis"):
-            results = await asyncio.gather(*(ch.produce(User(i, "x")) for i in range(50)))
-        assert len({r.id for r in results}) == 50
-        assert "cannot hand a connection over" in caplog.text
-        got: list[User] = []
+    waiting = asyncio.ensure_future(adapter.wait(name, 1000))
+    async with Connection(redis_server.url) as conn:
 
-        async def handler(user: User) -> None:
-            got.append(user)
+        async def blocked() -> bool:
+            return any(c["cmd"] == "blpop" for c in await clients(conn, "bq-blocking"))
 
-        consumer = await ch.consume(handler, max_parallel=20)
-        await consumer.wait_idle()
-        await consumer.close()
-        assert sorted(u.id for u in got) == list(range(50))
-        assert (await ch.stats()).processed == 50
-    finally:
-        await queue.close()
+        await until(blocked, what="the wait in BLPOP")
+        await ch.produce(User(1, "x"))  # while the wait blocks, or after it timed out
+        # Two connections: the blocking wait's, and the one of every other call (the produce).
+        found = sorted(c["cmd"] for c in await clients(conn, "bq-blocking"))
+        assert len(found) == 2 and found[0] == "blpop" and found[1].startswith("eval"), found
+    await waiting
+    await queue.close()
+
+
+async def test_call_blocking_waits_beyond_the_socket_timeout(redis_server, name) -> None:
+    async with Connection(redis_server.url, socket_timeout=0.2, client_name="bq-b") as blocking:
+        waiting = asyncio.ensure_future(blocking.call_blocking(10, "BLPOP", name, 10))
+        async with Connection(redis_server.url) as conn:
+
+            async def blocked() -> bool:
+                return any(c["cmd"] == "blpop" for c in await clients(conn, "bq-b"))
+
+            await until(blocked, what="the call in BLPOP")
+            await asyncio.sleep(0.5)  # the time under test: past the socket timeout
+            assert not waiting.done()
+            await conn.call("RPUSH", name, "go")
+        assert await waiting == [name.encode(), b"go"]
+
+
+async def test_database_and_unix_socket_from_the_url(tmp_path: Path, name: str) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bq") as short:  # a socket path has ~100 bytes
+        socket_path = f"{short}/redis.sock"
+        extra = ("--unixsocket", socket_path, "--unixsocketperm", "700")
+        async with RedisServer(tmp_path, extra_args=extra) as server:
+            tcp = await connect(f"redis://127.0.0.1:{server.port}/3")
+            unix = await connect(f"unix://{quote(socket_path)}?db=3")
+            await tcp.call("SET", name, "in db 3")
+            assert await unix.call("GET", name) == b"in db 3"
+            assert f"addr={socket_path}:".encode() in await unix.call("CLIENT", "INFO")
+            async with Connection(f"redis://127.0.0.1:{server.port}/0") as db0:
+                assert await db0.call("GET", name) is None
+            await tcp.close()
+            await unix.close()
+
+
+async def test_a_user_and_password_from_the_url_or_the_password_argument(tmp_path: Path) -> None:
+    async with RedisServer(tmp_path, password="admin-pw") as server:
+        hostport = f"127.0.0.1:{server.port}"
+        async with Connection(server.url) as admin:
+            await admin.call("ACL", "SETUSER", "queue", "on", ">queue-pw", "~*", "+@all")
+        async with Connection(f"redis://queue:queue-pw@{hostport}/0") as user:
+            assert await user.call("ACL", "WHOAMI") == b"queue"
+        async with Connection(f"redis://{hostport}/0", password="admin-pw") as default:
+            assert await default.call("ACL", "WHOAMI") == b"default"
+        with pytest.raises(AuthenticationError, match="refused the login") as info:
+            await connect(f"redis://queue:not-it@{hostport}/0")
+        assert "not-it" not in str(info.value)
+        anonymous = Connection(f"redis://{hostport}/0")
+        with pytest.raises(AuthenticationError, match="NOAUTH"):
+            await anonymous.call("PING")
+        await anonymous.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "options", "says"),
+    [
+        ("http://127.0.0.1:6379", {}, "starts with redis://"),
+        ("redis://127.0.0.1:6379/0?socket_timeout=soon", {}, "socket_timeout"),
+        ("redis://127.0.0.1:6379/0", {"retry_on_timeout": True}, "unknown Redis option"),
+        ("redis://127.0.0.1:6379/0", {"ssl_ca_certs": "ca.pem"}, "need a rediss:// URL"),
+        ("redis://:url-secret@127.0.0.1:6379/0", {"password": "arg-secret"}, "given twice"),
+        ("redis://127.0.0.1:6379/x", {}, "'db'"),
+        ("rediss://127.0.0.1:6379/0", {"ssl_cert_reqs": "maybe"}, "ssl_cert_reqs"),
+        ("unix://", {}, "socket's path"),
+    ],
+)
+def test_invalid_urls_and_options_are_refused_up_front(url, options, says) -> None:
+    with pytest.raises(ConfigError, match=says) as info:
+        Connection(url, **options)
+    assert isinstance(info.value, ValueError)
+    assert "secret" not in str(info.value)
