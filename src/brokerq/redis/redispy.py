@@ -28,7 +28,8 @@ from ..errors import (
     RedisTimeoutError,
     ServerError,
 )
-from .connection import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_TIMEOUT_S, server_error
+from .connection import server_error
+from .url import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_TIMEOUT_S
 
 __all__ = ["RedisPyCommands", "error_from"]
 
