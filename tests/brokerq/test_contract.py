@@ -27,9 +27,13 @@ from .conftest import User, until
 
 def test_public_api_is_deliberate() -> None:
     assert sorted(brokerq.__all__) == [
-        "Adapter", "BrokerError", "BrokerQueue", "Channel", "ChannelError", "ChannelStats",
-        "Consumer", "ConsumerError", "ConsumerState", "DeadLetter", "Duration", "Handler",
-        "Message", "MessageTypeError", "Processing", "ProduceResult", "QueueClosedError", "Worker",
+        "Adapter", "AuthenticationError", "BrokerError", "BrokerQueue", "BusyError", "Channel",
+        "ChannelError", "ChannelStats", "ClusterError", "ConfigError", "ConnectError",
+        "ConnectionLostError", "Consumer", "ConsumerError", "ConsumerState", "DeadLetter",
+        "Duration", "Handler", "LoadingError", "Message", "MessageTypeError", "NoScriptError",
+        "OutOfMemoryError", "Processing", "ProduceResult", "QueueClosedError", "ReadOnlyError",
+        "RedisConnectionError", "RedisError", "RedisTimeoutError", "ScriptError", "ServerError",
+        "Worker", "WrongTypeError",
     ]  # fmt: skip
 
 

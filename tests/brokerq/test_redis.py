@@ -10,12 +10,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import redis.asyncio as aioredis
-import redis.exceptions
 
-from brokerq import BrokerQueue, Message, Processing
+from brokerq import AuthenticationError, BrokerQueue, ConnectError, Message, Processing
 from brokerq.redis import RedisAdapter
 from brokerq.server import RedisCluster, RedisServer
 
@@ -206,7 +206,7 @@ async def test_password_protected_redis(tmp_path: Path) -> None:
         await queue.close()
 
         anonymous = BrokerQueue(RedisAdapter(f"redis://127.0.0.1:{server.port}/0"))
-        with pytest.raises(redis.exceptions.AuthenticationError) as info:
+        with pytest.raises(AuthenticationError) as info:
             await anonymous.channel("secured", int).produce(2)
         assert "s3cret-pw" not in str(info.value)
         await anonymous.close()
@@ -317,9 +317,39 @@ async def test_tls_and_password_end_to_end(tmp_path: Path) -> None:
         await queue.close()
 
         untrusted = BrokerQueue(RedisAdapter(server.url))  # no CA: the certificate is refused
-        with pytest.raises(redis.exceptions.ConnectionError, match="certificate verify failed"):
+        with pytest.raises(ConnectError, match="certificate verify failed"):
             await untrusted.channel("over-tls", User).produce(User(2, "x"))
         await untrusted.close()
+
+        # Told (in the URL's query, as redis-py takes it) not to check the certificate.
+        unchecked = BrokerQueue(RedisAdapter(f"{server.url}?ssl_cert_reqs=none"))
+        assert (await unchecked.channel("over-tls", User).stats()).processed == 1
+        await unchecked.close()
+
+
+def test_plain_and_tls_connections_under_uvloop(tmp_path: Path, redis_server, name: str) -> None:
+    # The service runs brokerq on uvloop (uvicorn's loop), whose TLS transport is its own class.
+    uvloop = pytest.importorskip("uvloop")
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl tool to make test certificates")
+    if not redis_has_tls(tmp_path):
+        pytest.skip("this redis-server was built without TLS support")
+    cert, key, ca = make_certificates(tmp_path)
+
+    async def main() -> None:
+        async with RedisServer(tmp_path / "data", tls=(cert, key, ca), password="pw") as tls:
+            for url in (redis_server.url, f"{tls.url}?ssl_ca_certs={quote(ca, safe='')}"):
+                queue = BrokerQueue(RedisAdapter(url))
+                ch = queue.channel(name, User)
+                await ch.produce(User(1, "x"))
+                got: list[User] = []
+                consumer = await ch.consume(got.append)
+                await consumer.wait_idle()
+                assert got == [User(1, "x")]
+                await queue.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
 
 
 async def test_dedup_generations_rotate_without_dropping_a_live_entry(redis_server) -> None:

@@ -5,9 +5,14 @@ from __future__ import annotations
 from redis import exceptions as redis_errors
 from sqlalchemy import exc as sa_errors
 
+from brokerq.errors import LoadingError, RedisConnectionError
+
 __all__ = ["OUTAGE_ERRORS", "outage_of"]
 
 OUTAGE_ERRORS: tuple[type[Exception], ...] = (
+    # The queue's: brokerq's own errors for Redis unreachable, lost, timed out or loading.
+    RedisConnectionError,
+    LoadingError,
     redis_errors.ConnectionError,
     redis_errors.TimeoutError,
     sa_errors.DBAPIError,  # OperationalError and InterfaceError among them
@@ -21,6 +26,8 @@ def outage_of(exc: BaseException) -> str | None:
     right now, else None. The exception's text is not used: it may carry a URL with a password."""
     if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError):
         return "Redis"  # AuthenticationError and BusyLoadingError are ConnectionErrors too
+    if isinstance(exc, RedisConnectionError | LoadingError):
+        return "Redis"  # from the queue
     if isinstance(
         exc, sa_errors.OperationalError | sa_errors.InterfaceError | sa_errors.TimeoutError
     ):

@@ -22,16 +22,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
-import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, ResponseError
 
 from ..adapter import Delivery, Exchange, Outgoing, RawDeadLetter, Settlement
+from ..errors import ConfigError, ScriptError
 from ..messages import ChannelStats
 from ..options import PRIORITY_MAX, check_channel_name
-from ..redis.adapter import connect
+from ..redis.commands import commands_for
+from ..redis.lua import Script
 from . import scripts
 from .batch import BATCH
-from .scripts import Script
 
 __all__ = ["BullMQAdapter", "KeepJobs", "bullmq_priority"]
 
@@ -39,7 +38,7 @@ KeepJobs = bool | int | Mapping[str, int]
 """BullMQ's ``removeOnComplete`` / ``removeOnFail``: True (remove), False (keep all), a count
 to keep, or ``{"age": seconds, "count": n}``."""
 
-# Blocking waits stay well under the socket timeout (redis-py 8 defaults to 5 s otherwise).
+# Blocking waits stay well under the socket timeout of a redis-py client given to the adapter.
 MAX_BLOCK_MS = 1000
 METRICS_DATA_POINTS = 60 * 24 * 7  # BullMQ's MetricsTime.ONE_WEEK, one point per minute
 # BullMQ's long option names stored under short keys in the job hash (its optsEncodeMap).
@@ -75,7 +74,7 @@ def _keep_jobs(value: Any) -> dict[str, Any]:
         return {"count": value}
     if isinstance(value, Mapping):
         return dict(value)
-    raise ValueError(f"removeOnComplete / removeOnFail must be bool, int or dict, not {value!r}")
+    raise ConfigError(f"removeOnComplete / removeOnFail must be bool, int or dict, not {value!r}")
 
 
 def _text(value: Any) -> str:
@@ -90,7 +89,7 @@ class _Keys:
     def __init__(self, prefix: str, queue: str) -> None:
         check_channel_name(queue)
         if ":" in queue:
-            raise ValueError(f"a BullMQ queue name has no ':', got {queue!r}")
+            raise ConfigError(f"a BullMQ queue name has no ':', got {queue!r}")
         self.base = f"{prefix}:{queue}:"
         b = self.base
         self.wait, self.paused, self.meta, self.id = b + "wait", b + "paused", b + "meta", b + "id"
@@ -173,7 +172,7 @@ class BullMQAdapter:
         self,
         url: str | None = None,
         *,
-        client: aioredis.Redis | None = None,
+        client: Any = None,
         prefix: str = "bull",
         job_name: str = "default",
         job_names: Mapping[str, str] | None = None,
@@ -187,15 +186,8 @@ class BullMQAdapter:
         password: str | None = None,
         **options: Any,
     ) -> None:
-        if (url is None) == (client is None):
-            raise ValueError("give either a Redis URL or a client")
-        if client is None:
-            assert url is not None
-            client = connect(url, password=password, **options)
-        elif client.connection_pool.connection_kwargs.get("decode_responses"):
-            # Job data would come back as str and scripts' binary arguments would not survive.
-            raise ValueError("BullMQAdapter needs a client without decode_responses=True")
-        self._client: Any = client
+        # One Redis server (BullMQ's keys of a queue are not in one Cluster slot).
+        self._redis = commands_for(url, client=client, password=password, options=options)
         self.prefix = prefix
         self.job_name = job_name
         self.job_names = dict(job_names or {})
@@ -212,11 +204,6 @@ class BullMQAdapter:
         self._held: dict[tuple[str, str], _Held] = {}
         self._loaded = False
 
-    @property
-    def client(self) -> aioredis.Redis:
-        client: aioredis.Redis = self._client
-        return client
-
     def _q(self, channel: str) -> _Queue:
         q = self._queues.get(channel)
         if q is None:
@@ -225,43 +212,25 @@ class BullMQAdapter:
 
     # -- running scripts -----------------------------------------------------------------------
 
-    async def _load(self) -> None:
-        for script in scripts.SCRIPTS:
-            await self._client.script_load(script.text)
-        self._loaded = True
-
-    async def _pipeline(
-        self, calls: Sequence[tuple[Script, list[Any], list[Any]]], *, transaction: bool = False
-    ) -> list[Any]:
-        """Run script calls in one round trip; a NOSCRIPT (first use, SCRIPT FLUSH, failover)
-        loads the scripts and runs again the calls that did not run."""
+    async def _pipeline(self, calls: Sequence[tuple[Script, list[Any], list[Any]]]) -> list[Any]:
+        """Run script calls together, in flight at once."""
         if not calls:
             return []
         if not self._loaded:
-            await self._load()
-        results: list[Any] = [None] * len(calls)
-        todo = list(range(len(calls)))
-        for _ in range(3):
-            pipe = self._client.pipeline(transaction=transaction)
-            for i in todo:
-                script, keys, args = calls[i]
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            replies = await pipe.execute(raise_on_error=False)
-            again = []
-            for i, reply in zip(todo, replies, strict=True):
-                if isinstance(reply, NoScriptError) or (
-                    isinstance(reply, ResponseError) and "NOSCRIPT" in str(reply)
-                ):
-                    again.append(i)
-                elif isinstance(reply, Exception):
-                    raise reply
-                else:
-                    results[i] = reply
-            if not again:
-                return results
-            await self._load()
-            todo = again
-        raise RuntimeError("BullMQ scripts could not be loaded")
+            # Cached up front, so that many calls at once do not each send their script whole.
+            await self._redis.call_many(("SCRIPT", "LOAD", s.text) for s in scripts.SCRIPTS)
+            self._loaded = True
+        if len(calls) == 1:
+            script, keys, args = calls[0]
+            return [await script.run(self._redis, keys, args)]
+        replies = await asyncio.gather(
+            *(script.run(self._redis, keys, args) for script, keys, args in calls),
+            return_exceptions=True,
+        )
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        return replies
 
     # -- producing -----------------------------------------------------------------------------
 
@@ -308,7 +277,7 @@ class BullMQAdapter:
         results = []
         for job_id, deduplicated in await self._run_batch(batch):
             if isinstance(job_id, int):
-                raise ResponseError(f"BullMQ add of a job to {channel!r} failed: code {job_id}")
+                raise ScriptError(f"BullMQ add of a job to {channel!r} failed: code {job_id}")
             results.append((_text(job_id), bool(deduplicated)))
         return results
 
@@ -316,10 +285,7 @@ class BullMQAdapter:
         if not batch.ops:
             return []
         args = [batch.base, batch.now, len(batch.blobs), *batch.blobs, *batch.ops]
-        try:
-            result: list[Any] = await self._client.evalsha(BATCH.sha, 0, *args)
-        except NoScriptError:
-            result = await self._client.eval(BATCH.text, 0, *args)
+        result: list[Any] = await BATCH.run(self._redis, (), args)
         return result
 
     # -- consuming -----------------------------------------------------------------------------
@@ -349,10 +315,10 @@ class BullMQAdapter:
         missing = [i for i in ids if (channel, i) not in self._held]
         if not missing:
             return
-        pipe = self._client.pipeline(transaction=False)
-        for job_id in missing:
-            pipe.hmget(k.job(job_id), "opts", "atm")
-        for job_id, (opts, atm) in zip(missing, await pipe.execute(), strict=True):
+        replies = await self._redis.call_many(
+            ("HMGET", k.job(job_id), "opts", "atm") for job_id in missing
+        )
+        for job_id, (opts, atm) in zip(missing, replies, strict=True):
             self._held[(channel, job_id)] = _held_from(json.loads(opts) if opts else {}, atm)
 
     def _fail(
@@ -436,9 +402,10 @@ class BullMQAdapter:
         rest = replies[len(settled) :]
         redelivered = len(rest.pop(0)) if check_stalled else 0
         if retried or redelivered:
-            pipe = self._client.pipeline(transaction=False)
-            pipe.hincrby(k.stats, "retried", retried).hincrby(k.stats, "redelivered", redelivered)
-            await pipe.execute()
+            await self._redis.call_many(
+                [("HINCRBY", k.stats, "retried", retried),
+                 ("HINCRBY", k.stats, "redelivered", redelivered)]
+            )  # fmt: skip
         deliveries: list[Delivery] = []
         deferred: list[tuple[str, str, _Held]] = []
         hint = -1
@@ -485,25 +452,26 @@ class BullMQAdapter:
         return [_text(x) for x in failed]
 
     async def wait(self, channel: str, timeout_ms: int) -> None:
-        timeout_ms = min(max(timeout_ms, 1), MAX_BLOCK_MS)
-        await self._client.bzpopmin([self._q(channel).keys.marker], timeout=timeout_ms / 1000)
+        seconds = min(max(timeout_ms, 1), MAX_BLOCK_MS) / 1000
+        await self._redis.block(seconds, "BZPOPMIN", self._q(channel).keys.marker, seconds)
 
     # -- inspecting ----------------------------------------------------------------------------
 
     async def stats(self, channel: str) -> ChannelStats:
         k = self._q(channel).keys
-        pipe = self._client.pipeline(transaction=True)
-        pipe.llen(k.wait).zcard(k.prioritized).llen(k.paused).llen(k.active).zcard(k.delayed)
-        pipe.zcard(k.failed).hget(k.metrics_completed, "count").hget(k.metrics_failed, "count")
-        pipe.get(k.id).lindex(k.wait, -1).zrange(k.prioritized, 0, 0)
-        pipe.hmget(k.stats, "retried", "redelivered")
-        replies = await pipe.execute()
+        replies = await self._redis.call_many(
+            [("LLEN", k.wait), ("ZCARD", k.prioritized), ("LLEN", k.paused), ("LLEN", k.active),
+             ("ZCARD", k.delayed), ("ZCARD", k.failed), ("HGET", k.metrics_completed, "count"),
+             ("HGET", k.metrics_failed, "count"), ("GET", k.id), ("LINDEX", k.wait, -1),
+             ("ZRANGE", k.prioritized, 0, 0), ("HMGET", k.stats, "retried", "redelivered")],
+            transaction=True,
+        )  # fmt: skip
         wait, prio, paused, active, delayed, failed, done, dead, produced = replies[:9]
         head, phead, own = replies[9:]
         head_id = head or (phead[0] if phead else None)
         lag = 0
         if head_id:
-            ts = await self._client.hget(k.job(_text(head_id)), "timestamp")
+            ts = await self._redis.call("HGET", k.job(_text(head_id)), "timestamp")
             lag = max(0, _now_ms() - int(ts)) if ts else 0
         return ChannelStats(
             channel=channel,
@@ -521,23 +489,23 @@ class BullMQAdapter:
 
     async def dead_letters(self, channel: str, offset: int, limit: int) -> list[RawDeadLetter]:
         k = self._q(channel).keys
-        entries = await self._client.zrange(k.failed, offset, offset + limit - 1, withscores=True)
+        flat = await self._redis.call("ZRANGE", k.failed, offset, offset + limit - 1, "WITHSCORES")
+        entries = list(zip(flat[::2], flat[1::2], strict=True))
         if not entries:
             return []
-        pipe = self._client.pipeline(transaction=False)
-        for job_id, _ in entries:
-            pipe.hmget(k.job(_text(job_id)), "data", "failedReason", "atm", "timestamp")
+        replies = await self._redis.call_many(
+            ("HMGET", k.job(_text(job_id)), "data", "failedReason", "atm", "timestamp")
+            for job_id, _ in entries
+        )
         letters = []
-        for (job_id, score), (data, reason, atm, ts) in zip(
-            entries, await pipe.execute(), strict=True
-        ):
+        for (job_id, score), (data, reason, atm, ts) in zip(entries, replies, strict=True):
             letters.append(
                 RawDeadLetter(
                     id=_text(job_id),
                     payload=data or b"",
                     error=_text(reason or b""),
                     tries=int(atm or 0),
-                    dead_at_ms=int(score),
+                    dead_at_ms=int(float(score)),
                     produced_at_ms=int(ts or 0),
                 )
             )
@@ -546,7 +514,7 @@ class BullMQAdapter:
     async def _failed_ids(self, k: _Keys, ids: Sequence[str] | None) -> list[str]:
         if ids is not None:
             return list(ids)
-        return [_text(x) for x in await self._client.zrange(k.failed, 0, -1)]
+        return [_text(x) for x in await self._redis.call("ZRANGE", k.failed, 0, -1)]
 
     async def redrive(self, channel: str, ids: Sequence[str] | None) -> int:
         """Like Node's ``job.retry("failed", {resetAttemptsMade: true})`` for each."""
@@ -570,10 +538,8 @@ class BullMQAdapter:
         chosen = await self._failed_ids(k, ids)
         if not chosen:
             return 0
-        pipe = self._client.pipeline(transaction=False)
-        for job_id in chosen:
-            pipe.zscore(k.failed, job_id)
-        present = [j for j, s in zip(chosen, await pipe.execute(), strict=True) if s is not None]
+        scores = await self._redis.call_many(("ZSCORE", k.failed, job_id) for job_id in chosen)
+        present = [j for j, s in zip(chosen, scores, strict=True) if s is not None]
         calls = [(scripts.REMOVE_JOB, [k.job(j), k.repeat], [j, 0, k.base]) for j in present]
         replies = await self._pipeline(calls)
         return sum(1 for r in replies if r == 1)
@@ -582,19 +548,19 @@ class BullMQAdapter:
         """Delete every key of the queue (its jobs in every state, counters and events)."""
         base = self._q(channel).keys.base
         batch: list[Any] = []
-        async for key in self._client.scan_iter(match=_glob_escape(base) + "*", count=1000):
+        async for key in self._redis.scan(_glob_escape(base) + "*", 1000):
             batch.append(key)
             if len(batch) >= 1000:
-                await self._client.unlink(*batch)
+                await self._redis.call("UNLINK", *batch)
                 batch = []
         if batch:
-            await self._client.unlink(*batch)
+            await self._redis.call("UNLINK", *batch)
         self._held = {key: v for key, v in self._held.items() if key[0] != channel}
 
     async def channels(self) -> list[str]:
         found: set[str] = set()
         head = self.prefix + ":"
-        async for key in self._client.scan_iter(match=_glob_escape(head) + "*:meta", count=1000):
+        async for key in self._redis.scan(_glob_escape(head) + "*:meta", 1000):
             text = _text(key)
             name = text[len(head) : -len(":meta")]
             if ":" not in name:
@@ -602,8 +568,8 @@ class BullMQAdapter:
         return sorted(found)
 
     async def close(self) -> None:
-        await self._client.aclose()
-        await asyncio.sleep(0)
+        await self._redis.close()
+        await asyncio.sleep(0)  # let the transports finish closing
 
 
 def _encode_opts(opts: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,37 +8,36 @@ script version (see docs/bullmq.md for the tested Node pair).
 
 from __future__ import annotations
 
-import hashlib
 from importlib import resources
 
-__all__ = ["SCRIPTS", "Script"]
+from ..errors import ConfigError
+from ..redis.lua import Script
+
+__all__ = ["SCRIPTS", "bundled"]
 
 
-class Script:
-    __slots__ = ("name", "sha", "text")
-
-    def __init__(self, name: str) -> None:
-        commands = resources.files("bullmq") / "commands"
-        found = [f for f in commands.iterdir() if f.name.startswith(f"{name}-")]
-        if len(found) != 1:
-            raise RuntimeError(f"bullmq does not bundle exactly one {name} script: {found}")
-        self.name = name
-        self.text = found[0].read_text()
-        self.sha = hashlib.sha1(self.text.encode(), usedforsecurity=False).hexdigest()
+def bundled(name: str) -> Script:
+    """BullMQ's script ``name`` (its file is ``commands/<name>-<number of keys>.lua``)."""
+    commands = resources.files("bullmq") / "commands"
+    found = [f for f in commands.iterdir() if f.name.startswith(f"{name}-")]
+    if len(found) != 1:
+        names = sorted(f.name for f in found)
+        raise ConfigError(f"the installed bullmq package bundles not one {name} script: {names}")
+    return Script(name, found[0].read_text(encoding="utf-8"))
 
 
-ADD_STANDARD = Script("addStandardJob")
-ADD_DELAYED = Script("addDelayedJob")
-ADD_PRIORITIZED = Script("addPrioritizedJob")
-MOVE_TO_ACTIVE = Script("moveToActive")
-MOVE_TO_FINISHED = Script("moveToFinished")
-MOVE_TO_DELAYED = Script("moveToDelayed")
-RETRY_JOB = Script("retryJob")
-MOVE_ACTIVE_TO_WAIT = Script("moveJobFromActiveToWait")
-EXTEND_LOCKS = Script("extendLocks")
-MOVE_STALLED = Script("moveStalledJobsToWait")
-REPROCESS_JOB = Script("reprocessJob")
-REMOVE_JOB = Script("removeJob")
+ADD_STANDARD = bundled("addStandardJob")
+ADD_DELAYED = bundled("addDelayedJob")
+ADD_PRIORITIZED = bundled("addPrioritizedJob")
+MOVE_TO_ACTIVE = bundled("moveToActive")
+MOVE_TO_FINISHED = bundled("moveToFinished")
+MOVE_TO_DELAYED = bundled("moveToDelayed")
+RETRY_JOB = bundled("retryJob")
+MOVE_ACTIVE_TO_WAIT = bundled("moveJobFromActiveToWait")
+EXTEND_LOCKS = bundled("extendLocks")
+MOVE_STALLED = bundled("moveStalledJobsToWait")
+REPROCESS_JOB = bundled("reprocessJob")
+REMOVE_JOB = bundled("removeJob")
 
 SCRIPTS = (
     ADD_STANDARD, ADD_DELAYED, ADD_PRIORITIZED, MOVE_TO_ACTIVE, MOVE_TO_FINISHED,

@@ -3,51 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal, overload
-
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError
+from collections.abc import Awaitable, Sequence
+from typing import Any
 
 from ..adapter import Delivery, Exchange, Outgoing, RawDeadLetter, Settlement
 from ..messages import ChannelStats
 from . import scripts
+from .commands import commands_for
 from .keys import ChannelKeys, channel_of
-from .packing import connection_class_for
-from .pipelined import PipelinedConnection
+from .lua import Script
 
-__all__ = ["RedisAdapter", "connect"]
-
-
-@overload
-def connect(
-    url: str, *, cluster: Literal[False] = False, password: str | None = None, **options: Any
-) -> aioredis.Redis: ...
-
-
-@overload
-def connect(
-    url: str, *, cluster: bool, password: str | None = None, **options: Any
-) -> aioredis.Redis | RedisCluster: ...
-
-
-def connect(
-    url: str, *, cluster: bool = False, password: str | None = None, **options: Any
-) -> aioredis.Redis | RedisCluster:
-    """A redis-py asyncio client with bounded connect and read timeouts (a dead server fails a
-    call instead of hanging it; our blocking waits stay far below the read timeout)."""
-    options.setdefault("socket_connect_timeout", 5)
-    options.setdefault("socket_timeout", 30)
-    if password is not None:
-        options["password"] = password
-    if cluster:
-        return RedisCluster.from_url(url, **options)
-    options.setdefault("health_check_interval", 15)
-    connection_class = connection_class_for(url)
-    if connection_class is not None:
-        options.setdefault("connection_class", connection_class)
-    return aioredis.Redis.from_url(url, **options)
+__all__ = ["RedisAdapter"]
 
 
 def _only_deduplicated(items: Sequence[Outgoing]) -> bool:
@@ -70,40 +36,31 @@ MAX_BLOCK_MS = 1000
 class RedisAdapter:
     """brokerq on Redis (single server or Redis Cluster).
 
-    ``RedisAdapter("redis://:password@host:6379/0")``, ``"rediss://..."`` for TLS (extra
-    ``ssl_*`` options pass through to redis-py), ``cluster=True`` for Redis Cluster, or
-    ``RedisAdapter(client=...)`` with a ``redis.asyncio`` client of your own (it must not
-    decode responses). Nothing connects until the first command.
+    ``RedisAdapter("redis://:password@host:6379/0")``, ``"rediss://..."`` for TLS, with the
+    options of ``brokerq.redis.Connection`` (``socket_timeout``, ``ssl_ca_certs``, ...) as
+    keyword arguments or in the URL's query; ``cluster=True`` for Redis Cluster (through
+    redis-py's cluster client, options passed on to it), or ``RedisAdapter(client=...)`` with a
+    ``redis.asyncio`` client of your own (it must not decode responses). Nothing connects until
+    the first command.
+
+    On a single server every command goes through brokerq's own connection: script calls and
+    the rest share one pipelined connection, and each idle consumer's blocking wait has a
+    connection of its own.
     """
 
     def __init__(
         self,
         url: str | None = None,
         *,
-        client: aioredis.Redis | RedisCluster | None = None,
+        client: Any = None,
         cluster: bool = False,
         password: str | None = None,
         **options: Any,
     ) -> None:
-        if (url is None) == (client is None):
-            raise ValueError("give either a Redis URL or a client")
-        if client is None:
-            assert url is not None
-            client = connect(url, cluster=cluster, password=password, **options)
-        self._client: Any = client
+        self._redis = commands_for(
+            url, client=client, cluster=cluster, password=password, options=options
+        )
         self._keys: dict[str, ChannelKeys] = {}
-        # Scripts go through one pipelined connection (a Redis Cluster routes them by slot
-        # through redis-py instead); blocking waits and the rest use redis-py's pool.
-        self._pipe = None
-        self._call: Callable[..., Awaitable[Any]] = client.execute_command
-        if not isinstance(client, RedisCluster):
-            self._pipe = PipelinedConnection(client.connection_pool, client.execute_command)
-            self._call = self._pipe.call
-
-    @property
-    def client(self) -> aioredis.Redis | RedisCluster:
-        client: aioredis.Redis | RedisCluster = self._client
-        return client
 
     def _k(self, channel: str) -> ChannelKeys:
         keys = self._keys.get(channel)
@@ -111,12 +68,8 @@ class RedisAdapter:
             keys = self._keys[channel] = ChannelKeys(channel)
         return keys
 
-    async def _run(self, script: scripts.Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        try:
-            return await self._call("EVALSHA", script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            # First use on this server (or after SCRIPT FLUSH / failover): EVAL caches it.
-            return await self._call("EVAL", script.text, len(keys), *keys, *args)
+    def _run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Awaitable[Any]:
+        return script.run(self._redis, keys, args)
 
     async def produce(self, channel: str, items: Sequence[Outgoing]) -> list[tuple[str, bool]]:
         k = self._k(channel)
@@ -189,8 +142,8 @@ class RedisAdapter:
         return [x.decode() for x in lost]
 
     async def wait(self, channel: str, timeout_ms: int) -> None:
-        timeout_ms = min(max(timeout_ms, 1), MAX_BLOCK_MS)
-        await self._client.blpop([self._k(channel).wake], timeout=timeout_ms / 1000)
+        seconds = min(max(timeout_ms, 1), MAX_BLOCK_MS) / 1000
+        await self._redis.block(seconds, "BLPOP", self._k(channel).wake, seconds)
 
     async def stats(self, channel: str) -> ChannelStats:
         k = self._k(channel)
@@ -233,9 +186,7 @@ class RedisAdapter:
             )
         return letters
 
-    async def _drain(
-        self, script: scripts.Script, keys: list[str], ids: Sequence[str] | None
-    ) -> int:
+    async def _drain(self, script: Script, keys: list[str], ids: Sequence[str] | None) -> int:
         if ids is not None:
             return int(await self._run(script, keys, list(ids))) if ids else 0
         total = 0
@@ -254,19 +205,16 @@ class RedisAdapter:
         return await self._drain(scripts.DELETE_DEAD, [k.msg, k.dead, k.err], ids)
 
     async def purge(self, channel: str) -> None:
-        await self._client.delete(*self._k(channel).all())
+        await self._redis.call("DEL", *self._k(channel).all())
 
     async def channels(self) -> list[str]:
         found: set[str] = set()
-        async for key in self._client.scan_iter(match="bq:{*}:seq", count=1000):
+        async for key in self._redis.scan("bq:{*}:seq", 1000):
             name = channel_of(key.decode() if isinstance(key, bytes) else key)
             if name is not None:
                 found.add(name)
         return sorted(found)
 
     async def close(self) -> None:
-        if self._pipe is not None:
-            self._pipe.close()
-        close = getattr(self._client, "aclose", None) or self._client.close
-        await close()
-        await asyncio.sleep(0)
+        await self._redis.close()
+        await asyncio.sleep(0)  # let the transports finish closing

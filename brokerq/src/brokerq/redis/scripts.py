@@ -1,25 +1,18 @@
-"""The Lua scripts, loaded from ``brokerq/lua`` with the shared library prepended."""
+"""The Redis engine's Lua scripts: ``brokerq/lua/<name>.lua`` with the shared ``_lib.lua``."""
 
 from __future__ import annotations
 
-import hashlib
-from importlib import resources
+from .lua import Script
 
 
-class Script:
-    __slots__ = ("name", "sha", "text")
-
-    def __init__(self, name: str) -> None:
-        lua = resources.files("brokerq") / "lua"
-        self.name = name
-        self.text = (lua / "_lib.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
-        self.sha = hashlib.sha1(self.text.encode(), usedforsecurity=False).hexdigest()
+def _script(name: str) -> Script:
+    return Script.from_resource("brokerq", f"lua/{name}.lua", prelude="lua/_lib.lua")
 
 
-PRODUCE = Script("produce")
-EXCHANGE = Script("exchange")
-RENEW = Script("renew")
-STATS = Script("stats")
-DEAD_LETTERS = Script("dead_letters")
-REDRIVE = Script("redrive")
-DELETE_DEAD = Script("delete_dead")
+PRODUCE = _script("produce")
+EXCHANGE = _script("exchange")
+RENEW = _script("renew")
+STATS = _script("stats")
+DEAD_LETTERS = _script("dead_letters")
+REDRIVE = _script("redrive")
+DELETE_DEAD = _script("delete_dead")

@@ -1,0 +1,216 @@
+"""Where and how a ``Connection`` connects: a Redis URL and options, as redis-py takes them.
+
+``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` for TLS, ``unix:///path``; the
+options (``socket_timeout``, ``ssl_ca_certs``, ...) in the URL's query or as keyword arguments,
+with redis-py's names and meanings. Anything else is refused with a ``ConfigError`` that says
+what is wrong, never with the password in it.
+"""
+
+from __future__ import annotations
+
+import math
+import ssl
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from ..errors import ConfigError
+
+__all__ = ["DEFAULT_CONNECT_TIMEOUT_S", "DEFAULT_TIMEOUT_S", "DEFAULT_URL", "Target", "target_of"]
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+# As brokerq's redis-py clients had them: a dead server fails a call instead of hanging it.
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+DEFAULT_TIMEOUT_S = 30.0
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a yes/no value: {value!r}")
+
+
+def _to_timeout(value: Any) -> float | None:
+    if value is None or (isinstance(value, str) and value.lower() == "none"):
+        return None
+    if isinstance(value, bool):
+        raise ValueError("a timeout is a number of seconds")
+    seconds = float(value)
+    if not seconds > 0 or math.isinf(seconds):
+        raise ValueError("a timeout is a positive number of seconds, or None")
+    return seconds
+
+
+def _to_db(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("a database number is an int")
+    db = int(value)
+    if db < 0:
+        raise ValueError("a database number is 0 or more")
+    return db
+
+
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+def _to_cert_reqs(value: Any) -> str:
+    for name, mode in _CERT_REQS.items():
+        if value == mode:  # an ssl.VerifyMode, as redis-py also takes
+            return name
+    text = str(value).lower()
+    if text not in _CERT_REQS:
+        raise ValueError("it is one of none, optional, required")
+    return text
+
+
+# The options a Connection takes, in the URL's query or as keyword arguments, with redis-py's
+# names and meanings (the ones brokerq has a use for).
+_OPTIONS: dict[str, Any] = {
+    "username": str,
+    "password": str,
+    "db": _to_db,
+    "socket_timeout": _to_timeout,
+    "socket_connect_timeout": _to_timeout,
+    "client_name": str,
+    "ssl_cert_reqs": _to_cert_reqs,
+    "ssl_ca_certs": str,
+    "ssl_ca_path": str,
+    "ssl_ca_data": str,
+    "ssl_certfile": str,
+    "ssl_keyfile": str,
+    "ssl_password": str,
+    "ssl_check_hostname": _to_bool,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where and how to connect, from a URL and options."""
+
+    host: str
+    port: int
+    path: str | None
+    tls: ssl.SSLContext | None
+    username: str | None
+    password: str | None
+    db: int
+    client_name: str | None
+    connect_timeout: float | None
+    timeout: float | None
+
+    @property
+    def where(self) -> str:
+        """The server, for messages (never the password)."""
+        if self.path is not None:
+            return f"unix:{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def target_of(url: str, password: str | None, options: dict[str, Any]) -> Target:
+    if not isinstance(url, str):
+        raise ConfigError(f"a Redis URL is a str, not {type(url).__name__}")
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        # The scheme only: the rest of the URL may hold a password.
+        raise ConfigError(
+            f"a Redis URL starts with redis://, rediss:// or unix://, not {parts.scheme + ':'!r}"
+        )
+    given: dict[str, Any] = {}
+    for name, values in parse_qs(parts.query).items():
+        given[name] = _option(name, values[-1], "in the Redis URL")
+    if parts.username:
+        given["username"] = unquote(parts.username)
+    if parts.password:
+        given["password"] = unquote(parts.password)
+    if parts.scheme != "unix" and "db" not in given and parts.path.strip("/"):
+        given["db"] = _option("db", unquote(parts.path).strip("/"), "in the Redis URL's path")
+    if password is not None:
+        options = {**options, "password": password}
+    for name, value in options.items():
+        if value is None and _OPTIONS.get(name) is not _to_timeout:
+            continue  # not given (a timeout of None means none)
+        value = _option(name, value, "given")
+        if name in given and given[name] != value:
+            raise ConfigError(
+                f"Redis option {name!r} is given twice, differently: in the URL and as an argument"
+            )
+        given[name] = value
+
+    tls_options = sorted(n for n in given if n.startswith("ssl_"))
+    if parts.scheme == "rediss":
+        tls = _tls_context(given)
+    elif tls_options:
+        raise ConfigError(f"{', '.join(tls_options)}: TLS options need a rediss:// URL")
+    else:
+        tls = None
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ConfigError(
+                "a unix:// Redis URL names the socket's path: unix:///path/to/redis.sock"
+            )
+        host, port, path = "", 0, unquote(parts.path)
+    else:
+        try:
+            port = parts.port or 6379
+        except ValueError:
+            raise ConfigError("the port of the Redis URL is not a number from 0 to 65535") from None
+        host, path = unquote(parts.hostname or "127.0.0.1"), None
+    return Target(
+        host=host,
+        port=port,
+        path=path,
+        tls=tls,
+        username=given.get("username"),
+        password=given.get("password"),
+        db=given.get("db", 0),
+        client_name=given.get("client_name"),
+        connect_timeout=given.get("socket_connect_timeout", DEFAULT_CONNECT_TIMEOUT_S),
+        timeout=given.get("socket_timeout", DEFAULT_TIMEOUT_S),
+    )
+
+
+def _option(name: str, value: Any, where: str) -> Any:
+    parse = _OPTIONS.get(name)
+    if parse is None:
+        known = ", ".join(sorted(_OPTIONS))
+        raise ConfigError(
+            f"unknown Redis option {name!r} {where}; brokerq's connection takes {known}"
+        )
+    if value is None and parse is _to_timeout:
+        return None
+    try:
+        return parse(value)
+    except (TypeError, ValueError) as exc:
+        shown = "***" if "password" in name else repr(value)
+        raise ConfigError(f"Redis option {name!r} {where} is invalid ({shown}): {exc}") from None
+
+
+def _tls_context(options: dict[str, Any]) -> ssl.SSLContext:
+    """A client context as redis-py builds it: the system's CAs plus ``ssl_ca_*``; the server's
+    certificate and host name checked unless ``ssl_cert_reqs`` says otherwise."""
+    reqs = options.get("ssl_cert_reqs", "required")
+    try:
+        context = ssl.create_default_context()
+        check = options.get("ssl_check_hostname", True) and reqs != "none"
+        context.check_hostname = check
+        context.verify_mode = _CERT_REQS[reqs]
+        certfile = options.get("ssl_certfile")
+        if certfile is not None:  # a client certificate, for servers that ask for one
+            context.load_cert_chain(
+                certfile, options.get("ssl_keyfile"), options.get("ssl_password")
+            )
+        elif "ssl_keyfile" in options:
+            raise ConfigError("ssl_keyfile needs ssl_certfile, the certificate of that key")
+        cafile, capath = options.get("ssl_ca_certs"), options.get("ssl_ca_path")
+        cadata = options.get("ssl_ca_data")
+        if cafile or capath or cadata:
+            context.load_verify_locations(cafile=cafile, capath=capath, cadata=cadata)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise ConfigError(f"the TLS files of the Redis options cannot be loaded: {exc}") from exc
+    return context
