@@ -147,7 +147,7 @@ async def test_unknown_user_or_event_is_404_at_the_api(api: Api) -> None:
 async def test_user_missing_from_cache_is_found_in_postgres(api: Api) -> None:
     user_id = await create_user(api.client, 1)
     event_id = await create_event(api.client, "Concert", 10)
-    await api.resources.redis.flushdb()
+    await api.resources.redis.call("FLUSHDB")
     r = await api.client.post(f"/reservation/{event_id}/{user_id}")
     assert r.status_code == 202
 
@@ -199,14 +199,14 @@ async def test_health_is_503_when_postgres_is_down(api: Api) -> None:
 
 
 async def test_health_is_503_when_redis_is_down(api: Api) -> None:
-    from redis.asyncio import Redis
+    from brokerq.redis import Connection
 
     good = api.resources.redis
-    api.resources.redis = Redis.from_url("redis://:secret-pw@127.0.0.1:1/0")
+    api.resources.redis = Connection("redis://:secret-pw@127.0.0.1:1/0")
     try:
         r = await api.client.get("/health")
     finally:
-        await api.resources.redis.aclose()
+        await api.resources.redis.close()
         api.resources.redis = good
     assert r.status_code == 503
     assert r.json()["checks"]["postgres"] == "ok"

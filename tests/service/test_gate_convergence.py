@@ -22,8 +22,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
+from brokerq import RedisConnectionError
 from brokerq.server import RedisServer
 from reservations.app import create_app
 from reservations.reservation.settle.reconcile import FULL_CHECK_PASSES
@@ -84,8 +84,8 @@ class Service:
 
     async def admitted(self, event_id: int) -> dict[int, str]:
         """The gate's seats of the event: user id -> the request holding the seat."""
-        raw = await self.resources.redis.hgetall(f"rsv:event:{event_id}:admitted")
-        return {int(user): holder.decode() for user, holder in raw.items()}
+        raw = await self.resources.redis.call("HGETALL", f"rsv:event:{event_id}:admitted")
+        return {int(raw[i]): raw[i + 1].decode() for i in range(0, len(raw), 2)}
 
     async def maintain_until_rebuilt(self, event_id: int) -> None:
         """Maintenance passes, as a worker runs them, until the event's gate is back: the first
@@ -199,7 +199,7 @@ async def test_a_ticket_cancelled_while_redis_is_paused_is_sold_again(
 
 
 async def test_the_gate_is_corrected_in_both_directions(
-    service: Service, worker: None, db: asyncpg.Connection
+    service: Service, worker: None, db: asyncpg.Connection, own_redis: RedisServer
 ) -> None:
     users = [await create_user(service.client, n) for n in range(4)]
     event_id = await create_event(service.client, "Three seats", 3)
@@ -210,9 +210,12 @@ async def test_the_gate_is_corrected_in_both_directions(
     truth = await _pg_reserved(db, event_id)
     assert await service.admitted(event_id) == truth
     # Drift both ways at once: a reserved user forgotten, a seat held by nobody's request.
-    redis = service.resources.redis
-    await redis.hdel(f"rsv:event:{event_id}:admitted", str(users[0]))
-    await redis.hset(f"rsv:event:{event_id}:admitted", "999999", "a-request-nobody-sent")
+    redis = Redis.from_url(own_redis.url)
+    try:
+        await redis.hdel(f"rsv:event:{event_id}:admitted", str(users[0]))
+        await redis.hset(f"rsv:event:{event_id}:admitted", "999999", "a-request-nobody-sent")
+    finally:
+        await redis.aclose()
     await eventually(
         lambda: service.admitted(event_id),
         lambda seats: seats == truth,
@@ -288,14 +291,14 @@ async def test_requests_lost_with_redis_are_reported_lost_not_unknown(
 
 
 async def test_requests_lost_when_redis_comes_back_older_are_reported_lost(
-    service: Service, tmp_path: Path
+    service: Service, tmp_path: Path, own_redis: RedisServer
 ) -> None:
     """Redis restarts from an append-only file that misses its latest writes (as after a crash
     with appendfsync everysec, or a failover to a replica behind): the requests it forgot are
     reported lost, the ones it kept are still pending."""
     users = [await create_user(service.client, n) for n in range(6)]
     event_id = await create_event(service.client, "Rolled back", 10)
-    redis = service.resources.redis
+    redis = Redis.from_url(own_redis.url)
     await redis.config_set("appendfsync", "always")
     await redis.config_set("appendonly", "yes")
     await eventually(
@@ -313,8 +316,9 @@ async def test_requests_lost_when_redis_comes_back_older_are_reported_lost(
 
     await maintenance_pass(res.gate, res.channel, res.session_factory)  # checkpoints 6
 
-    server = RedisServer(server_dir, port=int(res.redis.connection_pool.connection_kwargs["port"]))
+    server = RedisServer(server_dir, port=own_redis.port)
     await redis.shutdown(nosave=True)
+    await redis.aclose()
     shutil.rmtree(server_dir / "appendonlydir")
     shutil.copytree(older, server_dir / "appendonlydir")
     server.appendonly = True

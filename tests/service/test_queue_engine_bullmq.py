@@ -37,11 +37,12 @@ async def test_requests_travel_as_bullmq_jobs_and_are_reserved(bullmq_api: Api) 
     request_id = r.json()["id"]
 
     redis = api.resources.redis
-    job = await redis.hgetall("bull:reservation-queue:1")
+    raw = await redis.call("HGETALL", "bull:reservation-queue:1")
+    job = dict(zip(raw[::2], raw[1::2], strict=True))
     assert job[b"name"] == b"reserveEvent"
     data = json.loads(job[b"data"])
     assert (data["userId"], data["eventId"], data["requestId"]) == (user_id, event_id, request_id)
-    assert await redis.lrange("bull:reservation-queue:wait", 0, -1) == [b"1"]
+    assert await redis.call("LRANGE", "bull:reservation-queue:wait", 0, -1) == [b"1"]
 
     async def outcome() -> dict[str, Any]:
         body: dict[str, Any] = (await api.client.get(f"/reservation/requests/{request_id}")).json()
@@ -50,4 +51,4 @@ async def test_requests_travel_as_bullmq_jobs_and_are_reserved(bullmq_api: Api) 
     async with consuming(api.resources, max_parallel=4):
         final = await eventually(outcome, lambda b: b["status"] != "PENDING", what="outcome")
     assert final["status"] == "RESERVED"
-    assert await redis.llen("bull:reservation-queue:wait") == 0
+    assert await redis.call("LLEN", "bull:reservation-queue:wait") == 0

@@ -310,7 +310,7 @@ async def test_tls_without_the_ca_fails_health_without_the_password(
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             health = await client.get("/health")
     assert health.status_code == 503
-    assert health.json()["checks"] == {"redis": "down (ConnectionError)", "postgres": "ok"}
+    assert health.json()["checks"] == {"redis": "down (ConnectError)", "postgres": "ok"}
     assert_no_secret(health.text, "/health")
 
 

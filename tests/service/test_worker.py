@@ -240,7 +240,7 @@ async def test_gate_state_is_rebuilt_from_postgres(api: Api, worker: None) -> No
         assert (await _final(api, await _request(api, event_id, u)))["status"] == "RESERVED"
     # Lose every piece of gate state (as a Redis without persistence would after a restart).
     await api.resources.gate.forget_event(event_id)
-    await api.resources.redis.delete(*[f"rsv:user:{u}" for u in users])
+    await api.resources.redis.call("DEL", *[f"rsv:user:{u}" for u in users])
     dup = await _final(api, await _request(api, event_id, users[0]))
     assert dup["reason"] == "DUPLICATE"
     late = await _final(api, await _request(api, event_id, users[2]))

@@ -79,7 +79,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/health", tags=["health"])
     async def health(resources: ResourcesDep) -> JSONResponse:
         checks = {
-            "redis": await _check(resources.redis.ping()),
+            "redis": await _check(resources.redis.call("PING")),
             "postgres": await _check(_pg_ping(resources)),
         }
         healthy = all(v == "ok" for v in checks.values())

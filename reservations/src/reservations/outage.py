@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from redis import exceptions as redis_errors
 from sqlalchemy import exc as sa_errors
 
-from brokerq.errors import LoadingError, RedisConnectionError
+from brokerq import LoadingError, RedisConnectionError
 
 __all__ = ["OUTAGE_ERRORS", "outage_of"]
 
 OUTAGE_ERRORS: tuple[type[Exception], ...] = (
-    # The queue's: brokerq's own errors for Redis unreachable, lost, timed out or loading.
+    # brokerq's errors for Redis unreachable, lost, timed out, refusing the password, or
+    # loading its data (the gate and the queue both talk to Redis through brokerq).
     RedisConnectionError,
     LoadingError,
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
     sa_errors.DBAPIError,  # OperationalError and InterfaceError among them
     sa_errors.TimeoutError,
     OSError,
@@ -24,10 +22,8 @@ OUTAGE_ERRORS: tuple[type[Exception], ...] = (
 def outage_of(exc: BaseException) -> str | None:
     """``"Redis"`` or ``"PostgreSQL"`` when ``exc`` says that server cannot be reached or used
     right now, else None. The exception's text is not used: it may carry a URL with a password."""
-    if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError):
-        return "Redis"  # AuthenticationError and BusyLoadingError are ConnectionErrors too
     if isinstance(exc, RedisConnectionError | LoadingError):
-        return "Redis"  # from the queue
+        return "Redis"
     if isinstance(
         exc, sa_errors.OperationalError | sa_errors.InterfaceError | sa_errors.TimeoutError
     ):
@@ -47,7 +43,7 @@ def _driver_in(exc: BaseException) -> str | None:
         module = str(tb.tb_frame.f_globals.get("__name__", ""))
         if module.startswith(("asyncpg", "sqlalchemy")):
             found = "PostgreSQL"
-        elif module.startswith("redis"):
+        elif module.startswith(("redis", "brokerq")):
             found = "Redis"
         tb = tb.tb_next
     return found

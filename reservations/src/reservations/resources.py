@@ -9,8 +9,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from brokerq.redis import Connection
 
 from .middleware.rate_limit import RateLimiter
 from .settings import Settings
@@ -30,7 +31,7 @@ class Resources:
     settings: Settings
     engine: AsyncEngine
     session_factory: async_sessionmaker[AsyncSession]
-    redis: Redis
+    redis: Connection
     queue: BrokerQueue
     channel: Channel[ReserveEvent]
     gate: AdmissionGate
@@ -69,18 +70,9 @@ async def open_resources(
         raise RuntimeError("DATABASE_URL is not set")
     engine = create_engine(database_url, pool_size=pool_size or settings.db_pool_size)
     redis_url = settings.effective_redis_url
-    # Bounded and blocking: a burst waits briefly for a connection instead of failing.
-    redis = Redis(
-        connection_pool=BlockingConnectionPool.from_url(
-            redis_url,
-            max_connections=64,
-            timeout=10,
-            health_check_interval=30,
-            # Bounded, so that a dead connection fails a call instead of holding it for ever.
-            socket_timeout=settings.redis_socket_timeout_s,
-            socket_connect_timeout=5,
-        )
-    )
+    # brokerq's pipelined connection: every request's gate calls share it, many in flight; a
+    # reply that does not come fails its call after the timeout instead of holding it for ever.
+    redis = Connection(redis_url, socket_timeout=settings.redis_socket_timeout_s)
     queue = BrokerQueue(queue_adapter(settings.queue_engine, redis_url))
     try:
         resources = Resources(
@@ -95,5 +87,5 @@ async def open_resources(
         yield resources
     finally:
         await queue.close()
-        await redis.aclose()
+        await redis.close()
         await engine.dispose()

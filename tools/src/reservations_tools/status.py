@@ -40,16 +40,16 @@ async def _channel_stats(redis_url: str, queue_engine: str) -> list[dict[str, An
 async def _events(
     database_url: str, redis_url: str, event_ids: list[int], limit: int
 ) -> list[dict[str, Any]]:
-    from redis.asyncio import Redis
     from sqlalchemy import select
 
+    from brokerq.redis import Connection
     from reservations.db import create_engine, create_session_factory
     from reservations.event.models import Event
     from reservations.reservation.gate import AdmissionGate
     from reservations.reservation.service import ReservationService
 
     engine = create_engine(database_url, pool_size=1)
-    redis = Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
+    redis = Connection(redis_url, socket_timeout=10)
     try:
         query = select(Event.id, Event.name, Event.max_tickets, Event.reserved)
         if event_ids:
@@ -60,7 +60,7 @@ async def _events(
             service = ReservationService(session, AdmissionGate(redis))
             outcomes = await service.outcomes_many([row.id for row in rows])
     finally:
-        await redis.aclose()
+        await redis.close()
         await engine.dispose()
     return [
         {

@@ -31,12 +31,10 @@ import enum
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 
 import msgspec
-from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 
+from brokerq.redis import Connection, Script
 from reservations.channels import Admission
 
 from .users import KEY_PREFIX, user_key
@@ -120,20 +118,25 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _script(redis: Redis, name: str) -> AsyncScript:
-    return redis.register_script((resources.files(__package__) / "lua" / f"{name}.lua").read_text())
+def _script(name: str) -> Script:
+    return Script.from_resource(__package__ or __name__, f"lua/{name}.lua")
+
+
+_ADMIT = _script("admit")
+_UNDO = _script("undo")
+_RELEASE = _script("release")
+_RESTORE = _script("restore")
+_FINISH = _script("finish")
+_SEED = _script("seed")
+_CATCH_UP = _script("catch_up")
 
 
 class AdmissionGate:
-    def __init__(self, redis: Redis) -> None:
+    """The gate on one Redis, through brokerq's pipelined connection: every API request's
+    admission shares it, many in flight at once."""
+
+    def __init__(self, redis: Connection) -> None:
         self.redis = redis
-        self._admit = _script(redis, "admit")
-        self._undo = _script(redis, "undo")
-        self._release = _script(redis, "release")
-        self._restore = _script(redis, "restore")
-        self._finish = _script(redis, "finish")
-        self._seed = _script(redis, "seed")
-        self._catch_up = _script(redis, "catch_up")
         self._seeding: dict[int, asyncio.Future[bool]] = {}
 
     async def admit(
@@ -147,7 +150,7 @@ class AdmissionGate:
             UNFINISHED_KEY,
         ]
         args: list[str | int] = [user_id, request_id, accepted_at_ms, event_id, PENDING_TTL_S]
-        verdict, seq = await self._admit(keys=keys, args=args)
+        verdict, seq = await _ADMIT.run(self.redis, keys, args)
         return GateResult(Verdict(_text(verdict)), int(seq))
 
     async def undo(self, *, event_id: int, user_id: int, request_id: str) -> None:
@@ -157,7 +160,7 @@ class AdmissionGate:
             _pending_key(request_id),
             UNFINISHED_KEY,
         ]
-        await self._undo(keys=keys, args=[user_id, request_id])
+        await _UNDO.run(self.redis, keys, [user_id, request_id])
 
     async def release(self, *, event_id: int, user_id: int, request_id: str | None = None) -> bool:
         """Hand back ``user_id``'s seat if ``request_id`` holds it (or anyone, when None)."""
@@ -168,14 +171,14 @@ class AdmissionGate:
         if not seats:
             return 0
         args = [v for user_id, holder in seats for v in (user_id, holder or "")]
-        return int(await self._release(keys=[_admitted_key(event_id)], args=args))
+        return int(await _RELEASE.run(self.redis, [_admitted_key(event_id)], args))
 
     async def restore_many(self, event_id: int, seats: Mapping[int, str]) -> int:
         """Give a seat to each user that does not hold one; returns how many were given."""
         if not seats:
             return 0
         args = [v for user_id, holder in seats.items() for v in (user_id, holder)]
-        return int(await self._restore(keys=[_admitted_key(event_id)], args=args))
+        return int(await _RESTORE.run(self.redis, [_admitted_key(event_id)], args))
 
     async def holders(self, event_id: int) -> dict[int, str]:
         """User id -> request id of every seat the gate counts for the event."""
@@ -183,12 +186,9 @@ class AdmissionGate:
 
     async def holders_many(self, event_ids: Sequence[int]) -> dict[int, dict[int, str]]:
         """``holders`` of several events, in one round trip."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for event_id in event_ids:
-                pipe.hgetall(_admitted_key(event_id))
-            replies = await pipe.execute()
+        replies = await self.redis.call_many(("HGETALL", _admitted_key(e)) for e in event_ids)
         return {
-            event_id: {int(user): _text(holder) for user, holder in raw.items()}
+            event_id: {int(raw[i]): _text(raw[i + 1]) for i in range(0, len(raw), 2)}
             for event_id, raw in zip(event_ids, replies, strict=True)
         }
 
@@ -196,12 +196,12 @@ class AdmissionGate:
         admitted = _admitted_key(event_id)
         seats = list(snapshot.holders.items())
         for start in range(0, len(seats), _SEED_CHUNK):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for user_id, holder in seats[start : start + _SEED_CHUNK]:
-                    pipe.hsetnx(admitted, str(user_id), holder)
-                await pipe.execute()
+            await self.redis.call_many(
+                ("HSETNX", admitted, user_id, holder)
+                for user_id, holder in seats[start : start + _SEED_CHUNK]
+            )
         args = [snapshot.capacity, snapshot.last_seq, snapshot.accepted]
-        return bool(await self._seed(keys=[_event_key(event_id), admitted], args=args))
+        return bool(await _SEED.run(self.redis, [_event_key(event_id), admitted], args))
 
     async def seed_once(
         self, event_id: int, load: Callable[[], Awaitable[EventSnapshot | None]]
@@ -237,21 +237,24 @@ class AdmissionGate:
     async def catch_up(self, event_id: int, *, accepted: int, seq: int) -> bool:
         """Move the event's counters up to a checkpoint they fell behind; True if they moved."""
         args = [accepted, seq, LOSS_SEQ_GAP]
-        return bool(await self._catch_up(keys=[_event_key(event_id)], args=args))
+        return bool(await _CATCH_UP.run(self.redis, [_event_key(event_id)], args))
 
     async def forget_event(self, event_id: int) -> None:
-        await self.redis.delete(_event_key(event_id), _admitted_key(event_id))
+        await self.redis.call("DEL", _event_key(event_id), _admitted_key(event_id))
 
     async def counters(self, event_id: int) -> GateCounters | None:
         return (await self.counters_many([event_id]))[event_id]
 
     async def counters_many(self, event_ids: Sequence[int]) -> dict[int, GateCounters | None]:
         """The counters of each event, None where the gate does not know it; one round trip."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for event_id in event_ids:
-                pipe.hmget(_event_key(event_id), "cap", "accepted", "seq", "pending")
-                pipe.hlen(_admitted_key(event_id))
-            replies = await pipe.execute()
+        replies = await self.redis.call_many(
+            command
+            for event_id in event_ids
+            for command in (
+                ("HMGET", _event_key(event_id), "cap", "accepted", "seq", "pending"),
+                ("HLEN", _admitted_key(event_id)),
+            )
+        )
         found: dict[int, GateCounters | None] = {}
         for i, event_id in enumerate(event_ids):
             (cap, accepted, seq, pending), admitted = replies[2 * i], replies[2 * i + 1]
@@ -269,14 +272,14 @@ class AdmissionGate:
         return found
 
     async def pending(self, request_id: str) -> PendingRequest | None:
-        raw = await self.redis.get(_pending_key(request_id))
+        raw = await self.redis.call("GET", _pending_key(request_id))
         return None if raw is None else _parse_marker(request_id, _text(raw))
 
     async def pending_many(self, request_ids: Sequence[str]) -> dict[str, PendingRequest]:
         found: dict[str, PendingRequest] = {}
         for start in range(0, len(request_ids), _MGET_CHUNK):
             chunk = request_ids[start : start + _MGET_CHUNK]
-            raw = await self.redis.mget([_pending_key(r) for r in chunk])
+            raw = await self.redis.call("MGET", *[_pending_key(r) for r in chunk])
             for request_id, value in zip(chunk, raw, strict=True):
                 if value is not None:
                     found[request_id] = _parse_marker(request_id, _text(value))
@@ -291,31 +294,33 @@ class AdmissionGate:
             for start in range(0, len(ids), _FINISH_CHUNK):
                 chunk = ids[start : start + _FINISH_CHUNK]
                 keys = [_event_key(event_id), UNFINISHED_KEY, *map(_pending_key, chunk)]
-                await self._finish(keys=keys, args=chunk)
+                await _FINISH.run(self.redis, keys, chunk)
 
     async def forget_unfinished(self, request_ids: Sequence[str]) -> None:
         """Stop watching requests whose markers are gone (nothing is left to rebuild them)."""
         if request_ids:
-            await self.redis.zrem(UNFINISHED_KEY, *request_ids)
+            await self.redis.call("ZREM", UNFINISHED_KEY, *request_ids)
 
     async def unfinished_before(self, before_ms: int, *, limit: int) -> list[str]:
         """Request ids accepted and not final whose recovery time is before ``before_ms``,
         oldest first."""
-        raw = await self.redis.zrangebyscore(
-            UNFINISHED_KEY, "-inf", f"({before_ms}", start=0, num=limit
+        raw = await self.redis.call(
+            "ZRANGEBYSCORE", UNFINISHED_KEY, "-inf", f"({before_ms}", "LIMIT", 0, limit
         )
-        return [_text(r) for r in raw if isinstance(r, bytes | str)]
+        return [_text(r) for r in raw]
 
     async def hold_unfinished(self, request_ids: Sequence[str], until_ms: int) -> None:
         """Keep recovery away from these requests until ``until_ms``: a worker has them (the
         queue retries them on its own), or recovery just queued them again. Only requests still
         unfinished are touched."""
         if request_ids:
-            await self.redis.zadd(UNFINISHED_KEY, dict.fromkeys(request_ids, until_ms), xx=True)
+            args = [v for request_id in request_ids for v in (until_ms, request_id)]
+            await self.redis.call("ZADD", UNFINISHED_KEY, "XX", *args)
 
     async def try_lock(self, name: str, ttl_ms: int) -> bool:
         """A best-effort lock that expires by itself (for periodic jobs, not for correctness)."""
-        return bool(await self.redis.set(f"{KEY_PREFIX}lock:{name}", b"1", nx=True, px=ttl_ms))
+        key = f"{KEY_PREFIX}lock:{name}"
+        return await self.redis.call("SET", key, b"1", "NX", "PX", ttl_ms) is not None
 
 
 def _parse_marker(request_id: str, text: str) -> PendingRequest:

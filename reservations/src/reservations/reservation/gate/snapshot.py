@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
-from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from brokerq import RedisError
 from reservations.event.service import EventService
 from reservations.log import get_logger
 

@@ -6,7 +6,7 @@ is why the workers check again in PostgreSQL before writing.
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from brokerq.redis import Connection
 
 __all__ = ["KEY_PREFIX", "remember_user", "user_key"]
 
@@ -17,5 +17,5 @@ def user_key(user_id: int) -> str:
     return f"{KEY_PREFIX}user:{user_id}"
 
 
-async def remember_user(redis: Redis, user_id: int) -> None:
-    await redis.set(user_key(user_id), b"1")
+async def remember_user(redis: Connection, user_id: int) -> None:
+    await redis.call("SET", user_key(user_id), b"1")
