@@ -6,8 +6,8 @@ Redis (single or Cluster) or in memory.
 """
 
 from .adapter import Adapter
-from .channel import Channel, Handler
-from .consumer import Consumer, ConsumerState
+from .channel import Channel
+from .consumer import BatchHandler, BatchResult, Consumer, ConsumerState, Handler
 from .errors import (
     BrokerError,
     ChannelError,
@@ -16,16 +16,19 @@ from .errors import (
     QueueClosedError,
 )
 from .messages import ChannelStats, DeadLetter, Message, ProduceResult
-from .options import Duration, Processing
+from .options import ChannelOptions, Duration, Processing
 from .queue import BrokerQueue
 from .worker import Worker
 
 __all__ = [
     "Adapter",
+    "BatchHandler",
+    "BatchResult",
     "BrokerError",
     "BrokerQueue",
     "Channel",
     "ChannelError",
+    "ChannelOptions",
     "ChannelStats",
     "Consumer",
     "ConsumerError",

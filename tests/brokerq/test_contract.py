@@ -27,9 +27,10 @@ from .conftest import User, until
 
 def test_public_api_is_deliberate() -> None:
     assert sorted(brokerq.__all__) == [
-        "Adapter", "BrokerError", "BrokerQueue", "Channel", "ChannelError", "ChannelStats",
-        "Consumer", "ConsumerError", "ConsumerState", "DeadLetter", "Duration", "Handler",
-        "Message", "MessageTypeError", "Processing", "ProduceResult", "QueueClosedError", "Worker",
+        "Adapter", "BatchHandler", "BatchResult", "BrokerError", "BrokerQueue", "Channel",
+        "ChannelError", "ChannelOptions", "ChannelStats", "Consumer", "ConsumerError",
+        "ConsumerState", "DeadLetter", "Duration", "Handler", "Message", "MessageTypeError",
+        "Processing", "ProduceResult", "QueueClosedError", "Worker",
     ]  # fmt: skip
 
 
@@ -362,7 +363,7 @@ async def test_produce_options_replace_the_channel_options(queue: BrokerQueue, n
 
 async def test_exactly_once_defaults_to_a_five_minute_window(queue: BrokerQueue, name: str):
     ch = queue.channel(name, int, process=Processing.EXACTLY_ONCE)
-    assert ch.dedup_ms == 5 * 60 * 1000
+    assert ch.options.dedup_ms == 5 * 60 * 1000
     short = queue.channel(name, int, process=Processing.EXACTLY_ONCE, deduplication_interval=0.2)
     assert not (await short.produce(1)).deduplicated
     await until(lambda: _produce_is_new(short, 1), timeout=5, what="short window to end")
