@@ -27,13 +27,14 @@ from .conftest import User, until
 
 def test_public_api_is_deliberate() -> None:
     assert sorted(brokerq.__all__) == [
-        "Adapter", "AuthenticationError", "BrokerError", "BrokerQueue", "BusyError", "Channel",
-        "ChannelError", "ChannelStats", "ClusterError", "ConfigError", "ConnectError",
-        "ConnectionLostError", "Consumer", "ConsumerError", "ConsumerState", "DeadLetter",
-        "Duration", "Handler", "LoadingError", "Message", "MessageTypeError", "NoScriptError",
-        "OutOfMemoryError", "Processing", "ProduceResult", "QueueClosedError", "ReadOnlyError",
-        "RedisConnectionError", "RedisError", "RedisTimeoutError", "ScriptError", "ServerError",
-        "Worker", "WrongTypeError",
+        "Adapter", "AuthenticationError", "BatchHandler", "BatchResult", "BrokerError",
+        "BrokerQueue", "BusyError", "Channel", "ChannelError", "ChannelOptions", "ChannelStats",
+        "ClusterError", "ConfigError", "ConnectError", "ConnectionLostError", "Consumer",
+        "ConsumerError", "ConsumerState", "DeadLetter", "Duration", "Handler", "LoadingError",
+        "Message", "MessageTypeError", "NoScriptError", "OutOfMemoryError", "Processing",
+        "ProduceResult", "QueueClosedError", "ReadOnlyError", "RedisConnectionError",
+        "RedisError", "RedisTimeoutError", "ScriptError", "ServerError", "Worker",
+        "WrongTypeError",
     ]  # fmt: skip
 
 
@@ -366,7 +367,7 @@ async def test_produce_options_replace_the_channel_options(queue: BrokerQueue, n
 
 async def test_exactly_once_defaults_to_a_five_minute_window(queue: BrokerQueue, name: str):
     ch = queue.channel(name, int, process=Processing.EXACTLY_ONCE)
-    assert ch.dedup_ms == 5 * 60 * 1000
+    assert ch.options.dedup_ms == 5 * 60 * 1000
     short = queue.channel(name, int, process=Processing.EXACTLY_ONCE, deduplication_interval=0.2)
     assert not (await short.produce(1)).deduplicated
     await until(lambda: _produce_is_new(short, 1), timeout=5, what="short window to end")

@@ -1,6 +1,7 @@
 """The brokerq contract tests that hold on BullMQ's semantics, run on BullMQAdapter.
 
-Imported from tests/brokerq/test_contract.py and run here with this folder's ``queue`` fixture.
+Imported from tests/brokerq/test_contract.py and tests/brokerq/test_batch.py (the batch consumer)
+and run here with this folder's ``queue`` fixture.
 The ones left out, and why, are listed in ``DIFFERENT`` (and in docs/bullmq.md).
 """
 
@@ -12,6 +13,7 @@ import pytest
 
 from brokerq import BrokerQueue
 from brokerq.bullmq import BullMQAdapter
+from tests.brokerq import test_batch as batch
 from tests.brokerq import test_contract as contract
 
 DIFFERENT = {
@@ -26,9 +28,10 @@ DIFFERENT = {
     ),
 }
 
-for _name in dir(contract):
-    if _name.startswith("test_") and _name not in DIFFERENT:
-        globals()[_name] = getattr(contract, _name)
+for _module in (contract, batch):
+    for _name in dir(_module):
+        if _name.startswith("test_") and _name not in DIFFERENT:
+            globals()[_name] = getattr(_module, _name)
 
 
 @pytest.fixture

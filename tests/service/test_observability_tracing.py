@@ -26,12 +26,13 @@ from reservations.observability.logs import configure_logging
 from reservations.observability.tracing import (
     _exporter_from_env,
     configure_tracing,
+    consume_spans,
     disable_tracing,
+    mark_failed,
     trace_headers,
     tracing_enabled,
 )
-from reservations.reservation.gate import AdmissionGate
-from reservations.worker import ReservationProcessor
+from reservations.worker import consuming
 
 from ._observability_fixtures import Observed, observed
 from .helpers import create_event, create_user, eventually
@@ -54,15 +55,8 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 @pytest.fixture
 async def traced_service(observed: Observed) -> AsyncIterator[Observed]:
-    resources = observed.resources
-    processor = ReservationProcessor(resources.session_factory, AdmissionGate(resources.redis))
-    await processor.start()
-    consumer = await resources.channel.consume(processor.handle, max_parallel=8, envelope=True)
-    try:
+    async with consuming(observed.resources, max_parallel=8):
         yield observed
-    finally:
-        await consumer.close()
-        await processor.close()
 
 
 def by_name(spans: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:
@@ -149,6 +143,42 @@ def test_without_tracing_configured_the_helpers_cost_nothing() -> None:
         assert headers == {}
     with db_write_span(["1-1"]) as span:
         assert span is None
+
+
+def test_a_batch_has_a_span_per_message_and_marks_the_ones_that_failed(
+    spans: InMemorySpanExporter,
+) -> None:
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    a = Message(data=1, id="3-1", tries=1, channel="c", produced_at_ms=3,
+                headers={"traceparent": parent})  # fmt: skip
+    b = Message(data=2, id="3-2", tries=2, channel="c", produced_at_ms=3)
+    with consume_spans([a, b]) as by_id:
+        assert set(by_id) == {"3-1", "3-2"}
+        with consume_span(b) as inner:  # a line about one message of the batch: its span
+            assert inner is by_id["3-2"]
+        with db_write_span(["3-1", "3-2"]):
+            pass
+        mark_failed(by_id["3-2"], ValueError("bad request"))
+    finished = spans.get_finished_spans()
+    process = {s.attributes["messaging.message.id"]: s for s in by_name(finished, "c process")}
+    assert set(process) == {"3-1", "3-2"}
+    assert format(process["3-1"].context.trace_id, "032x") == parent.split("-")[1]
+    assert process["3-2"].attributes["messaging.delivery.tries"] == 2
+    assert process["3-1"].status.status_code is StatusCode.UNSET
+    assert process["3-2"].status.status_code is StatusCode.ERROR
+    assert process["3-2"].status.description == "ValueError: bad request"
+    [batch] = by_name(finished, "reservations.db.write_batch")
+    assert {link.context.span_id for link in batch.links} == {
+        s.context.span_id for s in process.values()
+    }
+    writes = by_name(finished, "reservations.db.write")
+    assert {w.parent.span_id for w in writes} == {s.context.span_id for s in process.values()}
+
+    spans.clear()
+    with pytest.raises(RuntimeError), consume_spans([a, b]):
+        raise RuntimeError("deadlock detected")
+    failed = by_name(spans.get_finished_spans(), "c process")
+    assert [s.status.description for s in failed] == ["RuntimeError: deadlock detected"] * 2
 
 
 @pytest.fixture

@@ -9,11 +9,12 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from reservations.channels import Admission, ReserveEvent
+from brokerq import Message
+from reservations.channels import QUEUE_NAME, Admission, ReserveEvent
 from reservations.reservation.gate import event_snapshot
 from reservations.reservation.settle.batch import Incoming, process_batch
 from reservations.reservation.settle.recovery import requeue_unfinished
-from reservations.worker import consuming
+from reservations.worker import ReservationProcessor, batch_shape, consuming
 
 from .conftest import Api
 from .helpers import ADMIN, create_event, create_user, eventually, outcomes
@@ -285,3 +286,33 @@ async def test_request_admitted_by_an_api_that_died_before_queueing_is_recovered
     )
     assert await db.fetchval("SELECT count(*) FROM reservation_requests") == 3
     assert await db.fetchval("SELECT reserved FROM events WHERE id = $1", event_id) == 1
+
+
+async def test_a_request_that_cannot_be_written_fails_alone_and_its_neighbours_are_done(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    users = [await create_user(api.client, n) for n in range(2)]
+    event_id = await create_event(api.client, "Neighbours", 5)
+
+    def message(i: int, user_id: int) -> Message[ReserveEvent]:
+        data = ReserveEvent(
+            userId=user_id, eventId=event_id, requestId=f"r{i}",
+            admission=Admission.ADMITTED, seq=i + 1, acceptedAtMs=1,
+        )  # fmt: skip
+        return Message(data, f"m{i}", 1, QUEUE_NAME, 1)
+
+    # A user id past PostgreSQL's integer: that request's row cannot be written, so the batch's
+    # transaction fails; its neighbours are then written one by one.
+    batch = [message(0, users[0]), message(1, 2**40), message(2, users[1])]
+    res = api.resources
+    failures = await ReservationProcessor(res.session_factory, res.gate).handle(batch)
+    assert list(failures) == ["m1"]
+    assert "int32" in str(failures["m1"]), failures["m1"]
+    rows = await db.fetch("SELECT id, status FROM reservation_requests ORDER BY id")
+    assert [(r["id"], r["status"]) for r in rows] == [("r0", "RESERVED"), ("r2", "RESERVED")]
+
+
+def test_a_worker_holds_its_concurrency_in_two_batches() -> None:
+    assert batch_shape(64) == (32, 2)
+    assert batch_shape(5) == (2, 2)
+    assert batch_shape(1) == (1, 1)

@@ -6,8 +6,8 @@ Redis (single or Cluster) or in memory.
 """
 
 from .adapter import Adapter
-from .channel import Channel, Handler
-from .consumer import Consumer, ConsumerState
+from .channel import Channel
+from .consumer import BatchHandler, BatchResult, Consumer, ConsumerState, Handler
 from .errors import (
     AuthenticationError,
     BrokerError,
@@ -32,18 +32,21 @@ from .errors import (
     WrongTypeError,
 )
 from .messages import ChannelStats, DeadLetter, Message, ProduceResult
-from .options import Duration, Processing
+from .options import ChannelOptions, Duration, Processing
 from .queue import BrokerQueue
 from .worker import Worker
 
 __all__ = [
     "Adapter",
     "AuthenticationError",
+    "BatchHandler",
+    "BatchResult",
     "BrokerError",
     "BrokerQueue",
     "BusyError",
     "Channel",
     "ChannelError",
+    "ChannelOptions",
     "ChannelStats",
     "ClusterError",
     "ConfigError",

@@ -4,34 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 
 from .adapter import Adapter, Outgoing
 from .codec import DECODE_ERRORS, ENCODE_ERRORS, codec_for
+from .consumer import BatchConsumer, BatchHandler, Consumer, Handler
 from .errors import ChannelError, MessageTypeError, QueueClosedError
-from .messages import ChannelStats, DeadLetter, Message, ProduceResult
+from .messages import ChannelStats, DeadLetter, ProduceResult
 from .metrics import DEDUPLICATED, PRODUCED
 from .options import (
-    DEFAULT_DEDUP_MS,
     PRIORITY_MAX,
     PRIORITY_MIN,
+    ChannelOptions,
     Duration,
     Processing,
+    dedup_window_ms,
     duration_ms,
 )
 
 if TYPE_CHECKING:
-    from .consumer import Consumer
     from .queue import BrokerQueue
 
-__all__ = ["Channel", "Handler"]
+__all__ = ["Channel"]
 
 T = TypeVar("T")
-
-Handler = Callable[[T], Awaitable[Any]] | Callable[[Message[T]], Awaitable[Any]]
 
 # One Lua call stores at most this many messages, so no call holds Redis for long.
 MAX_BATCH = 1000
@@ -46,35 +45,12 @@ MAX_INDEX = 2**63 - 1
 class Channel(Generic[T]):
     """Messages of one type under one name; create with ``BrokerQueue.channel``."""
 
-    def __init__(
-        self,
-        queue: BrokerQueue,
-        name: str,
-        type_: Any,
-        *,
-        process: Processing = Processing.AT_LEAST_ONCE,
-        deduplication_interval: Duration | None = None,
-        lease: Duration = "30s",
-        max_attempts: int = 5,
-        retry_backoff: Duration = "1s",
-        max_retry_backoff: Duration = "5m",
-    ) -> None:
+    def __init__(self, queue: BrokerQueue, name: str, type_: Any, options: ChannelOptions) -> None:
         self.queue = queue
         self.name = name
         self.type = type_
+        self.options = options
         self.codec = codec_for(type_)
-        self.process = _processing(process, name)
-        self.dedup_ms = self._dedup_ms(self.process, deduplication_interval)
-        self.lease_ms = duration_ms(lease, what="lease")
-        if self.lease_ms < 100:
-            raise ChannelError("lease must be at least 100ms", channel=name)
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-            raise ChannelError(
-                f"max_attempts must be an int >= 1, got {max_attempts!r}", channel=name
-            )
-        self.max_attempts = max_attempts
-        self.retry_backoff_ms = duration_ms(retry_backoff, what="retry_backoff")
-        self.max_retry_backoff_ms = duration_ms(max_retry_backoff, what="max_retry_backoff")
         self._adapter: Adapter = queue.adapter
         self._produced = PRODUCED.labels(name)
         self._deduplicated = DEDUPLICATED.labels(name)
@@ -83,21 +59,6 @@ class Channel(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Channel({self.name!r}, {getattr(self.type, '__name__', self.type)!r})"
-
-    def _dedup_ms(self, process: Processing, interval: Duration | None) -> int:
-        if process is Processing.AT_LEAST_ONCE:
-            if interval is not None:
-                raise ChannelError(
-                    "deduplication_interval needs process=Processing.EXACTLY_ONCE",
-                    channel=self.name,
-                )
-            return 0
-        if interval is None:
-            return DEFAULT_DEDUP_MS
-        ms = duration_ms(interval, what="deduplication_interval")
-        if ms < 1:
-            raise ChannelError("deduplication_interval must be at least 1ms", channel=self.name)
-        return ms
 
     # -- producing ---------------------------------------------------------------------------
 
@@ -119,10 +80,13 @@ class Channel(Generic[T]):
                 channel=self.name,
             )
         payload = self._encode(message)
-        dedup_ms = self.dedup_ms
+        dedup_ms = self.options.dedup_ms
         if process is not None or deduplication_interval is not None:
-            mode = self.process if process is None else _processing(process, self.name)
-            dedup_ms = self._dedup_ms(mode, deduplication_interval)
+            mode = self.options.process if process is None else process
+            try:
+                dedup_ms = dedup_window_ms(mode, deduplication_interval)
+            except ChannelError as exc:
+                raise ChannelError(str(exc), channel=self.name) from None
         dedup_key = None
         if dedup_ms:
             if hash is None:
@@ -160,7 +124,7 @@ class Channel(Generic[T]):
     def _plain_outgoing(self, message: T) -> Outgoing:
         """``_outgoing`` with every produce option left to the channel."""
         payload = self._encode(message)
-        dedup_ms = self.dedup_ms
+        dedup_ms = self.options.dedup_ms
         if not dedup_ms:
             return Outgoing(payload)
         return Outgoing(payload, 0, 0, _content_key(payload), dedup_ms)
@@ -232,7 +196,7 @@ class Channel(Generic[T]):
         for start in range(0, len(pending), size):
             batch = pending[start : start + size]
             task = asyncio.ensure_future(self._store(batch))
-            self.queue._track(task)
+            self.queue.track(task)
 
     async def _store(self, batch: list[tuple[Outgoing, asyncio.Future[ProduceResult]]]) -> None:
         try:
@@ -304,12 +268,41 @@ class Channel(Generic[T]):
         message done; raising retries it with exponential backoff, and after ``max_attempts``
         it goes to the dead letters.
         """
-        from .consumer import Consumer
-
         self._check_open()
         consumer = Consumer(
             self, handler, max_parallel=max_parallel, envelope=envelope, grace=grace
         )
+        await consumer.start()
+        return consumer
+
+    async def consume_batch(
+        self,
+        handler: BatchHandler[T],
+        *,
+        max_batch: int = 100,
+        max_wait: Duration = 0,
+        max_parallel: int = 1,
+        grace: Duration = "30s",
+    ) -> Consumer[T]:
+        """Start a consumer that hands the handler lists of ``Message`` envelopes, and return it.
+
+        Each message of a batch is settled on its own: the handler returns None (every message
+        done) or a mapping of message id to exception for the messages that failed; those are
+        retried with backoff (dead letters after ``max_attempts``), the others are done. A
+        handler that raises retries every message of its batch. Messages that do not decode go
+        to the dead letters without reaching the handler.
+
+        A batch holds up to ``max_batch`` messages; with ``max_wait`` 0 (the default) it holds
+        what has arrived when a handler is free, so batches grow under load and an idle message
+        is handled at once; a larger ``max_wait`` lets a batch that is not full wait that long
+        for more. Up to ``max_parallel`` batches are handled at once, so the consumer leases up
+        to ``max_parallel * max_batch`` messages.
+        """
+        self._check_open()
+        consumer = BatchConsumer(
+            self, handler, max_batch=max_batch, max_wait=max_wait, max_parallel=max_parallel,
+            grace=grace,
+        )  # fmt: skip
         await consumer.start()
         return consumer
 
@@ -373,12 +366,6 @@ class Channel(Generic[T]):
     async def purge(self) -> None:
         """Delete every message of this channel, whatever its state."""
         await self._adapter.purge(self.name)
-
-
-def _processing(value: Any, channel: str) -> Processing:
-    if not isinstance(value, Processing):
-        raise ChannelError(f"process must be a Processing, got {value!r}", channel=channel)
-    return value
 
 
 def _content_key(payload: bytes) -> str:

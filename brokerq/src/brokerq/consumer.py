@@ -3,6 +3,10 @@
 Lifecycle: CREATED -> RUNNING -> STOPPING -> STOPPED. Stopping stops taking messages, gives
 running handlers a grace period, cancels the rest (their messages are released untried), sends
 every outstanding settlement, and is harmless to repeat.
+
+``Consumer`` runs a handler per message; ``BatchConsumer`` hands its handler lists of messages
+and settles each message of a list on its own. Both share the fetching, lease renewal,
+settlement and shutdown below.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import socket
 import time
 import typing
 from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
@@ -31,15 +36,32 @@ from .metrics import HANDLER_SECONDS, LOST_LEASES
 from .options import Duration, duration_ms
 
 if TYPE_CHECKING:
-    from .channel import Channel, Handler
+    from .channel import Channel
 
-__all__ = ["Consumer", "ConsumerState"]
+__all__ = ["BatchConsumer", "BatchHandler", "BatchResult", "Consumer", "ConsumerState", "Handler"]
 
 T = TypeVar("T")
 log = logging.getLogger("brokerq.consumer")
 
+Handler = Callable[[T], Awaitable[Any]] | Callable[[Message[T]], Awaitable[Any]]
+"""A message handler: gets the decoded message (or its ``Message`` envelope); returning marks
+it done, raising retries it."""
+
+BatchResult = Mapping[str, Exception] | None
+"""What a batch handler returns: None when every message is done, else the messages that failed
+(message id -> the exception), which are retried; the others are done."""
+
+BatchHandler = (
+    Callable[[list[Message[T]]], Awaitable[BatchResult]] | Callable[[list[Message[T]]], BatchResult]
+)
+"""A batch handler: gets a list of ``Message`` envelopes and returns a ``BatchResult``; raising
+retries every message of the list."""
+
 MAX_IDLE_WAIT_MS = 1000
 MAX_PARALLEL = 1000
+MAX_BATCH = 1000
+# One exchange leases at most this many messages, so no script call carries more.
+MAX_FETCH = 1000
 FINAL_FLUSH_TIMEOUT_S = 10.0
 MAX_ERROR_LENGTH = 2000
 
@@ -61,21 +83,9 @@ class Consumer(Generic[T]):
         envelope: bool | None = None,
         grace: Duration = "30s",
     ) -> None:
-        if (
-            isinstance(max_parallel, bool)
-            or not isinstance(max_parallel, int)
-            or not 1 <= max_parallel <= MAX_PARALLEL
-        ):
-            # Bounded so that one script call never carries more than this many messages.
-            raise ValueError(
-                f"max_parallel must be an int from 1 to {MAX_PARALLEL}, got {max_parallel!r}"
-            )
         self.channel = channel
-        self.max_parallel = max_parallel
-        # With many slots, fetch at most half of them at a time: the next fetch is then on its
-        # way to the broker while the handlers of the last one run, instead of client and broker
-        # taking turns (no-op handlers, 100 slots: +20%).
-        self._fetch_max = max_parallel if max_parallel < 16 else (max_parallel + 1) // 2
+        self.max_parallel = _count("max_parallel", max_parallel, MAX_PARALLEL)
+        self._set_slots(max_parallel)
         self.grace_s = duration_ms(grace, what="grace") / 1000
         self.state = ConsumerState.CREATED
         host = socket.gethostname().replace("|", "_")[:40]
@@ -113,8 +123,17 @@ class Consumer(Generic[T]):
         self._renew_task: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
 
+    def _set_slots(self, slots: int) -> None:
+        self._slots = slots
+        """The most messages this consumer holds at once."""
+        # With many slots, fetch at most half of them at a time: the next fetch is then on its
+        # way to the broker while the handlers of the last one run, instead of client and broker
+        # taking turns (no-op handlers, 100 slots: +20%).
+        self._fetch_max = min(MAX_FETCH, slots if slots < 16 else (slots + 1) // 2)
+
     def __repr__(self) -> str:
-        return f"Consumer({self.channel.name!r}, id={self.id!r}, state={self.state.value})"
+        kind, name = type(self).__name__, self.channel.name
+        return f"{kind}({name!r}, id={self.id!r}, state={self.state.value})"
 
     @property
     def in_flight(self) -> int:
@@ -126,7 +145,7 @@ class Consumer(Generic[T]):
         self.state = ConsumerState.RUNNING
         self._loop_task = asyncio.create_task(self._loop(), name=f"brokerq-fetch-{self.id}")
         self._renew_task = asyncio.create_task(self._renew(), name=f"brokerq-renew-{self.id}")
-        self.channel.queue._consumers.add(self)
+        self.channel.queue.register(self)
 
     async def wait_idle(self) -> None:
         """Return once this consumer holds nothing, has settled everything, and its last fetch
@@ -141,9 +160,10 @@ class Consumer(Generic[T]):
 
     async def _loop(self) -> None:
         ch = self.channel
+        options = ch.options
         failures = 0
         while not self._stop.is_set():
-            free = self.max_parallel - len(self._held)
+            free = self._slots - len(self._held)
             if free <= 0 and not self._settle:
                 self._wakeup.clear()
                 await self._wakeup.wait()
@@ -151,8 +171,8 @@ class Consumer(Generic[T]):
             settle = self._take()
             try:
                 ex = await self._adapter.exchange(
-                    ch.name, self.id, settle, min(max(free, 0), self._fetch_max), ch.lease_ms,
-                    ch.max_attempts,
+                    ch.name, self.id, settle, min(max(free, 0), self._fetch_max),
+                    options.lease_ms, options.max_attempts,
                 )  # fmt: skip
             except Exception:
                 self._settle.extend(settle)
@@ -230,32 +250,14 @@ class Consumer(Generic[T]):
             await self._handle(delivery)
 
     async def _handle(self, delivery: Delivery) -> None:
-        ch = self.channel
         started = time.perf_counter()
         try:
             try:
-                data = ch.codec.decode(delivery.payload)
+                data = self.channel.codec.decode(delivery.payload)
             except DECODE_ERRORS as exc:
-                log.error(
-                    "channel %s: message %s does not decode: %s", ch.name, delivery.id, exc,
-                    extra={"message_id": delivery.id, "channel": ch.name},
-                )  # fmt: skip
-                self._settle.dead.append((delivery.id, _error(f"undecodable payload: {exc}")))
-                self.failed += 1
-                self._observe["undecodable"](time.perf_counter() - started)
+                self._undecodable(delivery, exc, started)
                 return
-            arg: Any = (
-                Message(
-                    data,
-                    delivery.id,
-                    delivery.tries,
-                    ch.name,
-                    delivery.produced_at_ms,
-                    msgspec.json.decode(delivery.headers) if delivery.headers else {},
-                )
-                if self._envelope
-                else data
-            )
+            arg: Any = self._envelope_of(delivery, data) if self._envelope else data
             if self._in_thread:
                 result = await asyncio.to_thread(self._handler, arg)
             else:
@@ -267,20 +269,9 @@ class Consumer(Generic[T]):
             self._settle.releases.append(delivery.id)
             raise
         except Exception as exc:
-            self.failed += 1
-            delay = self._retry_delay_ms(delivery.tries)
-            last = delivery.tries >= ch.max_attempts
-            log.warning(
-                "channel %s: message %s failed on try %d%s: %r",
-                ch.name, delivery.id, delivery.tries,
-                " (dead-lettered)" if last else f", retry in {delay}ms", exc,
-                extra={"message_id": delivery.id, "channel": ch.name, "tries": delivery.tries},
-            )  # fmt: skip
-            self._settle.retries.append(
-                (delivery.id, delay, _error(f"{type(exc).__name__}: {exc}"))
-            )
-            self._observe["dead" if last else "retry"](time.perf_counter() - started)
+            self._failed(delivery, exc, started)
         else:
+            # What _done and _settled do, written out: this is every message's path.
             self.processed += 1
             self._settle.acks.append(delivery.id)
             self._observe["ok"](time.perf_counter() - started)
@@ -291,9 +282,58 @@ class Consumer(Generic[T]):
             else:
                 self._wakeup.set()
 
+    def _envelope_of(self, delivery: Delivery, data: T) -> Message[T]:
+        return Message(
+            data,
+            delivery.id,
+            delivery.tries,
+            self.channel.name,
+            delivery.produced_at_ms,
+            msgspec.json.decode(delivery.headers) if delivery.headers else {},
+        )
+
+    def _undecodable(self, delivery: Delivery, exc: Exception, started: float) -> None:
+        name = self.channel.name
+        log.error(
+            "channel %s: message %s does not decode: %s", name, delivery.id, exc,
+            extra={"message_id": delivery.id, "channel": name},
+        )  # fmt: skip
+        self._settle.dead.append((delivery.id, _error(f"undecodable payload: {exc}")))
+        self.failed += 1
+        self._observe["undecodable"](time.perf_counter() - started)
+
+    def _failed(self, delivery: Delivery, exc: Exception, started: float) -> None:
+        name = self.channel.name
+        self.failed += 1
+        delay = self._retry_delay_ms(delivery.tries)
+        last = delivery.tries >= self.channel.options.max_attempts
+        log.warning(
+            "channel %s: message %s failed on try %d%s: %r",
+            name, delivery.id, delivery.tries,
+            " (dead-lettered)" if last else f", retry in {delay}ms", exc,
+            extra={"message_id": delivery.id, "channel": name, "tries": delivery.tries},
+        )  # fmt: skip
+        self._settle.retries.append((delivery.id, delay, _error(f"{type(exc).__name__}: {exc}")))
+        self._observe["dead" if last else "retry"](time.perf_counter() - started)
+
+    def _done(self, delivery: Delivery, started: float) -> None:
+        self.processed += 1
+        self._settle.acks.append(delivery.id)
+        self._observe["ok"](time.perf_counter() - started)
+
+    def _settled(self) -> None:
+        """After settling held messages: send now if nothing else will, else let the fetch
+        loop carry the settlement with its next fetch."""
+        if self._in_broker_wait or self._stop.is_set():
+            self._flush_soon()
+        else:
+            self._wakeup.set()
+
     def _retry_delay_ms(self, tries: int) -> int:
-        ch = self.channel
-        delay = min(ch.max_retry_backoff_ms, ch.retry_backoff_ms * 2 ** min(tries - 1, 30))
+        options = self.channel.options
+        delay = min(
+            options.max_retry_backoff_ms, options.retry_backoff_ms * 2 ** min(tries - 1, 30)
+        )
         # Equal jitter: spreads a burst of failures without ever retrying sooner than half.
         return int(delay / 2 + random.random() * delay / 2)
 
@@ -313,34 +353,40 @@ class Consumer(Generic[T]):
             self._flush_task = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
-        ch = self.channel
         try:
-            while self._settle:
-                settle = self._take()
-                try:
-                    ex = await self._adapter.exchange(
-                        ch.name, self.id, settle, 0, ch.lease_ms, ch.max_attempts
-                    )
-                except Exception:
-                    self._settle.extend(settle)
-                    log.warning("channel %s: settle failed, retrying", ch.name, exc_info=True)
-                    await asyncio.sleep(0.2)
-                    continue
-                self._note_lost(ex.lost)
+            await self._send_settlements(warn=True)
         finally:
             self._flush_task = None
             if not self._held and not self._settle and self._in_broker_wait:
                 self._idle.set()
 
+    async def _send_settlements(self, *, warn: bool) -> None:
+        """Send what is to settle, fetching nothing, until it is all sent."""
+        ch = self.channel
+        while self._settle:
+            settle = self._take()
+            try:
+                ex = await self._adapter.exchange(
+                    ch.name, self.id, settle, 0, ch.options.lease_ms, ch.options.max_attempts
+                )
+            except Exception:
+                self._settle.extend(settle)
+                if warn:
+                    log.warning("channel %s: settle failed, retrying", ch.name, exc_info=True)
+                await asyncio.sleep(0.2)
+                continue
+            self._note_lost(ex.lost)
+
     async def _renew(self) -> None:
         ch = self.channel
-        interval_s = ch.lease_ms / 3000
+        lease_ms = ch.options.lease_ms
+        interval_s = lease_ms / 3000
         while True:
             await asyncio.sleep(interval_s)
             if not self._held:
                 continue
             try:
-                lost = await self._adapter.renew(ch.name, self.id, list(self._held), ch.lease_ms)
+                lost = await self._adapter.renew(ch.name, self.id, list(self._held), lease_ms)
             except Exception:
                 log.warning("channel %s: lease renewal failed", ch.name, exc_info=True)
                 continue
@@ -369,6 +415,7 @@ class Consumer(Generic[T]):
         self.state = ConsumerState.STOPPING
         self._stop.set()
         self._wakeup.set()
+        self._stopping()
         if self._loop_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
@@ -377,7 +424,7 @@ class Consumer(Generic[T]):
             with contextlib.suppress(Exception):
                 await self._flush_task
         try:
-            await asyncio.wait_for(self._final_flush(), FINAL_FLUSH_TIMEOUT_S)
+            await asyncio.wait_for(self._send_settlements(warn=False), FINAL_FLUSH_TIMEOUT_S)
         except TimeoutError:
             log.error(
                 "channel %s: could not settle before shutdown; leases will expire and the "
@@ -390,7 +437,10 @@ class Consumer(Generic[T]):
                 await self._renew_task
         self.state = ConsumerState.STOPPED
         self._idle.set()
-        self.channel.queue._consumers.discard(self)
+        self.channel.queue.unregister(self)
+
+    def _stopping(self) -> None:
+        """Called as the shutdown begins, once ``_stop`` is set."""
 
     async def _finish_handlers(self, grace_s: float) -> None:
         """Let handlers run (and queued messages start) for the grace period, cancel what still
@@ -409,19 +459,151 @@ class Consumer(Generic[T]):
             self._held.discard(delivery.id)
             self._settle.releases.append(delivery.id)
 
-    async def _final_flush(self) -> None:
-        ch = self.channel
-        while self._settle:
-            settle = self._take()
+
+class BatchConsumer(Consumer[T]):
+    """Hands its handler lists of up to ``max_batch`` messages, up to ``max_parallel`` lists at
+    once, and settles each message on its own (see ``Channel.consume_batch``).
+
+    A runner takes what is queued, up to ``max_batch``. With ``max_wait`` > 0, a runner whose
+    batch is not full gathers the messages that arrive next until the batch is full,
+    ``max_wait`` has passed, or the consumer stops; while one runner gathers, no other starts,
+    so arrivals fill that batch instead of starting small ones.
+    """
+
+    def __init__(
+        self,
+        channel: Channel[T],
+        handler: BatchHandler[T],
+        *,
+        max_batch: int = 100,
+        max_wait: Duration = 0,
+        max_parallel: int = 1,
+        grace: Duration = "30s",
+    ) -> None:
+        # The base class keeps its handler untyped; ``_call`` below is what calls this one.
+        untyped: Any = handler
+        super().__init__(channel, untyped, max_parallel=max_parallel, envelope=True, grace=grace)
+        self.max_batch = _count("max_batch", max_batch, MAX_BATCH)
+        self.max_wait_s = duration_ms(max_wait, what="max_wait") / 1000
+        self._set_slots(self.max_parallel * self.max_batch)
+        self._gathering = False
+        self._arrived = asyncio.Event()
+
+    def _spawn(self) -> None:
+        if self._gathering:
+            self._arrived.set()  # the gathering runner takes them
+        else:
+            super()._spawn()
+
+    def _stopping(self) -> None:
+        self._arrived.set()  # a gathering runner stops waiting and hands over what it has
+
+    async def _run(self) -> None:
+        self._spare = None
+        queued = self._queued
+        while queued and not self._no_more_runners and not self._gathering:
+            batch = self._take_batch([])
+            if len(batch) < self.max_batch and self.max_wait_s > 0 and not self._stop.is_set():
+                self._gathering = True
+                try:
+                    await self._gather(batch)
+                except asyncio.CancelledError:
+                    self._release(batch)
+                    raise
+                finally:
+                    self._gathering = False
+            if queued:
+                self._spawn()
+            await self._handle_batch(batch)
+
+    def _take_batch(self, batch: list[Delivery]) -> list[Delivery]:
+        queued = self._queued
+        for _ in range(min(len(queued), self.max_batch - len(batch))):
+            batch.append(queued.popleft())
+        return batch
+
+    async def _gather(self, batch: list[Delivery]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait_s
+        while len(batch) < self.max_batch and not self._stop.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            self._take_batch(batch)
+
+    def _release(self, batch: list[Delivery]) -> None:
+        for delivery in batch:
+            self._held.discard(delivery.id)
+            self._settle.releases.append(delivery.id)
+
+    async def _handle_batch(self, batch: list[Delivery]) -> None:
+        started = time.perf_counter()
+        messages: list[Message[T]] = []
+        deliveries: dict[str, Delivery] = {}
+        decode = self.channel.codec.decode
+        for delivery in batch:
             try:
-                ex = await self._adapter.exchange(
-                    ch.name, self.id, settle, 0, ch.lease_ms, ch.max_attempts
-                )
-            except Exception:
-                self._settle.extend(settle)
-                await asyncio.sleep(0.2)
+                data = decode(delivery.payload)
+            except DECODE_ERRORS as exc:
+                self._undecodable(delivery, exc, started)
+                self._held.discard(delivery.id)
                 continue
-            self._note_lost(ex.lost)
+            messages.append(self._envelope_of(delivery, data))
+            deliveries[delivery.id] = delivery
+        failures: Mapping[str, Exception] = {}
+        try:
+            if messages:
+                failures = await self._call(messages)
+        except asyncio.CancelledError:
+            # Only a shutdown past its grace period cancels a handler: give the messages back.
+            self._release(list(deliveries.values()))
+            raise
+        except Exception as exc:
+            for delivery in deliveries.values():
+                self._failed(delivery, exc, started)
+        else:
+            for id_, delivery in deliveries.items():
+                failure = failures.get(id_)
+                if failure is None:
+                    self._done(delivery, started)
+                else:
+                    self._failed(delivery, failure, started)
+        finally:
+            self._held.difference_update(deliveries)
+            self._settled()
+
+    async def _call(self, messages: list[Message[T]]) -> Mapping[str, Exception]:
+        if self._in_thread:
+            result = await asyncio.to_thread(self._handler, messages)
+        else:
+            result = self._handler(messages)
+        if inspect.isawaitable(result):
+            result = await result
+        if result is None:
+            return {}
+        if not isinstance(result, Mapping):
+            raise TypeError(
+                "a batch handler returns None or a mapping of message id to exception, "
+                f"not {type(result).__name__}"
+            )
+        ids = {m.id for m in messages}
+        strangers = [id_ for id_ in result if id_ not in ids]
+        if strangers:
+            raise ValueError(f"the batch handler reported ids not in its batch: {strangers[:10]}")
+        wrong = [id_ for id_, exc in result.items() if not isinstance(exc, Exception)]
+        if wrong:
+            raise TypeError(f"the batch handler reported failures that are no exceptions: {wrong}")
+        return result
+
+
+def _count(what: str, value: int, high: int) -> int:
+    # Bounded so that one script call never carries more than this many messages.
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+        raise ValueError(f"{what} must be an int from 1 to {high}, got {value!r}")
+    return value
 
 
 def _error(text: str) -> str:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import accumulate
 from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, Counter, Gauge
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ __all__ = [
     "HANDLER_SECONDS",
     "LOST_LEASES",
     "PRODUCED",
+    "FastHistogram",
     "export_channel_stats",
 ]
 
@@ -41,57 +43,82 @@ class _Series:
         self.sum = 0.0
         self.lock = threading.Lock()
 
-    def observe(self, seconds: float) -> None:
-        i = bisect_left(self.bounds, seconds)  # the first bucket whose bound is >= seconds
+    def observe(self, value: float) -> None:
+        i = bisect_left(self.bounds, value)  # the first bucket whose bound is >= value
         with self.lock:
             self.counts[i] += 1
-            self.sum += seconds
+            self.sum += value
 
 
-class HandlerDurations:
-    """A histogram by channel and outcome, exposed through the default registry.
+class FastHistogram(Collector):
+    """A Prometheus histogram whose observation is a bisection and two additions under one lock.
 
     prometheus_client's ``Histogram.observe`` takes a lock for a bucket and another for the sum,
-    about 3 us a call on a 2-core machine: a tenth of a no-op message's whole cost. Here an
-    observation is a bisection and two additions under one lock; a scrape sees the same series
-    (``_bucket``, ``_count``, ``_sum``) as from a ``Histogram``.
+    about 3 us a call on a 2-core machine: a tenth of a no-op message's whole cost, or a few
+    percent of a fast HTTP request's. A scrape sees the same series (``_bucket``, ``_count``,
+    ``_sum``) as from a ``Histogram``; buckets are "less than or equal", as there. Observations
+    may come from any thread.
+
+    ``h = FastHistogram(name, doc, ["method", "route"], buckets)``, ``REGISTRY.register(h)``;
+    then ``h.observe(("GET", "/a"), seconds)``, or ``observe = h.recorder("GET", "/a")`` once
+    and ``observe(seconds)`` on the hot path.
     """
 
-    def __init__(self, name: str, documentation: str, buckets: Iterable[float]) -> None:
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        buckets: Iterable[float],
+    ) -> None:
         self.name = name
         self.documentation = documentation
+        self.labelnames = list(labelnames)
         self.bounds = tuple(sorted(float(b) for b in buckets))
-        self._series: dict[tuple[str, str], _Series] = {}
+        self._le = [floatToGoString(b) for b in self.bounds]  # type: ignore[no-untyped-call]
+        self._series: dict[tuple[str, ...], _Series] = {}
         self._lock = threading.Lock()
 
-    def recorder(self, channel: str, outcome: str) -> Callable[[float], None]:
-        """The ``observe(seconds)`` of one channel and outcome."""
+    def recorder(self, *labels: str) -> Callable[[float], None]:
+        """The ``observe(value)`` of the series with these label values."""
+        return self._get(labels).observe
+
+    def observe(self, labels: tuple[str, ...], value: float) -> None:
+        """Record ``value`` in the series with these label values."""
+        series = self._series.get(labels)
+        if series is None:
+            series = self._get(labels)
+        series.observe(value)
+
+    def _get(self, labels: tuple[str, ...]) -> _Series:
+        if len(labels) != len(self.labelnames):
+            raise ValueError(f"{self.name} has labels {self.labelnames}, got values {labels}")
         with self._lock:
-            series = self._series.get((channel, outcome))
+            series = self._series.get(labels)
             if series is None:
-                series = self._series[(channel, outcome)] = _Series(self.bounds)
-        return series.observe
+                series = self._series[labels] = _Series(self.bounds)
+        return series
 
     def describe(self) -> Iterator[Metric]:
-        yield HistogramMetricFamily(self.name, self.documentation, labels=["channel", "outcome"])
+        yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
     def collect(self) -> Iterator[Metric]:
-        family = HistogramMetricFamily(self.name, self.documentation, labels=["channel", "outcome"])
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
         with self._lock:
             all_series = list(self._series.items())
-        for (channel, outcome), series in all_series:
+        for labels, series in all_series:
             with series.lock:
                 counts, total = list(accumulate(series.counts)), series.sum
-            le = [floatToGoString(b) for b in self.bounds]  # type: ignore[no-untyped-call]
-            buckets = list(zip(le, counts, strict=False))
+            buckets = list(zip(self._le, counts, strict=False))
             buckets.append(("+Inf", counts[-1]))
-            family.add_metric([channel, outcome], buckets, total)
+            family.add_metric(list(labels), buckets, total)
         yield family
 
 
-HANDLER_SECONDS = HandlerDurations(
+HANDLER_SECONDS = FastHistogram(
     "brokerq_handler_duration_seconds",
     "Time a handler took, by channel and outcome (ok, retry, dead, undecodable).",
+    ["channel", "outcome"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 REGISTRY.register(HANDLER_SECONDS)

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Unpack, overload
 
 from .channel import Channel
-from .options import Duration, Processing, check_channel_name
+from .errors import ChannelError
+from .options import ChannelOptions, ChannelOptionsDict, check_channel_name
 
 if TYPE_CHECKING:
     from .adapter import Adapter
-    from .consumer import Consumer
 
-__all__ = ["BrokerQueue"]
+__all__ = ["BrokerQueue", "Closeable"]
 
 T = TypeVar("T")
+
+
+class Closeable(Protocol):
+    """What a queue closes with itself: a consumer, or anything stopped by ``await close()``."""
+
+    async def close(self) -> None: ...
 
 
 class BrokerQueue:
@@ -23,8 +29,8 @@ class BrokerQueue:
 
     def __init__(self, adapter: Adapter) -> None:
         self.adapter = adapter
-        self._consumers: set[Consumer[Any]] = set()
-        self._tasks: set[asyncio.Future[None]] = set()
+        self._consumers: set[Closeable] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
         self._closing = False
         # Set once consumers and pending produces are done: a handler still finishing within
         # its grace period may produce, a caller after close may not.
@@ -32,68 +38,48 @@ class BrokerQueue:
 
     @overload
     def channel(
-        self,
-        name: str,
-        type_: type[T],
-        *,
-        process: Processing = ...,
-        deduplication_interval: Duration | None = ...,
-        lease: Duration = ...,
-        max_attempts: int = ...,
-        retry_backoff: Duration = ...,
-        max_retry_backoff: Duration = ...,
+        self, name: str, type_: type[T], **options: Unpack[ChannelOptionsDict]
     ) -> Channel[T]: ...
 
     @overload
     def channel(
-        self,
-        name: str,
-        type_: Any,
-        *,
-        process: Processing = ...,
-        deduplication_interval: Duration | None = ...,
-        lease: Duration = ...,
-        max_attempts: int = ...,
-        retry_backoff: Duration = ...,
-        max_retry_backoff: Duration = ...,
+        self, name: str, type_: Any, **options: Unpack[ChannelOptionsDict]
     ) -> Channel[Any]: ...
 
-    def channel(
-        self,
-        name: str,
-        type_: Any,
-        *,
-        process: Processing = Processing.AT_LEAST_ONCE,
-        deduplication_interval: Duration | None = None,
-        lease: Duration = "30s",
-        max_attempts: int = 5,
-        retry_backoff: Duration = "1s",
-        max_retry_backoff: Duration = "5m",
-    ) -> Channel[Any]:
-        """Declare a channel: a name and the type of its messages, plus its options.
+    def channel(self, name: str, type_: Any, **options: Unpack[ChannelOptionsDict]) -> Channel[Any]:
+        """Declare a channel: a name and the type of its messages, plus its options (the fields
+        of ``ChannelOptions``: ``process``, ``deduplication_interval``, ``lease``,
+        ``max_attempts``, ``retry_backoff``, ``max_retry_backoff``).
 
         Declare it once in a module that producers and workers both import.
         """
         check_channel_name(name)
-        return Channel(
-            self,
-            name,
-            type_,
-            process=process,
-            deduplication_interval=deduplication_interval,
-            lease=lease,
-            max_attempts=max_attempts,
-            retry_backoff=retry_backoff,
-            max_retry_backoff=max_retry_backoff,
-        )
+        try:
+            checked = ChannelOptions(**options)
+        except ChannelError as exc:
+            raise ChannelError(str(exc), channel=name) from None
+        return Channel(self, name, type_, checked)
 
     async def channels(self) -> list[str]:
         """Names of the channels the broker holds messages or counters for."""
         return await self.adapter.channels()
 
-    def _track(self, task: asyncio.Future[None]) -> None:
+    # -- what close waits for ------------------------------------------------------------------
+
+    def track(self, task: asyncio.Future[Any]) -> None:
+        """Have ``close`` wait for ``task``, work already under way (a produce on its way to the
+        broker); the queue forgets it once it is done."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def register(self, consumer: Closeable) -> None:
+        """Have ``close`` stop ``consumer`` (``await consumer.close()``) before the adapter
+        closes. A ``Consumer`` registers itself when it starts and unregisters when it stops."""
+        self._consumers.add(consumer)
+
+    def unregister(self, consumer: Closeable) -> None:
+        """Forget a consumer that stopped on its own; harmless if it was not registered."""
+        self._consumers.discard(consumer)
 
     async def close(self) -> None:
         if self._closing:

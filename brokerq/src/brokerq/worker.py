@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .channel import Channel, Handler
-from .consumer import Consumer
+from .channel import Channel
+from .consumer import BatchHandler, Consumer, Handler
 from .errors import ConsumerError
 from .options import Duration
 from .queue import BrokerQueue
@@ -22,9 +23,9 @@ log = logging.getLogger("brokerq.worker")
 @dataclass(frozen=True, slots=True)
 class _Registration:
     channel: Channel[Any]
-    handler: Handler[Any]
-    max_parallel: int
-    envelope: bool | None
+    start: Callable[[Duration], Awaitable[Consumer[Any]]]
+    """Starts the consumer with the worker's grace period."""
+    shape: str
 
 
 class Worker:
@@ -52,9 +53,43 @@ class Worker:
         envelope: bool | None = None,
     ) -> None:
         """Consume ``channel`` with ``handler`` when the worker runs (see ``Channel.consume``)."""
+
+        def start(grace: Duration) -> Awaitable[Consumer[Any]]:
+            return channel.consume(
+                handler, max_parallel=max_parallel, envelope=envelope, grace=grace
+            )
+
+        self._register(channel, start, f"max_parallel={max_parallel}")
+
+    def add_batch(
+        self,
+        channel: Channel[Any],
+        handler: BatchHandler[Any],
+        *,
+        max_batch: int = 100,
+        max_wait: Duration = 0,
+        max_parallel: int = 1,
+    ) -> None:
+        """Consume ``channel`` in batches with ``handler`` when the worker runs (see
+        ``Channel.consume_batch``)."""
+
+        def start(grace: Duration) -> Awaitable[Consumer[Any]]:
+            return channel.consume_batch(
+                handler, max_batch=max_batch, max_wait=max_wait, max_parallel=max_parallel,
+                grace=grace,
+            )  # fmt: skip
+
+        self._register(channel, start, f"max_batch={max_batch}, max_parallel={max_parallel}")
+
+    def _register(
+        self,
+        channel: Channel[Any],
+        start: Callable[[Duration], Awaitable[Consumer[Any]]],
+        shape: str,
+    ) -> None:
         if self.consumers:
             raise ConsumerError("add consumers before the worker runs")
-        self._registrations.append(_Registration(channel, handler, max_parallel, envelope))
+        self._registrations.append(_Registration(channel, start, shape))
 
     def stop(self) -> None:
         """Ask a running worker to stop; harmless to call more than once."""
@@ -77,14 +112,8 @@ class Worker:
                     pass
         try:
             for reg in self._registrations:
-                consumer = await reg.channel.consume(
-                    reg.handler,
-                    max_parallel=reg.max_parallel,
-                    envelope=reg.envelope,
-                    grace=self.grace,
-                )
-                self.consumers.append(consumer)
-                log.info("consuming %s (max_parallel=%d)", reg.channel.name, reg.max_parallel)
+                self.consumers.append(await reg.start(self.grace))
+                log.info("consuming %s (%s)", reg.channel.name, reg.shape)
             await self._stop.wait()
             log.info("stopping: finishing running handlers")
         finally:

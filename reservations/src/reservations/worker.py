@@ -1,10 +1,11 @@
 """The reservation workers: consume ``reservation-queue`` and write outcomes to PostgreSQL.
 
-Handlers do not write one by one: each hands its message to a group-commit writer and waits for the
-transaction that includes it. While one transaction runs, the next batch gathers, so under load a
-process writes hundreds of requests per transaction and when idle a request is written at once. A
-handler returns (and brokerq acknowledges) only after its outcome is committed, so a crash at any
-point leaves the message to be redelivered, and the request id makes the redelivery harmless.
+brokerq hands the processor batches of messages (``Channel.consume_batch``), two at a time: a
+batch is what arrived while the previous one was written, so under load a transaction writes many
+requests and when idle a request is written at once. A message is acknowledged only after its
+outcome is committed, so a crash at any point leaves it to be redelivered, and the request id makes
+the redelivery harmless. A batch whose transaction fails is written again request by request, so
+one bad request is retried alone and its neighbours are done.
 """
 
 from __future__ import annotations
@@ -25,9 +26,14 @@ from brokerq import Message
 from .channels import ReserveEvent
 from .log import get_logger
 from .observability.logs import configure_logging, secrets_of
-from .observability.tracing import configure_tracing, consume_span, db_write_span
+from .observability.tracing import (
+    configure_tracing,
+    consume_span,
+    consume_spans,
+    db_write_span,
+    mark_failed,
+)
 from .reservation.gate import AdmissionGate
-from .reservation.repository import Decision
 from .reservation.settle.batch import Incoming, process_batch
 from .reservation.settle.recovery import DELIVERED_HOLD_MS, maintenance_loop
 from .resources import Resources, open_resources
@@ -35,152 +41,108 @@ from .runtime import freeze_startup_objects
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from brokerq.consumer import Consumer
+    from brokerq import Consumer
 
-__all__ = ["ReservationProcessor", "consuming", "run_worker"]
+__all__ = ["ReservationProcessor", "batch_shape", "consuming", "run_worker"]
 
 log = get_logger(__name__)
 
-MAX_BATCH = 500
+WRITERS = 2
+"""Batches written at once: while one transaction commits, the next batch is written."""
+
+
+def batch_shape(max_parallel: int) -> tuple[int, int]:
+    """``(max_batch, batches at once)`` that hold ``max_parallel`` messages at most."""
+    writers = min(WRITERS, max_parallel)
+    return max_parallel // writers, writers
 
 
 class ReservationProcessor:
+    """Writes batches of reservation requests; ``handle`` is the brokerq batch handler."""
+
     def __init__(
-        self,
-        session_factory: async_sessionmaker[AsyncSession],
-        gate: AdmissionGate,
-        *,
-        max_batch: int = MAX_BATCH,
-        writers: int = 2,
+        self, session_factory: async_sessionmaker[AsyncSession], gate: AdmissionGate
     ) -> None:
         self.session_factory = session_factory
         self.gate = gate
-        self.max_batch = max_batch
-        self.writers = writers
-        self._queue: list[tuple[Incoming, asyncio.Future[Decision]]] = []
-        self._ready = asyncio.Condition()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._closing = False
 
-    async def start(self) -> None:
-        if not self._tasks:
-            self._tasks = [
-                asyncio.create_task(self._write_loop(), name=f"reservation-writer-{i}")
-                for i in range(self.writers)
-            ]
+    async def handle(self, messages: list[Message[ReserveEvent]]) -> dict[str, Exception]:
+        """Returns once the outcomes of the batch are committed, with the messages whose request
+        could not be written (brokerq retries them; the others are done)."""
+        with consume_spans(messages) as spans:
+            await self._hold(messages)
+            failures = await self._write(messages)
+            for message_id, error in failures.items():
+                mark_failed(spans.get(message_id), error)
+        return failures
 
-    async def handle(self, message: Message[ReserveEvent]) -> None:
-        """The brokerq handler: returns once the request's outcome is committed."""
-        with consume_span(message):
-            if self._closing:
-                raise RuntimeError("the reservation writer is closing")
-            future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-            async with self._ready:
-                self._queue.append((Incoming(message.id, message.data), future))
-                self._ready.notify()
-            decision = await future
-            log.debug(
-                "reservation_request_final",
-                message_id=message.id,
-                request_id=message.data.requestId,
-                status=decision.status,
-                reason=decision.reason,
-                tries=message.tries,
-            )
-
-    async def _write_loop(self) -> None:
-        while True:
-            async with self._ready:
-                await self._ready.wait_for(lambda: bool(self._queue))
-                batch = self._queue[: self.max_batch]
-                del self._queue[: self.max_batch]
-            try:
-                await self._hold(batch)
-                await self._write(batch)
-            except BaseException as exc:
-                # Whatever happened, no handler may wait for ever: a message whose handler never
-                # returns stays leased (its lease is renewed) and is never retried.
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(RuntimeError(f"reservation writer failed: {exc!r}"))
-                if self._closing or not isinstance(exc, Exception | asyncio.CancelledError):
-                    raise
-                log.error("reservation_writer_error", error=type(exc).__name__)
-
-    async def _hold(self, batch: list[tuple[Incoming, asyncio.Future[Decision]]]) -> None:
+    async def _hold(self, batch: list[Message[ReserveEvent]]) -> None:
         """Tell recovery the queue has these requests: it must not queue copies of them while
         they fail and wait for their retries."""
         until_ms = time.time_ns() // 1_000_000 + DELIVERED_HOLD_MS
-        await self.gate.hold_unfinished([i.data.requestId for i, _ in batch], until_ms)
+        await self.gate.hold_unfinished([m.data.requestId for m in batch], until_ms)
 
-    async def _write(self, batch: list[tuple[Incoming, asyncio.Future[Decision]]]) -> None:
+    async def _write(self, batch: list[Message[ReserveEvent]]) -> dict[str, Exception]:
         try:
-            with db_write_span([i.message_id for i, _ in batch]):
+            with db_write_span([m.id for m in batch]):
                 decisions = await process_batch(
-                    self.session_factory, self.gate, [i for i, _ in batch]
+                    self.session_factory, self.gate, [Incoming(m.id, m.data) for m in batch]
                 )
         except Exception as exc:
-            if len(batch) > 1:
-                # One bad request must not fail its neighbours: retry them one by one.
-                log.warning(
-                    "reservation_batch_failed",
-                    size=len(batch),
-                    error=type(exc).__name__,
-                    message_ids=[i.message_id for i, _ in batch][:20],
-                )
-                for entry in batch:
-                    await self._write([entry])
-                return
-            item, future = batch[0]
+            if len(batch) == 1:
+                [message] = batch
+                with consume_span(message):
+                    log.warning(
+                        "reservation_request_failed",
+                        request_id=message.data.requestId,
+                        error=type(exc).__name__,
+                        detail=str(exc)[:500],
+                    )
+                return {message.id: exc}
+            # One bad request must not fail its neighbours: write them one by one.
             log.warning(
-                "reservation_request_failed",
-                message_id=item.message_id,
-                request_id=item.data.requestId,
+                "reservation_batch_failed",
+                size=len(batch),
                 error=type(exc).__name__,
-                detail=str(exc)[:500],
+                message_ids=[m.id for m in batch][:20],
             )
-            if not future.done():
-                future.set_exception(exc)
-            return
-        for item, future in batch:
-            if future.done():
-                continue  # the handler was cancelled meanwhile; the outcome is committed anyway
-            decision = decisions.get(item.data.requestId)
+            failures: dict[str, Exception] = {}
+            for message in batch:
+                failures.update(await self._write([message]))
+            return failures
+        failures = {}
+        for message in batch:
+            decision = decisions.get(message.data.requestId)
             if decision is None:
-                future.set_exception(RuntimeError(f"no outcome for request {item.data.requestId}"))
-            else:
-                future.set_result(decision)
-
-    async def close(self) -> None:
-        """Stop writing; handlers still waiting get an error, so their messages are retried."""
-        self._closing = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
-        for _, future in self._queue:
-            if not future.done():
-                future.set_exception(RuntimeError("the reservation writer closed"))
-        self._queue.clear()
+                failures[message.id] = RuntimeError(
+                    f"no outcome for request {message.data.requestId}"
+                )
+                continue
+            with consume_span(message):
+                log.debug(
+                    "reservation_request_final",
+                    request_id=message.data.requestId,
+                    status=decision.status,
+                    reason=decision.reason,
+                )
+        return failures
 
 
 @asynccontextmanager
 async def consuming(
     resources: Resources, *, max_parallel: int
 ) -> AsyncIterator[Consumer[ReserveEvent]]:
-    """Run one reservation consumer in this event loop (for tests and embedded use)."""
+    """Run one reservation consumer holding up to ``max_parallel`` messages in this event loop
+    (for tests and embedded use)."""
     processor = ReservationProcessor(resources.session_factory, resources.gate)
-    await processor.start()
-    consumer = await resources.channel.consume(
-        processor.handle, max_parallel=max_parallel, envelope=True
+    max_batch, writers = batch_shape(max_parallel)
+    consumer = await resources.channel.consume_batch(
+        processor.handle, max_batch=max_batch, max_parallel=writers
     )
     try:
         yield consumer
     finally:
         await consumer.close()
-        await processor.close()
 
 
 async def run_worker(settings: Settings) -> None:
@@ -188,13 +150,15 @@ async def run_worker(settings: Settings) -> None:
     from brokerq import Worker
 
     configure_tracing("reservations-worker")
-    # Each parallel handler waits on a shared writer, so few connections suffice.
+    # Two batches are written at once, each in one transaction: few connections suffice.
     async with open_resources(settings, pool_size=4) as resources:
         processor = ReservationProcessor(resources.session_factory, resources.gate)
-        await processor.start()
         freeze_startup_objects()
+        max_batch, writers = batch_shape(settings.worker_concurrency)
         worker = Worker(resources.queue)
-        worker.add(resources.channel, processor.handle, max_parallel=settings.worker_concurrency)
+        worker.add_batch(
+            resources.channel, processor.handle, max_batch=max_batch, max_parallel=writers
+        )
         recovery = asyncio.create_task(
             maintenance_loop(
                 resources.gate,
@@ -204,14 +168,13 @@ async def run_worker(settings: Settings) -> None:
             ),
             name="reservation-maintenance",
         )
-        log.info("worker_started", max_parallel=settings.worker_concurrency)
+        log.info("worker_started", max_parallel=settings.worker_concurrency, max_batch=max_batch)
         try:
             await worker.run()
         finally:
             recovery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await recovery
-            await processor.close()
             log.info("worker_stopped")
 
 

@@ -26,7 +26,9 @@ from .metrics import start_worker_metrics
 from .tracing import (
     configure_tracing,
     consume_span,
+    consume_spans,
     db_write_span,
+    mark_failed,
     produce_span,
     trace_headers,
     tracing_enabled,
@@ -35,8 +37,10 @@ from .tracing import (
 __all__ = [
     "configure_tracing",
     "consume_span",
+    "consume_spans",
     "db_write_span",
     "install",
+    "mark_failed",
     "produce_span",
     "require_admin",
     "start_worker_metrics",

@@ -8,73 +8,30 @@ clock read and a histogram observation to it.
 
 from __future__ import annotations
 
-import bisect
 import functools
-import itertools
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import REGISTRY
-from prometheus_client.core import HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from brokerq.metrics import FastHistogram
 
 from . import tracing
 
 __all__ = ["REQUEST_SECONDS", "UNMATCHED", "RequestObservation"]
 
 
-class LatencyHistogram(Collector):
-    """A histogram by (method, route, status) that costs a bisect and two additions to observe.
-
-    ``prometheus_client.Histogram`` takes a lock per bucket and per sum on every observation
-    (about 4 µs); this one is read and written on the event loop's thread only (``/metrics`` runs
-    there too), so it needs none. Registered in the default registry like any other metric.
-    """
-
-    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...]) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.bounds = tuple(sorted(buckets))
-        self._labels: list[str] = [floatToGoString(b) for b in self.bounds]  # type: ignore[no-untyped-call]
-        self._counts: dict[tuple[str, str, str], list[int]] = {}
-        self._sums: dict[tuple[str, str, str], float] = {}
-
-    def observe(self, labels: tuple[str, str, str], seconds: float) -> None:
-        counts = self._counts.get(labels)
-        if counts is None:
-            counts = self._counts[labels] = [0] * (len(self.bounds) + 1)
-            self._sums[labels] = 0.0
-        # Buckets are "less than or equal": the first bound >= seconds.
-        counts[bisect.bisect_left(self.bounds, seconds)] += 1
-        self._sums[labels] += seconds
-
-    def _family(self) -> HistogramMetricFamily:
-        return HistogramMetricFamily(
-            self.name, self.documentation, labels=["method", "route", "status"]
-        )
-
-    def describe(self) -> Iterator[Metric]:
-        yield self._family()
-
-    def collect(self) -> Iterator[Metric]:
-        family = self._family()
-        for labels, counts in list(self._counts.items()):
-            cumulative = list(itertools.accumulate(counts))
-            buckets = list(zip(self._labels, cumulative, strict=False))
-            buckets.append(("+Inf", cumulative[-1]))
-            family.add_metric(list(labels), buckets, self._sums[labels])
-        yield family
-
-
-REQUEST_SECONDS = LatencyHistogram(
+# brokerq's histogram: an observation is a bisection and two additions, where
+# ``prometheus_client.Histogram`` takes a lock per bucket and per sum (about 4 us a request).
+REQUEST_SECONDS = FastHistogram(
     "http_request_duration_seconds",
     "API request latency by method, route template and status code.",
+    ["method", "route", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
 )
 REGISTRY.register(REQUEST_SECONDS)

@@ -7,7 +7,8 @@ development, and merges the structlog context into every line. This adds:
   so a log line leads to its trace and back;
 - ``ExtraAdder`` for standard-library records, so ``extra={"message_id": ...}`` becomes a field;
 - ``consume_span`` (in ``tracing``) binds ``message_id``, ``channel`` and ``tries`` for the time a
-  handler works on a message: every line about the message carries its id.
+  handler works on a message: every line about the message carries its id. A batch handler's
+  ``consume_spans`` binds none: its lines about one message of the batch name it themselves.
 
 - ``redact_secrets``: no password or token reaches a log line. Exceptions are rendered as plain
   tracebacks (never with their frames' local variables, which hold connection arguments) before

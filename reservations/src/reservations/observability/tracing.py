@@ -5,8 +5,8 @@ One reservation request becomes one trace:
     POST /reservation/{event_id}/{user_id}     SERVER    (the HTTP middleware of ``install``)
       reservation-queue publish                PRODUCER  (``produce_span``: its context travels
                                                           in the message's ``traceparent`` header)
-        reservation-queue process              CONSUMER  (``consume_span`` in the worker)
-          reservations.db.write                INTERNAL  (``db_write_span``: the group-commit
+        reservation-queue process              CONSUMER  (``consume_spans`` in the worker)
+          reservations.db.write                INTERNAL  (``db_write_span``: the batch
                                                           transaction that wrote the outcome)
 
 The worker writes many requests in one transaction, so that transaction is one span of its own
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -38,7 +38,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
-from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 from brokerq import Message
 
@@ -46,6 +46,7 @@ __all__ = [
     "TRACER_NAME",
     "configure_tracing",
     "consume_span",
+    "consume_spans",
     "db_write_span",
     "disable_tracing",
     "produce_span",
@@ -56,9 +57,9 @@ __all__ = [
 
 TRACER_NAME = "reservations"
 _enabled = False
-# Span contexts of the messages this process is handling, by message id: ``db_write_span`` finds
-# the traces of the messages in a batch here (the writer runs in a task of its own).
-_active: dict[str, SpanContext] = {}
+# Spans of the messages this process is handling, by message id: ``db_write_span`` finds the
+# traces of the messages in a batch here.
+_active: dict[str, Span] = {}
 _exporters: list[SpanExporter] = []
 _writing: ContextVar[Span | None] = ContextVar("reservations_db_write_span", default=None)
 
@@ -174,8 +175,9 @@ def consume_span(message: Message[Any]) -> Iterator[Span | None]:
 
     Binds ``message_id``, ``channel`` and ``tries`` to the structlog context, so every log line
     written while handling the message carries them, and (when tracing is on) runs a CONSUMER
-    span whose parent is the producer's context from ``message.headers``. Inside the span of the
-    same message it does nothing more (wrapping a handler twice is harmless).
+    span whose parent is the producer's context from ``message.headers``. Inside a span of the
+    same message (a handler wrapped twice, or a batch's ``consume_spans``) it makes that span
+    current and starts no other.
     """
     with structlog.contextvars.bound_contextvars(
         message_id=message.id, channel=message.channel, tries=message.tries
@@ -183,30 +185,79 @@ def consume_span(message: Message[Any]) -> Iterator[Span | None]:
         if not _enabled:
             yield None
             return
-        current = trace.get_current_span()
-        if message.id in _active and current.get_span_context() == _active[message.id]:
-            yield current  # already inside this message's span: wrapping twice is harmless
+        active = _active.get(message.id)
+        if active is not None:
+            # Already inside this message's span (a handler wrapped twice, or a batch's
+            # ``consume_spans``): make that one current for the log lines, start no other.
+            with trace.use_span(active, record_exception=False, set_status_on_exception=False):
+                yield active
             return
-        parent = propagate.extract(dict(message.headers))
         with tracer().start_as_current_span(
             f"{message.channel} process",
-            context=parent,
+            context=propagate.extract(dict(message.headers)),
             kind=SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "brokerq",
-                "messaging.operation.type": "process",
-                "messaging.destination.name": message.channel,
-                "messaging.message.id": message.id,
-                "messaging.delivery.tries": message.tries,
-            },
+            attributes=_consume_attributes(message),
         ) as span:
-            span_context = span.get_span_context()
-            _active[message.id] = span_context
+            _active[message.id] = span
             try:
                 yield span
             finally:
-                if _active.get(message.id) is span_context:
+                if _active.get(message.id) is span:
                     del _active[message.id]
+
+
+@contextmanager
+def consume_spans(messages: Sequence[Message[Any]]) -> Iterator[dict[str, Span]]:
+    """Wrap a batch handler's work on these messages: ``consume_span`` for a batch.
+
+    When tracing is on, each message gets its CONSUMER span (a child of its producer's), open
+    until the batch is done; yields them by message id, so that the handler can mark the ones
+    that failed (``mark_failed``); an exception marks them all. No span is made current and no
+    message id is bound to the log context: a line about the batch is about no one message.
+    Inside, ``consume_span(message)`` makes one message's span current and binds its id, for
+    the lines about that message.
+    """
+    if not _enabled or not messages:
+        yield {}
+        return
+    spans: dict[str, Span] = {}
+    for message in messages:
+        span = tracer().start_span(
+            f"{message.channel} process",
+            context=propagate.extract(dict(message.headers)),
+            kind=SpanKind.CONSUMER,
+            attributes=_consume_attributes(message),
+        )
+        spans[message.id] = _active[message.id] = span
+    try:
+        yield spans
+    except BaseException as exc:
+        for span in spans.values():
+            mark_failed(span, exc)
+        raise
+    finally:
+        for message_id, span in spans.items():
+            if _active.get(message_id) is span:
+                del _active[message_id]
+            span.end()
+
+
+def mark_failed(span: Span | None, error: BaseException) -> None:
+    """Record ``error`` on a message's span and set its status, as a span left by it would."""
+    if span is None:
+        return
+    span.record_exception(error)
+    span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+
+
+def _consume_attributes(message: Message[Any]) -> dict[str, str | int]:
+    return {
+        "messaging.system": "brokerq",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": message.channel,
+        "messaging.message.id": message.id,
+        "messaging.delivery.tries": message.tries,
+    }
 
 
 @contextmanager
@@ -227,7 +278,7 @@ def db_write_span(
         yield outer  # already inside a write span: wrapping twice is harmless
         return
     ids = list(message_ids)
-    contexts = [_active[i] for i in ids if i in _active]
+    contexts = [_active[i].get_span_context() for i in ids if i in _active]
     started_ns = time.time_ns()
     # A batch span is a root of its own, not a child of whatever happens to be current. It is
     # ended here, so that the per-message spans can have exactly its start and end.
