@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
@@ -13,6 +13,7 @@ from .adapter import Adapter, Outgoing
 from .codec import DECODE_ERRORS, ENCODE_ERRORS, codec_for
 from .consumer import BatchConsumer, BatchHandler, Consumer, Handler
 from .errors import ChannelError, MessageTypeError, QueueClosedError
+from .handles import QueueHandle
 from .messages import ChannelStats, DeadLetter, ProduceResult
 from .metrics import DEDUPLICATED, PRODUCED
 from .options import (
@@ -24,9 +25,6 @@ from .options import (
     dedup_window_ms,
     duration_ms,
 )
-
-if TYPE_CHECKING:
-    from .queue import BrokerQueue
 
 __all__ = ["Channel"]
 
@@ -45,7 +43,7 @@ MAX_INDEX = 2**63 - 1
 class Channel(Generic[T]):
     """Messages of one type under one name; create with ``BrokerQueue.channel``."""
 
-    def __init__(self, queue: BrokerQueue, name: str, type_: Any, options: ChannelOptions) -> None:
+    def __init__(self, queue: QueueHandle, name: str, type_: Any, options: ChannelOptions) -> None:
         self.queue = queue
         self.name = name
         self.type = type_

@@ -24,19 +24,17 @@ import time
 import typing
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
 from .adapter import Delivery, Settlement
 from .codec import DECODE_ERRORS
 from .errors import ConsumerError
+from .handles import ChannelHandle
 from .messages import Message
 from .metrics import HANDLER_SECONDS, LOST_LEASES
 from .options import Duration, duration_ms
-
-if TYPE_CHECKING:
-    from .channel import Channel
 
 __all__ = ["BatchConsumer", "BatchHandler", "BatchResult", "Consumer", "ConsumerState", "Handler"]
 
@@ -76,7 +74,7 @@ class ConsumerState(enum.Enum):
 class Consumer(Generic[T]):
     def __init__(
         self,
-        channel: Channel[T],
+        channel: ChannelHandle[T],
         handler: Handler[T],
         *,
         max_parallel: int = 10,
@@ -472,7 +470,7 @@ class BatchConsumer(Consumer[T]):
 
     def __init__(
         self,
-        channel: Channel[T],
+        channel: ChannelHandle[T],
         handler: BatchHandler[T],
         *,
         max_batch: int = 100,

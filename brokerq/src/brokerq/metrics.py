@@ -11,15 +11,13 @@ import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import accumulate
-from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, Counter, Gauge
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-if TYPE_CHECKING:
-    from .queue import BrokerQueue
+from .handles import QueueHandle
 
 __all__ = [
     "BROKER_EVENTS",
@@ -154,7 +152,7 @@ _STATES = ("waiting", "in_flight", "delayed", "dead")
 _EVENTS = ("produced", "processed", "retried", "redelivered", "dead_lettered")
 
 
-async def export_channel_stats(queue: BrokerQueue, channels: Iterable[str] | None = None) -> None:
+async def export_channel_stats(queue: QueueHandle, channels: Iterable[str] | None = None) -> None:
     """Read every channel's counts from the broker into the gauges above."""
     names = list(channels) if channels is not None else await queue.channels()
     for name in names:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack, overload
 
 from .channel import Channel
 from .errors import ChannelError
+from .handles import Closeable
 from .options import ChannelOptions, ChannelOptionsDict, check_channel_name
 
 if TYPE_CHECKING:
@@ -15,12 +16,6 @@ if TYPE_CHECKING:
 __all__ = ["BrokerQueue", "Closeable"]
 
 T = TypeVar("T")
-
-
-class Closeable(Protocol):
-    """What a queue closes with itself: a consumer, or anything stopped by ``await close()``."""
-
-    async def close(self) -> None: ...
 
 
 class BrokerQueue:
