@@ -3,81 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
-import socket
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import redis
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from brokerq.server import RedisServer
 
 
 @contextlib.contextmanager
 def redis_server() -> Iterator[str]:
-    """Yields the URL of a fresh redis-server in a temporary directory; stops it afterwards.
-
-    Uses ``brokerq.server.RedisServer`` when available (the same launcher as the tests), else
-    starts ``redis-server`` itself with the same settings: no RDB snapshots, no AOF.
-    """
-    with tempfile.TemporaryDirectory(prefix="brokerq-bench-") as tmp:
-        try:
-            from brokerq.server import RedisServer
-        except ImportError:
-            RedisServer = None
-        if RedisServer is not None:
-            with RedisServer(Path(tmp)) as srv:
-                yield srv.url
-            return
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("redis-server not found on PATH (and brokerq.server unavailable)")
-        port = _free_port()
-        args = [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            tmp,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--logfile",
-            "redis.log",
-        ]
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"redis://127.0.0.1:{port}/0"
-        try:
-            client = redis.Redis.from_url(url)
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise
-                    time.sleep(0.05)
-            client.close()
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    """Yields the URL of a fresh redis-server in a temporary directory (persistence off,
+    loopback only: ``brokerq.server.RedisServer``, the tests' launcher); stops it afterwards."""
+    with tempfile.TemporaryDirectory(prefix="brokerq-bench-") as tmp, RedisServer(Path(tmp)) as srv:
+        yield srv.url
 
 
 class RedisProbe:

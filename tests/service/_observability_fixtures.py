@@ -7,7 +7,6 @@ would hide the names from linters, so each module imports what it uses).
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from brokerq import Channel, Message
+from brokerq.server import free_port
 from reservations.app import create_app
 from reservations.observability import install
 from reservations.resources import Resources
@@ -96,13 +96,6 @@ async def unconfigured(settings: Settings) -> AsyncIterator[Observed]:
     """No ``ADMIN_TOKEN`` configured at all."""
     async for o in _observed(settings_with_token(settings, None)):
         yield o
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

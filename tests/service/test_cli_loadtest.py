@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from brokerq.server import free_port
 from reservations_tools.loadtest import Outcomes, RunResult, scenario
 from reservations_tools.loadtest.runner import _answered, _checks
 
-from ._ops_fixtures import UpProcess, free_port, make_data_dir, service_env
+from ._ops_fixtures import UpProcess, make_data_dir, service_env
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -7,7 +7,6 @@ import asyncio
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
 
+from brokerq.server import free_port
 from reservations.settings import Settings
 
 from .helpers import ADMIN, ADMIN_TOKEN, eventually
@@ -29,18 +29,11 @@ DISTINCT_USERS = 1500
 REQUESTS = 2000
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @dataclass
 class Deployment:
     settings: Settings
     logs: Path
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     api: subprocess.Popen[bytes] | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 

@@ -9,6 +9,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from brokerq.metrics import FastHistogram
+from brokerq.server import free_port
 from reservations.observability import start_worker_metrics
 from reservations.observability.http import REQUEST_SECONDS
 
@@ -17,7 +18,6 @@ from ._observability_fixtures import (
     Job,
     Observed,
     failing_handler,
-    free_port,
     observed,
 )
 from .helpers import create_event, create_user, eventually

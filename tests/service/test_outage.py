@@ -9,10 +9,10 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
+from brokerq.server import free_port
 from reservations.app import create_app
 from reservations.settings import Settings
 
-from ._ops_fixtures import free_port
 from .helpers import ADMIN
 
 

@@ -22,10 +22,11 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from brokerq.server import free_port
 from reservations.server import HttpLimits, raise_open_files_limit
 from reservations.settings import Settings
 
-from ._ops_fixtures import free_port, wait_for
+from ._ops_fixtures import wait_for
 from .helpers import ADMIN, ADMIN_TOKEN
 
 # The test server's deadlines, short so that the tests are quick.

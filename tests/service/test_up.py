@@ -26,9 +26,10 @@ import httpx
 import pytest
 import redis
 
+from brokerq.server import free_port
+
 from ._ops_fixtures import (
     UpProcess,
-    free_port,
     make_data_dir,
     pid_alive,
     reserve_and_wait,

@@ -19,13 +19,14 @@ import hmac
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
+
+from brokerq.server import free_port
 
 from .credentials import PASSWORD_FILE, private_dir, read_or_create_password
 
@@ -111,13 +112,6 @@ def _scram_verifier(password: str) -> str:
     return f"SCRAM-SHA-256${_SCRAM_ITERATIONS}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class PostgresServer:
     """One PostgreSQL server with its data in ``data_dir`` (kept between runs: it is persistent
     unless the caller throws the directory away).
@@ -136,7 +130,7 @@ class PostgresServer:
         bin_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.database = database
         self._bin_dir = Path(bin_dir) if bin_dir else None
         self._socket_dir: Path | None = None
