@@ -14,28 +14,21 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from brokerq import BrokerQueue
 from brokerq.redis import RedisAdapter
 from reservations.channels import QUEUE_NAME
-from reservations_tools.loadtest.http import Connection, HttpError, Pool, bearer
+from reservations_tools.loadtest.http import Connection, HttpError, Pool
+from reservations_tools.loadtest.setup import Check, create_event
 
-__all__ = ["BurstResult", "Check", "FaultContext", "create_users", "run_burst"]
+__all__ = ["BurstResult", "FaultContext", "run_burst"]
 
 _RETRY_PAUSE_S = 0.05
 _GIVE_UP_S = 120.0
 _DRAIN_TIMEOUT_S = 90.0
 # The workers' maintenance pass runs every 5 s: a few of them.
 _GATE_TIMEOUT_S = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
 
 
 @dataclass(slots=True)
@@ -60,37 +53,6 @@ class BurstResult:
     @property
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
-
-
-async def create_users(base_url: str, count: int, connections: int = 32) -> list[int]:
-    run_id = uuid.uuid4().hex[:8]
-    ids: list[int] = []
-    async with Pool(base_url, connections) as pool:
-
-        async def make(i: int) -> None:
-            body = {"name": f"fault-{run_id}-{i}", "email": f"fault-{run_id}-{i}@faults.example"}
-            resp = await pool.post("/user", body)
-            if resp.status != 201 and resp.status != 200:
-                raise RuntimeError(f"POST /user answered {resp.status}: {resp.body[:200]!r}")
-            ids.append(int(resp.json()["id"]))
-
-        for start in range(0, count, 1000):
-            await asyncio.gather(*(make(i) for i in range(start, min(count, start + 1000))))
-    return ids
-
-
-async def _create_event(base_url: str, tickets: int, admin_token: str | None) -> int:
-    async with Pool(base_url, 1) as pool:
-        body = {
-            "name": f"faults {uuid.uuid4().hex[:8]}",
-            "date": (datetime.now(UTC) + timedelta(days=30)).isoformat(),
-            "location": "fault injection",
-            "maxTickets": tickets,
-        }
-        resp = await pool.post("/event", body, bearer(admin_token))
-        if resp.status != 201:
-            raise RuntimeError(f"POST /event answered {resp.status}: {resp.body[:200]!r}")
-        return int(resp.json()["id"])
 
 
 async def _get_json(pool: Pool, path: str) -> Any:
@@ -143,7 +105,11 @@ async def run_burst(
     distinct = users[: min(len(users), requests)]
     sequence = distinct + rng.choices(distinct, k=requests - len(distinct))
     rng.shuffle(sequence)
-    event_id = await _create_event(base_url, tickets, admin_token)
+    async with Pool(base_url, 1) as pool:
+        name = f"faults {uuid.uuid4().hex[:8]}"
+        event_id = await create_event(
+            pool, name=name, tickets=tickets, admin_token=admin_token, location="fault injection"
+        )
     context = FaultContext(base_url, event_id, admin_token)
     result = BurstResult(requests=requests, tickets=tickets)
     jobs: set[str] = set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +14,10 @@ import uvloop
 from rich.console import Console
 from rich.table import Table
 
-from .burst import BurstResult, create_users, run_burst
+from reservations_tools.loadtest.http import Pool
+from reservations_tools.loadtest.setup import create_users
+
+from .burst import BurstResult, run_burst
 from .deployment import Deployment
 from .scenarios import SCENARIOS, Scenario
 
@@ -33,7 +37,8 @@ async def run_scenarios(
     deployment = Deployment(data_dir, worker_concurrency=worker_concurrency)
     await deployment.start()
     try:
-        users = await create_users(deployment.base_url, int(requests * 0.9))
+        async with Pool(deployment.base_url, 32) as pool:
+            users = await create_users(pool, f"fault-{uuid.uuid4().hex[:8]}", int(requests * 0.9))
         for scenario in scenarios:
             console.print(f"[bold]{scenario.name}[/]: {scenario.fault}")
             await deployment.set_appendfsync(scenario.appendfsync)

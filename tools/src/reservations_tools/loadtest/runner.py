@@ -20,17 +20,26 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import numpy as np
 
-from .http import Connection, HttpError, Pool, Response, bearer, parse_base_url
+from .http import Connection, HttpError, Pool, parse_base_url
 from .scenario import Scenario
+from .setup import (
+    Check,
+    LoadTestError,
+    Progress,
+    bounded,
+    create_event,
+    create_users,
+    expect,
+    first_int,
+)
 
 __all__ = ["Check", "LoadTestError", "Outcomes", "Progress", "RunResult", "run_loadtest"]
 
@@ -51,24 +60,6 @@ _JOB_SAMPLE = 2_000
 # on a system that takes minutes): "all final" is then seen to within 5%.
 _MONITOR_CONNECTIONS = 8
 _MONITOR_WAIT_SHARE = 0.05
-
-
-class LoadTestError(Exception):
-    """The run could not be carried out (service unreachable, setup refused, ...)."""
-
-
-class Progress:
-    """What the run reports as it goes; the CLI draws it with Rich, tests ignore it."""
-
-    def phase(self, name: str, total: int | None) -> None: ...
-
-    def advance(self, done: int) -> None: ...
-
-    def note(self, text: str) -> None: ...
-
-    def measure(self, point: str) -> None:
-        """``"start"`` just before the first POST is sent, ``"end"`` once every outcome is final
-        (or the wait for it gave up), before the checks' reads: the window a caller can meter."""
 
 
 @dataclass(slots=True)
@@ -117,14 +108,6 @@ class Outcomes:
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise LoadTestError(f"unexpected outcomes payload: {str(data)[:300]}") from exc
-
-
-@dataclass(slots=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    target: bool = False  # a performance target rather than a correctness invariant
 
 
 @dataclass
@@ -293,14 +276,6 @@ class RunResult:
         return all(c.ok for c in self.checks if c.target)
 
 
-def _first_int(data: dict[str, Any], *keys: str) -> int | None:
-    for key in keys:
-        value = data.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
-
-
 def _job_id(body: bytes) -> str | None:
     try:
         data = _decode(body)
@@ -310,14 +285,6 @@ def _job_id(body: bytes) -> str | None:
         return None
     value = data.get("jobId", data.get("id"))
     return None if value is None else str(value)
-
-
-async def _expect(resp: Response, what: str, *ok: int) -> Any:
-    if resp.status not in ok:
-        raise LoadTestError(
-            f"{what}: HTTP {resp.status}: {resp.body[:500].decode(errors='replace')}"
-        )
-    return resp.json()
 
 
 async def wait_healthy(base_url: str, timeout_s: float = 10.0) -> None:
@@ -338,64 +305,12 @@ async def wait_healthy(base_url: str, timeout_s: float = 10.0) -> None:
     raise LoadTestError(f"service at {base_url} not healthy after {timeout_s:.0f}s: {last}")
 
 
-async def _bounded(
-    pool: Pool, count: int, make: Callable[[int], Any], progress: Progress
-) -> list[Any]:
-    """Run ``make(i)`` for i in range(count), at most ``pool.size`` at a time, in order."""
-    results: list[Any] = [None] * count
-    next_i = 0
-    done = 0
-
-    async def run() -> None:
-        nonlocal next_i, done
-        while next_i < count:
-            i = next_i
-            next_i += 1
-            results[i] = await make(i)
-            done += 1
-            if done % 256 == 0 or done == count:
-                progress.advance(done)
-
-    await asyncio.gather(*(run() for _ in range(pool.size)))
-    return results
-
-
-async def _create_event(
+async def _event(
     pool: Pool, run_id: str, scenario: Scenario, admin_token: str | None, index: int = 0
 ) -> int:
-    date = (datetime.now(UTC) + timedelta(days=30)).isoformat()
     suffix = f" #{index + 1}" if scenario.events > 1 else ""
-    body = {
-        "name": f"loadtest {scenario.name} {run_id}{suffix}",
-        "date": date,
-        "location": "loadtest",
-        "maxTickets": scenario.tickets,
-    }
-    resp = await pool.post("/event", body, bearer(admin_token))
-    if resp.status == 401:
-        raise LoadTestError(
-            "POST /event needs the admin token: pass --admin-token or set ADMIN_TOKEN "
-            "(`reservations-tools up` keeps the one it made in <data dir>/admin-token)"
-        )
-    data = await _expect(resp, "POST /event", 200, 201)
-    event_id = _first_int(data, "id", "eventId")
-    if event_id is None:
-        raise LoadTestError(f"POST /event answered without an id: {data!r}")
-    return event_id
-
-
-async def _create_users(pool: Pool, run_id: str, count: int, progress: Progress) -> list[int]:
-    progress.phase("creating users", count)
-
-    async def make(i: int) -> int:
-        body = {"name": f"lt-{run_id}-{i}", "email": f"lt-{run_id}-{i}@loadtest.example"}
-        data = await _expect(await pool.post("/user", body), "POST /user", 200, 201)
-        user_id = _first_int(data, "id", "userId")
-        if user_id is None:
-            raise LoadTestError(f"POST /user answered without an id: {data!r}")
-        return user_id
-
-    return await _bounded(pool, count, make, progress)
+    name = f"loadtest {scenario.name} {run_id}{suffix}"
+    return await create_event(pool, name=name, tickets=scenario.tickets, admin_token=admin_token)
 
 
 class _Monitor:
@@ -578,7 +493,7 @@ async def _reservations(pool: Pool, event_id: int) -> list[int]:
         resp = await pool.get(
             f"/event/{event_id}/reservations?status=RESERVED&offset={offset}&limit={limit}"
         )
-        data = await _expect(resp, "GET /event/{id}/reservations", 200)
+        data = await expect(resp, "GET /event/{id}/reservations", 200)
         items = data.get("items", data.get("reservations")) if isinstance(data, dict) else data
         if not isinstance(items, list):
             raise LoadTestError(f"unexpected reservations page: {str(data)[:300]}")
@@ -616,7 +531,7 @@ async def _sample_jobs(
         if resp.status == 404:
             status = "MISSING"
         else:
-            data = await _expect(resp, "GET /reservation/requests/{jobId}", 200)
+            data = await expect(resp, "GET /reservation/requests/{jobId}", 200)
             status = str(data.get("status", "?")).upper()
             if status == "RESERVED" and data.get("reservationId") is None:
                 status = "RESERVED_WITHOUT_ID"
@@ -626,14 +541,14 @@ async def _sample_jobs(
                     final_ms.append(ms)
         counts[status] = counts.get(status, 0) + 1
 
-    await _bounded(pool, len(job_ids), make, progress)
+    await bounded(pool, len(job_ids), make, progress)
     return counts, final_ms
 
 
 def _events_sum(r: RunResult, *keys: str) -> int | None:
     """A figure of the event (or the sum over the events), None when an event does not give it."""
     answers = list(r.events.values()) or [r.event]
-    values = [_first_int(answer, *keys) for answer in answers]
+    values = [first_int(answer, *keys) for answer in answers]
     return None if None in values else sum(v for v in values if v is not None)
 
 
@@ -799,20 +714,20 @@ async def run_loadtest(
     await wait_healthy(base_url)
     async with Pool(base_url, _SETUP_CONNECTIONS) as pool:
         if scenario.events == 1:
-            event_ids = [await _create_event(pool, run_id, scenario, admin_token)]
+            event_ids = [await _event(pool, run_id, scenario, admin_token)]
             progress.note(f"event {event_ids[0]}: {scenario.tickets:,} tickets")
         else:
             progress.phase("creating events", scenario.events)
-            event_ids = await _bounded(
+            event_ids = await bounded(
                 pool,
                 scenario.events,
-                lambda i: _create_event(pool, run_id, scenario, admin_token, i),
+                lambda i: _event(pool, run_id, scenario, admin_token, i),
                 progress,
             )
             progress.note(f"{scenario.events:,} events of {scenario.tickets:,} tickets")
         user_ids = await _cached_users(pool, users_cache, scenario.users, rng, progress)
         if not user_ids:
-            user_ids = await _create_users(pool, run_id, scenario.users, progress)
+            user_ids = await create_users(pool, f"lt-{run_id}", scenario.users, progress)
             _save_users(users_cache, user_ids)
     setup_s = time.perf_counter() - setup_started
 
@@ -890,7 +805,7 @@ async def run_loadtest(
             # One last poll on a quiet system, so the counts checked are the settled ones.
             outcomes = Outcomes.total(await _all_outcomes(pool, event_ids, progress))
         progress.phase("reading the events", len(event_ids))
-        answers = await _bounded(
+        answers = await bounded(
             pool,
             len(event_ids),
             lambda i: _expect_get(pool, f"/event/{event_ids[i]}", "GET /event/{id}"),
@@ -900,7 +815,7 @@ async def run_loadtest(
             e: a if isinstance(a, dict) else {} for e, a in zip(event_ids, answers, strict=True)
         }
         progress.phase("listing reservations", len(event_ids))
-        lists = await _bounded(
+        lists = await bounded(
             pool, len(event_ids), lambda i: _reservations(pool, event_ids[i]), progress
         )
         reserved_by_event = dict(zip(event_ids, lists, strict=True))
@@ -941,7 +856,7 @@ async def run_loadtest(
 
 
 async def _expect_get(pool: Pool, path: str, what: str) -> Any:
-    return await _expect(await pool.get(path), what, 200)
+    return await expect(await pool.get(path), what, 200)
 
 
 async def _all_outcomes(pool: Pool, event_ids: list[int], progress: Progress) -> list[Outcomes]:
@@ -949,7 +864,7 @@ async def _all_outcomes(pool: Pool, event_ids: list[int], progress: Progress) ->
         data = await _expect_get(pool, f"/event/{event_ids[i]}/outcomes", "outcomes")
         return Outcomes.parse(data)
 
-    return await _bounded(pool, len(event_ids), make, progress)
+    return await bounded(pool, len(event_ids), make, progress)
 
 
 def _expected_final(
