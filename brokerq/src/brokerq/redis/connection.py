@@ -265,13 +265,7 @@ class Connection:
     async def call(self, *args: Any) -> Any:
         """Send one command and return its reply."""
         data = _packed(args)
-        protocol = self._protocol
-        if (
-            protocol is None
-            or protocol.lost is not None
-            or protocol.loop is not asyncio.get_running_loop()
-        ):
-            protocol = await self._open()
+        protocol = await self._usable()
         return await protocol.send(data, self._timeout)
 
     async def call_many(
@@ -288,13 +282,7 @@ class Connection:
             return []
         if transaction:
             packed = [_packed(("MULTI",)), *packed, _packed(("EXEC",))]
-        protocol = self._protocol
-        if (
-            protocol is None
-            or protocol.lost is not None
-            or protocol.loop is not asyncio.get_running_loop()
-        ):
-            protocol = await self._open()
+        protocol = await self._usable()
         futures = protocol.send_many(b"".join(packed), len(packed), self._timeout)
         replies = await _all(futures)
         if transaction:
@@ -311,13 +299,7 @@ class Connection:
 
     async def open(self) -> None:
         """Connect now (else the first call does): raises at once if Redis cannot be used."""
-        protocol = self._protocol
-        if (
-            protocol is None
-            or protocol.lost is not None
-            or protocol.loop is not asyncio.get_running_loop()
-        ):
-            await self._open()
+        await self._usable()
 
     async def close(self) -> None:
         """Close the socket; a later call opens a new one."""
@@ -340,6 +322,14 @@ class Connection:
         (``"BLPOP", key, block_s``): its reply may take that much longer than
         ``socket_timeout``. Give such commands a connection of their own."""
         data = _packed(args)
+        protocol = await self._usable()
+        timeout = None if self._timeout is None else self._timeout + block_s
+        return await protocol.send(data, timeout)
+
+    # -- opening ---------------------------------------------------------------------------------
+
+    async def _usable(self) -> _Protocol:
+        """The open socket of this event loop, opened (again) if there is none."""
         protocol = self._protocol
         if (
             protocol is None
@@ -347,10 +337,7 @@ class Connection:
             or protocol.loop is not asyncio.get_running_loop()
         ):
             protocol = await self._open()
-        timeout = None if self._timeout is None else self._timeout + block_s
-        return await protocol.send(data, timeout)
-
-    # -- opening ---------------------------------------------------------------------------------
+        return protocol
 
     async def _open(self) -> _Protocol:
         loop = asyncio.get_running_loop()
