@@ -1,6 +1,6 @@
 """The batch consumer (``Channel.consume_batch``), checked against every adapter.
 
-tests/bullmq/test_contract_bullmq.py runs these on the BullMQ engine as well.
+tests/brokerq/bullmq/test_contract_bullmq.py runs these on the BullMQ engine as well.
 """
 
 from __future__ import annotations

@@ -26,8 +26,7 @@ from brokerq.server import free_port
 from reservations.server import HttpLimits, raise_open_files_limit
 from reservations.settings import Settings
 
-from ._ops_fixtures import wait_for
-from .helpers import ADMIN, ADMIN_TOKEN
+from .helpers import ADMIN, ADMIN_TOKEN, wait_for
 
 # The test server's deadlines, short so that the tests are quick.
 HEAD_TIMEOUT_S = 1.0

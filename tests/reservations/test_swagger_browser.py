@@ -16,7 +16,7 @@ from reservations.app import create_app
 from reservations.settings import Settings
 
 from ._browser import chromium, needs_chromium
-from ._observability_fixtures import LiveServer, serve
+from .observability._fixtures import LiveServer, serve
 
 TIMEOUT_MS = 20_000
 # The seed's operations, at least, must be there.

@@ -9,8 +9,8 @@ from brokerq import ChannelStats
 from reservations.observability.dashboard.sampler import ChannelSampler
 from reservations.worker import consuming
 
-from ._observability_fixtures import TEST_CHANNEL, Job, Observed, failing_handler, observed
-from .helpers import create_event, create_user, eventually
+from ..helpers import create_event, create_user, eventually
+from ._fixtures import TEST_CHANNEL, Job, Observed, failing_handler, observed
 
 __all__ = ["observed"]
 

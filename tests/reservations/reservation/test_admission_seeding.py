@@ -8,8 +8,8 @@ import pytest
 
 from reservations.reservation.gate import EventSnapshot
 
-from .conftest import Api
-from .helpers import create_event, create_user
+from ..conftest import Api
+from ..helpers import create_event, create_user
 
 SNAPSHOT = EventSnapshot(capacity=7, holders={}, last_seq=0, accepted=0)
 

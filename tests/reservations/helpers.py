@@ -62,3 +62,17 @@ async def outcomes(client: httpx.AsyncClient, event_id: int) -> dict[str, Any]:
     assert r.status_code == 200, r.text
     body: dict[str, Any] = r.json()
     return body
+
+
+def wait_for(
+    condition: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 0.05
+) -> T:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what`` if too late."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(interval_s)

@@ -14,8 +14,8 @@ from reservations.middleware.rate_limit import RateLimit, RateLimiter, parse_rat
 from reservations.resources import Resources
 from reservations.settings import Settings
 
-from .conftest import Api
-from .helpers import create_event, create_user
+from ..conftest import Api
+from ..helpers import create_event, create_user
 
 
 class Clock:

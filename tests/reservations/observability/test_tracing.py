@@ -34,8 +34,8 @@ from reservations.observability.tracing import (
 )
 from reservations.worker import consuming
 
-from ._observability_fixtures import Observed, observed
-from .helpers import create_event, create_user, eventually
+from ..helpers import create_event, create_user, eventually
+from ._fixtures import Observed, observed
 
 __all__ = ["observed"]
 

@@ -16,8 +16,8 @@ from reservations.reservation.settle.batch import Incoming, process_batch
 from reservations.reservation.settle.recovery import requeue_unfinished
 from reservations.worker import ReservationProcessor, batch_shape, consuming
 
-from .conftest import Api
-from .helpers import ADMIN, create_event, create_user, eventually, outcomes
+from ..conftest import Api
+from ..helpers import ADMIN, create_event, create_user, eventually, outcomes
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import pytest
 from brokerq.server import free_port
 from reservations.settings import Settings
 
-from .helpers import ADMIN, ADMIN_TOKEN, eventually
+from ..helpers import ADMIN, ADMIN_TOKEN, eventually
 
 TICKETS = 50
 DISTINCT_USERS = 1500

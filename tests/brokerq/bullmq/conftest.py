@@ -1,8 +1,8 @@
 """Fixtures for the BullMQ adapter: a real redis-server (the suite's) and real Node BullMQ.
 
-Node BullMQ comes from npm, pinned by ``tests/bullmq/node/package-lock.json``; ``npm ci`` runs
-once into ``tests/bullmq/node/node_modules`` (git-ignored). Tests that need Node are skipped,
-saying why, when ``node`` or ``npm`` is not on PATH.
+Node BullMQ comes from npm, pinned by ``tests/brokerq/bullmq/node/package-lock.json``; ``npm ci``
+runs once into ``tests/brokerq/bullmq/node/node_modules`` (git-ignored). Tests that need Node are
+skipped, saying why, when ``node`` or ``npm`` is not on PATH.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class ReserveEvent(msgspec.Struct):
 
 
 class Node:
-    """Runs the Node BullMQ scripts of tests/bullmq/node against the suite's Redis."""
+    """Runs the Node BullMQ scripts of tests/brokerq/bullmq/node against the suite's Redis."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -80,7 +80,7 @@ def node_modules() -> Path:
             # installs the same locked versions and leaves package-lock.json untouched.
             r = _npm("install", "--no-save")
         if r.returncode != 0:
-            pytest.fail(f"npm ci in tests/bullmq/node failed: {r.stderr[-2000:]}")
+            pytest.fail(f"npm ci in tests/brokerq/bullmq/node failed: {r.stderr[-2000:]}")
     pinned = json.loads((NODE_DIR / "package.json").read_text())["dependencies"]["bullmq"]
     assert json.loads(installed.read_text())["version"] == pinned, "installed bullmq is not pinned"
     return NODE_DIR / "node_modules"

@@ -12,7 +12,7 @@ from brokerq import BrokerQueue, Message, Processing
 from brokerq.adapter import Settlement
 from brokerq.bullmq import BullMQAdapter, bullmq_priority
 
-from ..brokerq.conftest import until
+from ..conftest import until
 from .conftest import JOB_NAME, Node, ReserveEvent
 
 

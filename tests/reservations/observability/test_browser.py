@@ -20,8 +20,9 @@ from reservations.observability import install
 from reservations.settings import Settings
 from reservations.worker import consuming
 
-from ._browser import chromium, needs_chromium
-from ._observability_fixtures import (
+from .._browser import chromium, needs_chromium
+from ..helpers import create_event, create_user, eventually
+from ._fixtures import (
     ADMIN_TOKEN,
     TEST_CHANNEL,
     Job,
@@ -30,9 +31,8 @@ from ._observability_fixtures import (
     serve,
     settings_with_token,
 )
-from .helpers import create_event, create_user, eventually
 
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
+SCREENSHOT = Path(__file__).resolve().parents[3] / "docs" / "dashboard.png"
 TIMEOUT_MS = 20_000
 
 pytestmark = needs_chromium

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from ._observability_fixtures import Observed, guarded, observed, unconfigured
-from .helpers import ADMIN, ADMIN_TOKEN, create_user
+from ..helpers import ADMIN, ADMIN_TOKEN, create_user
+from ._fixtures import Observed, guarded, observed, unconfigured
 
 __all__ = ["guarded", "observed", "unconfigured"]
 

@@ -13,14 +13,14 @@ from brokerq.server import free_port
 from reservations.observability import start_worker_metrics
 from reservations.observability.http import REQUEST_SECONDS
 
-from ._observability_fixtures import (
+from ..helpers import create_event, create_user, eventually
+from ._fixtures import (
     TEST_CHANNEL,
     Job,
     Observed,
     failing_handler,
     observed,
 )
-from .helpers import create_event, create_user, eventually
 
 __all__ = ["observed"]
 

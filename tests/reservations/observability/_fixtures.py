@@ -1,6 +1,6 @@
 """Fixtures for the observability tests: the app with ``install``, a real HTTP server, a token.
 
-Imported by the ``test_observability_*`` modules (``from ._observability_fixtures import *``
+Imported by the ``test_observability_*`` modules (``from ._fixtures import *``
 would hide the names from linters, so each module imports what it uses).
 """
 
@@ -25,7 +25,7 @@ from reservations.observability import install
 from reservations.resources import Resources
 from reservations.settings import Settings
 
-from .helpers import ADMIN, ADMIN_TOKEN
+from ..helpers import ADMIN, ADMIN_TOKEN
 
 TEST_CHANNEL = "observability/test"
 STARTUP_TIMEOUT_S = 30.0

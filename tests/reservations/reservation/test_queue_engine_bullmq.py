@@ -13,8 +13,8 @@ from reservations.app import create_app
 from reservations.settings import Settings
 from reservations.worker import consuming
 
-from .conftest import Api
-from .helpers import create_event, create_user, eventually
+from ..conftest import Api
+from ..helpers import create_event, create_user, eventually
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from reservations.reservation.settle.reconcile import FULL_CHECK_PASSES
 from reservations.resources import Resources
 from reservations.settings import Settings
 
-from .helpers import ADMIN, ADMIN_TOKEN, create_event, create_user, eventually, outcomes
+from ..helpers import ADMIN, ADMIN_TOKEN, create_event, create_user, eventually, outcomes
 
 # The workers' maintenance pass runs this often here; the gate must agree with PostgreSQL again
 # within one pass of Redis answering when the seat counts differ, and within FULL_CHECK_PASSES

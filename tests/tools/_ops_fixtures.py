@@ -12,13 +12,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+
+from tests.reservations.helpers import wait_for
 
 T = TypeVar("T")
 
@@ -35,20 +35,6 @@ _SERVER_VARS = (
     "REDIS_PASSWORD",
     "ADMIN_TOKEN",
 )
-
-
-def wait_for(
-    condition: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 0.05
-) -> T:
-    """Poll ``condition`` until it returns something truthy; fail naming ``what`` if too late."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(interval_s)
 
 
 def make_data_dir() -> Path:
