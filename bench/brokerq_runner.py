@@ -43,7 +43,7 @@ class TimedEvent(msgspec.Struct):
 def extra(args: Any) -> dict[str, Any]:
     info = {
         "lib": "brokerq",
-        "version": version("brokerq-reservations"),
+        "version": version("brokerq"),
         "redis_py": version("redis"),
         "mode": args.variant,
     }
