@@ -16,7 +16,8 @@ import pytest
 
 from brokerq.server import free_port
 from reservations_tools.loadtest import Outcomes, RunResult, scenario
-from reservations_tools.loadtest.runner import _answered, _checks
+from reservations_tools.loadtest.checks import checks
+from reservations_tools.loadtest.runner import _answered
 
 from ._ops_fixtures import UpProcess, make_data_dir, service_env
 
@@ -118,18 +119,18 @@ def _result(reserved_users: list[int], outcomes: Outcomes, n: int = 10) -> RunRe
 
 def test_checks_pass_on_a_correct_run_and_catch_overselling_and_double_booking() -> None:
     good = _result([1, 2, 3], Outcomes(reserved=3, rejected=7, accepted=10))
-    good.checks = _checks(good)
+    good.checks = checks(good)
     assert good.ok, [c for c in good.checks if not c.ok]
 
     oversold = _result([1, 2, 3, 4], Outcomes(reserved=4, rejected=6, accepted=10))
-    failed = {c.name for c in _checks(oversold) if not c.ok}
+    failed = {c.name for c in checks(oversold) if not c.ok}
     assert "exactly 3 reserved" in failed and "no event over its capacity" in failed
 
     twice = _result([1, 1, 2], Outcomes(reserved=3, rejected=7, accepted=10))
-    assert "no user reserved twice" in {c.name for c in _checks(twice) if not c.ok}
+    assert "no user reserved twice" in {c.name for c in checks(twice) if not c.ok}
 
     lost = _result([1, 2, 3], Outcomes(reserved=3, rejected=5, pending=2, accepted=10))
-    assert "every request final, none lost" in {c.name for c in _checks(lost) if not c.ok}
+    assert "every request final, none lost" in {c.name for c in checks(lost) if not c.ok}
 
 
 def test_outcomes_parse_the_service_shape() -> None:
@@ -151,12 +152,12 @@ def test_checks_count_overselling_and_double_booking_per_event() -> None:
     r.reserved_by_event = {1: [1, 2, 3], 2: [4, 5, 6], 3: [7, 8, 1]}
     r.reserved_user_ids = [u for users in r.reserved_by_event.values() for u in users]
     assert (r.expected_reserved, r.oversold, r.double_booked) == (9, 0, 0)
-    assert all(c.ok for c in _checks(r)), [c for c in _checks(r) if not c.ok]
+    assert all(c.ok for c in checks(r)), [c for c in checks(r) if not c.ok]
 
     r.reserved_by_event = {1: [1, 2, 3, 4], 2: [4, 5], 3: [7, 8, 8]}
     r.reserved_user_ids = [u for users in r.reserved_by_event.values() for u in users]
     assert (r.oversold, r.double_booked) == (1, 1)
-    failed = {c.name for c in _checks(r) if not c.ok}
+    failed = {c.name for c in checks(r) if not c.ok}
     assert failed == {"no event over its capacity", "no user reserved twice"}
 
 
