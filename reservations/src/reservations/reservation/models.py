@@ -39,6 +39,9 @@ class RejectReason(enum.StrEnum):
     DUPLICATE = "DUPLICATE"
     UNKNOWN_USER = "UNKNOWN_USER"
     UNKNOWN_EVENT = "UNKNOWN_EVENT"
+    FAILED = "FAILED"
+    """Its processing failed on every attempt the queue gives it (the request's ``error`` names
+    the error's class); its message stays in the queue's dead letters for inspection."""
 
 
 class Reservation(Base):
@@ -88,6 +91,8 @@ class ReservationRequest(Base):
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     reservation_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The class of the error that failed a FAILED request for good; None for any other outcome.
+    error: Mapped[str | None] = mapped_column(String(128), nullable=True)
     accepted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     processed_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), nullable=False

@@ -28,7 +28,7 @@ from .models import (
     ServiceKey,
 )
 
-__all__ = ["CapacityConflict", "ClaimRow", "Decision", "ReservationRepository"]
+__all__ = ["CapacityConflict", "ClaimRow", "Decision", "FailedRow", "ReservationRepository"]
 
 
 # An IN list of at most this many ids per query.
@@ -52,6 +52,17 @@ class ClaimRow:
 
 
 @dataclass(frozen=True, slots=True)
+class FailedRow:
+    request_id: str
+    message_id: str | None
+    event_id: int
+    user_id: int
+    seq: int
+    error: str
+    accepted_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     request_id: str
     status: RequestStatus
@@ -68,6 +79,28 @@ _CLAIM = text(
         CAST(:user_ids AS int[]), CAST(:seqs AS bigint[]), CAST(:statuses AS varchar[]),
         CAST(:reasons AS varchar[]), CAST(:accepted AS timestamptz[]))
     ON CONFLICT (id) DO NOTHING
+    RETURNING id
+    """
+)
+
+_FAIL = text(
+    """
+    INSERT INTO reservation_requests
+        (id, message_id, event_id, user_id, seq, status, reason, error, accepted_at)
+    SELECT i, m, e, u, q, 'REJECTED', 'FAILED', x, a FROM unnest(
+        CAST(:ids AS varchar[]), CAST(:message_ids AS varchar[]), CAST(:event_ids AS int[]),
+        CAST(:user_ids AS int[]), CAST(:seqs AS bigint[]), CAST(:errors AS varchar[]),
+        CAST(:accepted AS timestamptz[])) AS p(i, m, e, u, q, x, a)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+    """
+)
+
+_ADD_RELEASES = text(
+    """
+    INSERT INTO gate_releases (event_id, user_id, holder)
+    SELECT * FROM unnest(
+        CAST(:event_ids AS int[]), CAST(:user_ids AS int[]), CAST(:holders AS varchar[]))
     RETURNING id
     """
 )
@@ -314,6 +347,20 @@ class ReservationRepository:
         assert release_id is not None
         return release_id
 
+    async def add_releases(self, seats: Sequence[tuple[int, int, str]]) -> list[int]:
+        """(event id, user id, holder) seats to release, in one statement; their outbox ids."""
+        if not seats:
+            return []
+        result = await self.session.execute(
+            _ADD_RELEASES,
+            {
+                "event_ids": [e for e, _, _ in seats],
+                "user_ids": [u for _, u, _ in seats],
+                "holders": [h for _, _, h in seats],
+            },
+        )
+        return [row[0] for row in result]
+
     async def releases(self, *, limit: int) -> list[GateRelease]:
         """Releases not yet confirmed by the gate, oldest first; locked, skipping any another
         pass is applying."""
@@ -374,6 +421,25 @@ class ReservationRepository:
                 "seqs": [r.seq for r in rows],
                 "statuses": [r.status.value for r in rows],
                 "reasons": [r.reason.value if r.reason else None for r in rows],
+                "accepted": [r.accepted_at for r in rows],
+            },
+        )
+        return {row[0] for row in result}
+
+    async def fail(self, rows: Sequence[FailedRow]) -> set[str]:
+        """Make REJECTED/FAILED the final outcome of requests that have none; returns the ids
+        written (a request already final keeps its outcome)."""
+        if not rows:
+            return set()
+        result = await self.session.execute(
+            _FAIL,
+            {
+                "ids": [r.request_id for r in rows],
+                "message_ids": [r.message_id for r in rows],
+                "event_ids": [r.event_id for r in rows],
+                "user_ids": [r.user_id for r in rows],
+                "seqs": [r.seq for r in rows],
+                "errors": [r.error for r in rows],
                 "accepted": [r.accepted_at for r in rows],
             },
         )

@@ -180,7 +180,8 @@ async def request_outcome(
     res: ResourcesDep,
 ) -> RequestOutcome:
     """The outcome of one accepted request: PENDING while queued, then RESERVED or REJECTED;
-    410 if it was lost."""
+    410 if it was lost. A request whose processing fails on every attempt the queue gives it is
+    REJECTED with reason FAILED and `error`, the class of the error; it holds no place."""
     service = ReservationService(session, res.gate, await res.request_ids())
     try:
         return await service.outcome(job_id)

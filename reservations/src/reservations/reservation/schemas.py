@@ -88,15 +88,27 @@ class RequestOutcome(CamelModel):
     user_id: int
     event_id: int
     status: RequestStatus
-    reason: RejectReason | None = None
+    reason: RejectReason | None = Field(
+        default=None,
+        description="why a REJECTED request was refused; FAILED: its processing failed on every "
+        "attempt (see `error`), it holds no place and may be sent again",
+    )
     reservation_id: int | None = None
     seq: int | None = Field(default=None, description="arrival order at the gate, per event")
+    error: str | None = Field(
+        default=None,
+        max_length=128,
+        description="for reason FAILED, the class of the error that failed its last attempt",
+    )
 
 
 class EventOutcomes(CamelModel):
     event_id: int
     accepted: int = Field(description="requests accepted (202) for this event")
-    final: int = Field(description="requests with a final outcome: reserved or rejected")
+    final: int = Field(
+        description="requests with a final outcome: reserved or rejected (rejected includes "
+        "FAILED, requests whose processing failed on every attempt)"
+    )
     pending: int = Field(description="requests accepted and not yet final")
     lost: int = Field(
         default=0,

@@ -88,7 +88,7 @@ class ReservationService:
             job_id=row.id, user_id=row.user_id, event_id=row.event_id,
             status=RequestStatus(row.status),
             reason=RejectReason(row.reason) if row.reason else None,
-            reservation_id=row.reservation_id, seq=row.seq,
+            reservation_id=row.reservation_id, seq=row.seq, error=row.error,
         )  # fmt: skip
 
     async def outcomes(self, event_id: int) -> EventOutcomes:
