@@ -5,7 +5,9 @@ batch is what arrived while the previous one was written, so under load a transa
 requests and when idle a request is written at once. A message is acknowledged only after its
 outcome is committed, so a crash at any point leaves it to be redelivered, and the request id makes
 the redelivery harmless. A batch whose transaction fails is written again request by request, so
-one bad request is retried alone and its neighbours are done.
+one bad request is retried alone and its neighbours are done. A request that fails on its last
+attempt gets its final outcome, FAILED (``reservation/settle/failed.py``), and its message still
+goes to the dead letters, for an operator to inspect.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from brokerq import Message
 
-from .channels import ReserveEvent
+from .channels import RESERVATION_MAX_ATTEMPTS, ReserveEvent
 from .log import get_logger
 from .observability.logs import configure_logging, secrets_of
 from .observability.tracing import (
@@ -35,13 +37,14 @@ from .observability.tracing import (
 )
 from .reservation.gate import AdmissionGate
 from .reservation.settle.batch import Incoming, process_batch
+from .reservation.settle.failed import Failure, record_failures
 from .reservation.settle.recovery import DELIVERED_HOLD_MS, maintenance_loop
 from .resources import Resources, open_resources
 from .runtime import freeze_startup_objects
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from brokerq import Consumer
+    from brokerq import Channel, Consumer
 
 __all__ = ["ReservationProcessor", "batch_shape", "consuming", "run_worker"]
 
@@ -58,23 +61,55 @@ def batch_shape(max_parallel: int) -> tuple[int, int]:
 
 
 class ReservationProcessor:
-    """Writes batches of reservation requests; ``handle`` is the brokerq batch handler."""
+    """Writes batches of reservation requests; ``handle`` is the brokerq batch handler.
+
+    ``max_attempts`` is the consumed channel's: a message that fails on that try is
+    dead-lettered, so its request gets its final outcome then."""
 
     def __init__(
-        self, session_factory: async_sessionmaker[AsyncSession], gate: AdmissionGate
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        gate: AdmissionGate,
+        *,
+        max_attempts: int = RESERVATION_MAX_ATTEMPTS,
     ) -> None:
         self.session_factory = session_factory
         self.gate = gate
+        self.max_attempts = max_attempts
 
     async def handle(self, messages: list[Message[ReserveEvent]]) -> dict[str, Exception]:
         """Returns once the outcomes of the batch are committed, with the messages whose request
-        could not be written (brokerq retries them; the others are done)."""
+        could not be written (brokerq retries them, or dead-letters those on their last
+        attempt, whose requests are FAILED by then; the others are done)."""
         with consume_spans(messages) as spans:
             await self._hold(messages)
             failures = await self._write(messages)
             for message_id, error in failures.items():
                 mark_failed(spans.get(message_id), error)
+            if failures:
+                await self._fail_for_good(messages, failures)
         return failures
+
+    async def _fail_for_good(
+        self, batch: list[Message[ReserveEvent]], failures: dict[str, Exception]
+    ) -> None:
+        """Write FAILED for the requests whose last attempt this was. If that fails too, the
+        maintenance pass writes it from the dead letter (``settle.recovery``)."""
+        last = [
+            Failure(m.id, m.data, type(failures[m.id]).__name__)
+            for m in batch
+            if m.id in failures and m.tries >= self.max_attempts
+        ]
+        if not last:
+            return
+        try:
+            await record_failures(self.session_factory, self.gate, last)
+        except Exception as exc:
+            log.warning(
+                "reservation_failure_not_recorded",
+                request_ids=[f.data.requestId for f in last][:20],
+                error=type(exc).__name__,
+            )
 
     async def _hold(self, batch: list[Message[ReserveEvent]]) -> None:
         """Tell recovery the queue has these requests: it must not queue copies of them while
@@ -130,13 +165,20 @@ class ReservationProcessor:
 
 @asynccontextmanager
 async def consuming(
-    resources: Resources, *, max_parallel: int
+    resources: Resources,
+    *,
+    max_parallel: int,
+    channel: Channel[ReserveEvent] | None = None,
 ) -> AsyncIterator[Consumer[ReserveEvent]]:
     """Run one reservation consumer holding up to ``max_parallel`` messages in this event loop
-    (for tests and embedded use)."""
-    processor = ReservationProcessor(resources.session_factory, resources.gate)
+    (for tests and embedded use). ``channel``: the reservation queue declared with other
+    options (fewer attempts, say) than the service's."""
+    channel = channel or resources.channel
+    processor = ReservationProcessor(
+        resources.session_factory, resources.gate, max_attempts=channel.options.max_attempts
+    )
     max_batch, writers = batch_shape(max_parallel)
-    consumer = await resources.channel.consume_batch(
+    consumer = await channel.consume_batch(
         processor.handle, max_batch=max_batch, max_parallel=writers
     )
     try:
@@ -152,7 +194,11 @@ async def run_worker(settings: Settings) -> None:
     configure_tracing("reservations-worker")
     # Two batches are written at once, each in one transaction: few connections suffice.
     async with open_resources(settings, pool_size=4) as resources:
-        processor = ReservationProcessor(resources.session_factory, resources.gate)
+        processor = ReservationProcessor(
+            resources.session_factory,
+            resources.gate,
+            max_attempts=resources.channel.options.max_attempts,
+        )
         freeze_startup_objects()
         max_batch, writers = batch_shape(settings.worker_concurrency)
         worker = Worker(resources.queue)

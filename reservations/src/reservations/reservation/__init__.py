@@ -13,7 +13,8 @@
    conditional update in the same transaction as the reservation rows, a CHECK bounds it and a
    partial unique index allows one live reservation per user and event. The workers' maintenance
    pass (``settle/recovery.py``, ``settle/reconcile.py``) recovers requests that were admitted and
-   never queued and keeps the gate in line with PostgreSQL.
+   never queued and keeps the gate in line with PostgreSQL. A request that fails on every attempt
+   ends FAILED, and its seat goes back (``settle/failed.py``).
 4. ``service.py``: reading outcomes and reservations, and cancelling: the reservation becomes
    CANCELLED and its ticket returns in one transaction, with the gate's release in an outbox.
 """
