@@ -427,7 +427,8 @@ async def test_dead_letters_of_final_requests_are_cleared(
     service: Service, db: asyncpg.Connection
 ) -> None:
     """A dead letter whose request has its final outcome needs nobody: the maintenance pass
-    deletes it; one whose request is not final stays, for an operator to redrive."""
+    deletes it. One whose request has no outcome (its worker could not write FAILED) makes the
+    request FAILED, with the error's class, and stays, for an operator to inspect."""
     from brokerq import Processing
     from reservations.channels import QUEUE_NAME, Admission, ReserveEvent
     from reservations.reservation.settle.recovery import maintenance_pass
@@ -469,3 +470,12 @@ async def test_dead_letters_of_final_requests_are_cleared(
     await maintenance_pass(res.gate, res.channel, res.session_factory)
     (left,) = await res.channel.dead_letters()
     assert left.data is not None and left.data.requestId == stuck
+    outcome = await service.final(stuck)
+    assert (outcome["status"], outcome["reason"], outcome["error"]) == (
+        "REJECTED",
+        "FAILED",
+        "RuntimeError",
+    )
+    assert await service.admitted(event_id) == {users[0]: done}
+    await maintenance_pass(res.gate, res.channel, res.session_factory)
+    assert [d.id for d in await res.channel.dead_letters()] == [left.id]

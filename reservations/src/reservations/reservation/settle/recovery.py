@@ -1,5 +1,5 @@
-"""The workers' maintenance pass: recover requests the API admitted but never queued, keep the
-dead letters free of requests that are final, and keep the gate in line with PostgreSQL.
+"""The workers' maintenance pass: recover requests the API admitted but never queued, give a final
+outcome to requests that reached the dead letters, and keep the gate in line with PostgreSQL.
 
 The API admits a request (one Redis call) and then queues it (another). An API process that dies
 between the two leaves a request that was never answered with 202 but holds a gate place, and
@@ -11,8 +11,10 @@ harmless.
 Only requests no worker has seen are queued again: a worker that receives a request holds it
 away from recovery for ``DELIVERED_HOLD_MS``, far longer than the queue keeps retrying it, so a
 request that fails and waits for its retry is never copied (each copy would end in the dead
-letters of its own). A request whose message reached the dead letters is left there, for an
-operator to inspect and redrive.
+letters of its own). A request whose message reached the dead letters is FAILED: by the worker
+on its last attempt, or here when that write failed too (``failed.py``). Its dead letter stays,
+for an operator to inspect (a redrive changes nothing: the outcome is final); dead letters of
+requests final otherwise are deleted.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -29,20 +32,22 @@ from reservations.channels import Admission, ReserveEvent
 from reservations.log import get_logger
 
 from ..gate import AdmissionGate
-from ..models import RequestStatus
+from ..models import RejectReason, RequestStatus
 from ..repository import ReservationRepository
+from .failed import Failure, error_class, record_failures
 from .reconcile import apply_releases, reconcile_events
 
 if TYPE_CHECKING:
-    from brokerq import Channel
+    from brokerq import Channel, DeadLetter
 
 __all__ = [
     "DELIVERED_HOLD_MS",
     "RECOVERY_GRACE_MS",
-    "clear_final_dead_letters",
+    "DeadLetterReport",
     "maintenance_loop",
     "maintenance_pass",
     "requeue_unfinished",
+    "settle_dead_letters",
 ]
 
 log = get_logger(__name__)
@@ -53,7 +58,10 @@ RECOVERY_GRACE_MS = 30_000
 # Longer than the queue keeps retrying a message (10 attempts, leases of 10 s, backoff to 30 s).
 DELIVERED_HOLD_MS = 15 * 60_000
 _BATCH = 500
-_DEAD_SCAN = 1000
+_DEAD_PAGE = 1000
+# Dead letters of FAILED requests are kept, so they add up until an operator deletes them; a pass
+# reads this many at most.
+_DEAD_SCAN_MAX = 100_000
 
 
 def _now_ms() -> int:
@@ -104,7 +112,8 @@ async def requeue_unfinished(
         dead = await _dead_request_ids(channel)
         held = [p.request_id for p in again if p.request_id in dead]
         again = [p for p in again if p.request_id not in dead]
-        # In the dead letters: the queue has the message, and an operator decides.
+        # In the dead letters and not final: FAILED could not be written yet, and the dead
+        # letters step goes on trying; a copy would only fail again.
         await gate.hold_unfinished(held, now_ms + DELIVERED_HOLD_MS)
     if again:
         await channel.produce_many(
@@ -131,29 +140,102 @@ async def requeue_unfinished(
 
 
 async def _dead_request_ids(channel: Channel[ReserveEvent]) -> set[str]:
-    letters = await channel.dead_letters(limit=_DEAD_SCAN)
-    return {letter.data.requestId for letter in letters if letter.data is not None}
+    found: set[str] = set()
+    for offset in range(0, _DEAD_SCAN_MAX, _DEAD_PAGE):
+        page = await channel.dead_letters(limit=_DEAD_PAGE, offset=offset)
+        found.update(letter.data.requestId for letter in page if letter.data is not None)
+        if len(page) < _DEAD_PAGE:
+            break
+    return found
 
 
-async def clear_final_dead_letters(
-    channel: Channel[ReserveEvent], session_factory: async_sessionmaker[AsyncSession]
-) -> int:
-    """Delete dead letters whose requests are final (a redelivery that failed after its
-    outcome was written, a request finished by a redrive's twin): they need nobody's attention."""
-    letters = [letter for letter in await channel.dead_letters(limit=_DEAD_SCAN) if letter.data]
+@dataclass(slots=True)
+class DeadLetterReport:
+    failed: int = 0
+    """Requests given their final outcome, FAILED, from their dead letters."""
+    cleared: int = 0
+    """Dead letters deleted because their requests are final otherwise."""
+
+
+async def settle_dead_letters(
+    gate: AdmissionGate,
+    channel: Channel[ReserveEvent],
+    session_factory: async_sessionmaker[AsyncSession],
+) -> DeadLetterReport:
+    """Look at every dead letter (up to ``_DEAD_SCAN_MAX``), a page at a time: a request with no
+    final outcome is made FAILED (the worker could not write it on the last attempt) and its
+    letter kept; the letters of FAILED requests are kept, for an operator; the others (a
+    redelivery that failed after its outcome was written, a request finished by a redrive's
+    twin) are deleted: they need nobody's attention."""
+    report = DeadLetterReport()
+    offset = 0
+    while offset < _DEAD_SCAN_MAX:
+        page = await channel.dead_letters(limit=_DEAD_PAGE, offset=offset)
+        failed, cleared = await _settle_page(gate, channel, session_factory, page)
+        report.failed += failed
+        report.cleared += cleared
+        if len(page) < _DEAD_PAGE:
+            break
+        offset += len(page) - cleared  # the deleted ones no longer take a place
+    else:
+        log.warning("dead_letters_not_all_read", read=_DEAD_SCAN_MAX)
+    if report.failed or report.cleared:
+        log.info("dead_letters_settled", failed=report.failed, cleared=report.cleared)
+    return report
+
+
+async def _settle_page(
+    gate: AdmissionGate,
+    channel: Channel[ReserveEvent],
+    session_factory: async_sessionmaker[AsyncSession],
+    page: list[DeadLetter[ReserveEvent]],
+) -> tuple[int, int]:
+    letters = [(letter, letter.data) for letter in page if letter.data is not None]
     if not letters:
-        return 0
+        return 0, 0
     async with session_factory() as session:
         rows = await ReservationRepository(session).requests(
-            [letter.data.requestId for letter in letters if letter.data]
+            list({data.requestId for _, data in letters})
         )
-    final = {row.id for row in rows if row.status != RequestStatus.PENDING}
-    ids = [letter.id for letter in letters if letter.data and letter.data.requestId in final]
-    if ids:
-        deleted = await channel.delete_dead(ids)
-        log.info("final_dead_letters_cleared", count=deleted)
-        return deleted
-    return 0
+    final = {row.id: row for row in rows if row.status != RequestStatus.PENDING}
+    clear = [
+        letter.id
+        for letter, data in letters
+        if data.requestId in final and final[data.requestId].reason != RejectReason.FAILED
+    ]
+    failures = [
+        Failure(letter.id, data, error_class(letter.error))
+        for letter, data in letters
+        if data.requestId not in final
+    ]
+    failed = await _fail(gate, session_factory, failures)
+    cleared = await channel.delete_dead(clear) if clear else 0
+    return failed, cleared
+
+
+async def _fail(
+    gate: AdmissionGate,
+    session_factory: async_sessionmaker[AsyncSession],
+    failures: list[Failure],
+) -> int:
+    """FAILED for all, or one by one when that fails: a request PostgreSQL refuses even so (it
+    keeps refusing its row) must not hold back the others."""
+    if not failures:
+        return 0
+    try:
+        return len(await record_failures(session_factory, gate, failures))
+    except Exception as exc:
+        if len(failures) == 1:
+            log.warning(
+                "dead_letter_failure_not_recorded",
+                request_id=failures[0].data.requestId,
+                error=type(exc).__name__,
+            )
+            return 0
+    failed = 0
+    for failure in failures:
+        failed += await _fail(gate, session_factory, [failure])
+    return failed
 
 
 async def maintenance_pass(
@@ -163,8 +245,9 @@ async def maintenance_pass(
     *,
     pass_number: int | None = None,
 ) -> None:
-    """One of each: apply the gate's outbox, reconcile the gate, recover requests, clear dead
-    letters of final requests. A step that fails is logged and the others still run.
+    """One of each: apply the gate's outbox, reconcile the gate, settle the dead letters (before
+    recovery: a request they make final is not looked at again), recover requests. A step that
+    fails is logged and the others still run.
     ``pass_number`` (see ``reconcile_events``) is None for a pass that checks every event in
     full."""
     await _step("releases", lambda: apply_releases(gate, session_factory))
@@ -174,13 +257,13 @@ async def maintenance_pass(
     stats = await _step("stats", channel.stats)
     if stats is None:
         return
+    if stats.dead:
+        await _step("dead letters", lambda: settle_dead_letters(gate, channel, session_factory))
     grace_ms = RECOVERY_GRACE_MS + stats.lag_ms
     await _step(
         "recovery",
         lambda: requeue_unfinished(gate, channel, session_factory, older_than_ms=grace_ms),
     )
-    if stats.dead:
-        await _step("dead letters", lambda: clear_final_dead_letters(channel, session_factory))
 
 
 async def _step(name: str, run: Callable[[], Awaitable[T]]) -> T | None:
