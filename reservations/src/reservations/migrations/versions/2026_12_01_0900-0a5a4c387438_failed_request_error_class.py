@@ -2,7 +2,7 @@
 
 Revision ID: 0a5a4c387438
 Revises: 7c1e5a9d2f40
-Create Date: 2026-12-08 09:00:00.000000+00:00
+Create Date: 2026-12-01 09:00:00.000000+00:00
 """
 
 from __future__ import annotations
