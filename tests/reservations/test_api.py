@@ -108,6 +108,8 @@ async def test_reservation_is_accepted_with_the_seed_job_shape(
         "reason": None,
         "reservationId": None,
         "seq": 1,
+        "position": 1,
+        "estimatedWaitSeconds": None,
     }
     # The message really is in the queue.
     stats = await api.resources.channel.stats()

@@ -96,8 +96,8 @@ class RequestOutcome(CamelModel):
         ge=1,
         description="while PENDING: the request's place among its event's pending requests, in "
         "arrival order (1: the next of them to be settled). Requests of other events share the "
-        "queue and are not counted. null once final, and for a request queued before the service "
-        "kept lines",
+        "queue and are not counted. null once final, and when its place is not known (queued "
+        "before the service kept lines)",
     )
     estimated_wait_seconds: float | None = Field(
         default=None,
@@ -109,7 +109,8 @@ class RequestOutcome(CamelModel):
         "estimate, not a promise: rough in the first second of settling, and rising while none "
         "of the event's requests is settled. null once final, and when there is no pace to go "
         "by: none of the event's requests was settled while others waited in the last minute "
-        "(before the first batch of a sale, or with the workers stopped)",
+        "(before the event's first batches, with the workers stopped, or when its requests are "
+        "settled as fast as they come)",
     )
 
 

@@ -15,7 +15,8 @@ pass corrects the admitted users of an event in either direction, one compare-an
 Keys, all under ``rsv:``:
 - ``event:<id>``           hash: cap, seq (last sequence number), accepted (requests answered 202),
                            pending (accepted and not yet final), and the event's settle rate
-                           (rate_n, rate_s, rate_at: see ``settle_rate``)
+                           (rate_n, rate_s, rate_at, rate_from: see ``finish.lua`` and
+                           ``settle_rate``)
 - ``event:<id>:admitted``  hash: user id -> request id holding a seat (its count is the number of
                            seats taken; the holder makes every release a compare-and-delete)
 - ``event:<id>:line``      sorted set: the event's requests accepted and not yet final, scored by
