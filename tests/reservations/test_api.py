@@ -109,6 +109,8 @@ async def test_reservation_is_accepted_with_the_seed_job_shape(
         "reservationId": None,
         "seq": 1,
         "error": None,
+        "position": 1,
+        "estimatedWaitSeconds": None,
     }
     # The message really is in the queue.
     stats = await api.resources.channel.stats()

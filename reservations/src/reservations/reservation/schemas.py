@@ -100,6 +100,27 @@ class RequestOutcome(CamelModel):
         max_length=128,
         description="for reason FAILED, the class of the error that failed its last attempt",
     )
+    position: int | None = Field(
+        default=None,
+        ge=1,
+        description="while PENDING: the request's place among its event's pending requests, in "
+        "arrival order (1: the next of them to be settled). Requests of other events share the "
+        "queue and are not counted. null once final, and when its place is not known (queued "
+        "before the service kept lines)",
+    )
+    estimated_wait_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="while PENDING: about how many seconds until the request is settled, if "
+        "the event's requests keep being settled at the pace they were lately: `position` "
+        "divided by that pace (requests settled per second of waiting, weighted to the last "
+        "10 s or so; the workers' share given to other events' requests is already in it). An "
+        "estimate, not a promise: rough in the first second of settling, and rising while none "
+        "of the event's requests is settled. null once final, and when there is no pace to go "
+        "by: none of the event's requests was settled while others waited in the last minute "
+        "(before the event's first batches, with the workers stopped, or when its requests are "
+        "settled as fast as they come)",
+    )
 
 
 class EventOutcomes(CamelModel):

@@ -65,11 +65,16 @@ class ReservationService:
         # The pending marker first: a worker removes it only after committing the outcome, so
         # reading in this order never misses a request in between.
         pending = await self.gate.pending(request_id)
+        # Its place before PostgreSQL too: a request that leaves the line meanwhile is final there.
+        place = None if pending is None else await self.gate.place(pending.event_id, request_id)
         row = await self.repository.request(request_id)
         if row is None and pending is not None:
+            wait_s = None if place is None else place.wait_s
             return RequestOutcome(
                 job_id=request_id, user_id=pending.user_id, event_id=pending.event_id,
                 status=RequestStatus.PENDING, reason=None, reservation_id=None, seq=pending.seq,
+                position=None if place is None else place.position,
+                estimated_wait_seconds=None if wait_s is None else round(wait_s, 3),
             )  # fmt: skip
         if row is None:
             issued = None if self.request_ids is None else self.request_ids.verify(request_id)

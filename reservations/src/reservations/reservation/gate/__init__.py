@@ -8,11 +8,15 @@ from .gate import (
     LOSS_SEQ_GAP,
     UNFINISHED_KEY,
     AdmissionGate,
+    EventKeys,
     EventSnapshot,
     GateCounters,
     GateResult,
     PendingRequest,
+    Place,
     Verdict,
+    event_keys,
+    settle_rate,
 )
 from .snapshot import event_snapshot, opening_sale
 from .users import KEY_PREFIX, remember_user, user_key
@@ -22,13 +26,17 @@ __all__ = [
     "LOSS_SEQ_GAP",
     "UNFINISHED_KEY",
     "AdmissionGate",
+    "EventKeys",
     "EventSnapshot",
     "GateCounters",
     "GateResult",
     "PendingRequest",
+    "Place",
     "Verdict",
+    "event_keys",
     "event_snapshot",
     "opening_sale",
     "remember_user",
+    "settle_rate",
     "user_key",
 ]

@@ -14,9 +14,14 @@ pass corrects the admitted users of an event in either direction, one compare-an
 
 Keys, all under ``rsv:``:
 - ``event:<id>``           hash: cap, seq (last sequence number), accepted (requests answered 202),
-                           pending (accepted and not yet final)
+                           pending (accepted and not yet final), and the event's settle rate
+                           (rate_n, rate_s, rate_at, rate_from: see ``finish.lua`` and
+                           ``settle_rate``)
 - ``event:<id>:admitted``  hash: user id -> request id holding a seat (its count is the number of
                            seats taken; the holder makes every release a compare-and-delete)
+- ``event:<id>:line``      sorted set: the event's requests accepted and not yet final, scored by
+                           seq (a request's rank is its place in line); added with the marker,
+                           removed with it
 - ``user:<id>``            the user exists (see ``reservations.reservation.gate``)
 - ``req:<request id>``     a request that is queued and not yet final (expires as a safety net)
 - ``unfinished``           sorted set: request ids accepted and not yet final, scored by when the
@@ -28,9 +33,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import math
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgspec
 
@@ -39,12 +46,32 @@ from reservations.channels import Admission
 
 from .users import KEY_PREFIX, user_key
 
-__all__ = ["AdmissionGate", "GateCounters", "GateResult", "PendingRequest", "Verdict"]
+__all__ = [
+    "AdmissionGate",
+    "EventKeys",
+    "GateCounters",
+    "GateResult",
+    "PendingRequest",
+    "Place",
+    "Verdict",
+    "event_keys",
+    "settle_rate",
+]
 
 PENDING_TTL_S = 7 * 24 * 3600
 # A gate rebuilt after Redis lost it starts numbering this far past the last number PostgreSQL or
 # the checkpoint knows, so that requests numbered after the checkpoint and lost keep unique numbers.
 LOSS_SEQ_GAP = 1_000_000
+
+# The settle rate's time constant: requests settled this long ago weigh 1/e of the latest ones.
+RATE_TIME_CONSTANT_S = 10.0
+# Until this much settling time is measured, the rate counts it as this long: a cautious figure
+# rather than one batch over the milliseconds between two workers' commits.
+RATE_MIN_SPAN_S = 1.0
+# A rate measured longer ago than this says nothing of the workers' pace now (they may be down).
+RATE_STALE_S = 60.0
+# Requests looked at from the head of a line for leftovers (see ``prune_lines``).
+PRUNE_HEAD = 100
 
 _SEED_CHUNK = 1000
 _FINISH_CHUNK = 500
@@ -79,6 +106,22 @@ class PendingRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Place:
+    """A pending request's place in its event's line."""
+
+    position: int
+    """1 for the next of the event's pending requests to be settled."""
+    rate: float | None
+    """Requests per second at which the event's requests have been settled lately, or None when
+    there is no recent measure (see ``settle_rate``)."""
+
+    @property
+    def wait_s(self) -> float | None:
+        """Seconds until this request is settled, if the pace holds."""
+        return None if self.rate is None else self.position / self.rate
+
+
+@dataclass(frozen=True, slots=True)
 class EventSnapshot:
     """What PostgreSQL knows about an event, to rebuild its gate state."""
 
@@ -99,12 +142,19 @@ class GateCounters(msgspec.Struct, frozen=True):
     """Requests accepted and not yet final."""
 
 
-def _event_key(event_id: int) -> str:
-    return f"{KEY_PREFIX}event:{event_id}"
+class EventKeys(NamedTuple):
+    """The keys of one event's gate state."""
+
+    state: str
+    admitted: str
+    line: str
 
 
-def _admitted_key(event_id: int) -> str:
-    return f"{KEY_PREFIX}event:{event_id}:admitted"
+def event_keys(event_id: int) -> EventKeys:
+    """Every key derived from an event id comes from here, so that they can be kept together
+    (a Redis Cluster hash tag) in one place."""
+    base = f"{KEY_PREFIX}event:{event_id}"
+    return EventKeys(base, f"{base}:admitted", f"{base}:line")
 
 
 def _pending_key(request_id: str) -> str:
@@ -142,24 +192,22 @@ class AdmissionGate:
     async def admit(
         self, *, event_id: int, user_id: int, request_id: str, accepted_at_ms: int
     ) -> GateResult:
+        event = event_keys(event_id)
         keys = [
-            _event_key(event_id),
-            _admitted_key(event_id),
+            event.state,
+            event.admitted,
             user_key(user_id),
             _pending_key(request_id),
             UNFINISHED_KEY,
+            event.line,
         ]
         args: list[str | int] = [user_id, request_id, accepted_at_ms, event_id, PENDING_TTL_S]
         verdict, seq = await _ADMIT.run(self.redis, keys, args)
         return GateResult(Verdict(_text(verdict)), int(seq))
 
     async def undo(self, *, event_id: int, user_id: int, request_id: str) -> None:
-        keys = [
-            _event_key(event_id),
-            _admitted_key(event_id),
-            _pending_key(request_id),
-            UNFINISHED_KEY,
-        ]
+        event = event_keys(event_id)
+        keys = [event.state, event.admitted, _pending_key(request_id), UNFINISHED_KEY, event.line]
         await _UNDO.run(self.redis, keys, [user_id, request_id])
 
     async def release(self, *, event_id: int, user_id: int, request_id: str | None = None) -> bool:
@@ -171,14 +219,14 @@ class AdmissionGate:
         if not seats:
             return 0
         args = [v for user_id, holder in seats for v in (user_id, holder or "")]
-        return int(await _RELEASE.run(self.redis, [_admitted_key(event_id)], args))
+        return int(await _RELEASE.run(self.redis, [event_keys(event_id).admitted], args))
 
     async def restore_many(self, event_id: int, seats: Mapping[int, str]) -> int:
         """Give a seat to each user that does not hold one; returns how many were given."""
         if not seats:
             return 0
         args = [v for user_id, holder in seats.items() for v in (user_id, holder)]
-        return int(await _RESTORE.run(self.redis, [_admitted_key(event_id)], args))
+        return int(await _RESTORE.run(self.redis, [event_keys(event_id).admitted], args))
 
     async def holders(self, event_id: int) -> dict[int, str]:
         """User id -> request id of every seat the gate counts for the event."""
@@ -186,22 +234,22 @@ class AdmissionGate:
 
     async def holders_many(self, event_ids: Sequence[int]) -> dict[int, dict[int, str]]:
         """``holders`` of several events, in one round trip."""
-        replies = await self.redis.call_many(("HGETALL", _admitted_key(e)) for e in event_ids)
+        replies = await self.redis.call_many(("HGETALL", event_keys(e).admitted) for e in event_ids)
         return {
             event_id: {int(raw[i]): _text(raw[i + 1]) for i in range(0, len(raw), 2)}
             for event_id, raw in zip(event_ids, replies, strict=True)
         }
 
     async def seed(self, event_id: int, snapshot: EventSnapshot) -> bool:
-        admitted = _admitted_key(event_id)
+        event = event_keys(event_id)
         seats = list(snapshot.holders.items())
         for start in range(0, len(seats), _SEED_CHUNK):
             await self.redis.call_many(
-                ("HSETNX", admitted, user_id, holder)
+                ("HSETNX", event.admitted, user_id, holder)
                 for user_id, holder in seats[start : start + _SEED_CHUNK]
             )
         args = [snapshot.capacity, snapshot.last_seq, snapshot.accepted]
-        return bool(await _SEED.run(self.redis, [_event_key(event_id), admitted], args))
+        return bool(await _SEED.run(self.redis, [event.state, event.admitted], args))
 
     async def seed_once(
         self, event_id: int, load: Callable[[], Awaitable[EventSnapshot | None]]
@@ -237,10 +285,10 @@ class AdmissionGate:
     async def catch_up(self, event_id: int, *, accepted: int, seq: int) -> bool:
         """Move the event's counters up to a checkpoint they fell behind; True if they moved."""
         args = [accepted, seq, LOSS_SEQ_GAP]
-        return bool(await _CATCH_UP.run(self.redis, [_event_key(event_id)], args))
+        return bool(await _CATCH_UP.run(self.redis, [event_keys(event_id).state], args))
 
     async def forget_event(self, event_id: int) -> None:
-        await self.redis.call("DEL", _event_key(event_id), _admitted_key(event_id))
+        await self.redis.call("DEL", *event_keys(event_id))
 
     async def counters(self, event_id: int) -> GateCounters | None:
         return (await self.counters_many([event_id]))[event_id]
@@ -249,10 +297,10 @@ class AdmissionGate:
         """The counters of each event, None where the gate does not know it; one round trip."""
         replies = await self.redis.call_many(
             command
-            for event_id in event_ids
+            for event in map(event_keys, event_ids)
             for command in (
-                ("HMGET", _event_key(event_id), "cap", "accepted", "seq", "pending"),
-                ("HLEN", _admitted_key(event_id)),
+                ("HMGET", event.state, "cap", "accepted", "seq", "pending"),
+                ("HLEN", event.admitted),
             )
         )
         found: dict[int, GateCounters | None] = {}
@@ -293,8 +341,58 @@ class AdmissionGate:
         for event_id, ids in by_event.items():
             for start in range(0, len(ids), _FINISH_CHUNK):
                 chunk = ids[start : start + _FINISH_CHUNK]
-                keys = [_event_key(event_id), UNFINISHED_KEY, *map(_pending_key, chunk)]
-                await _FINISH.run(self.redis, keys, chunk)
+                event = event_keys(event_id)
+                keys = [event.state, event.line, UNFINISHED_KEY, *map(_pending_key, chunk)]
+                await _FINISH.run(self.redis, keys, [RATE_TIME_CONSTANT_S, *chunk])
+
+    async def place(self, event_id: int, request_id: str) -> Place | None:
+        """Where a pending request stands in its event's line; None if it is not in it (final,
+        or queued before the line existed)."""
+        event = event_keys(event_id)
+        rank, (settled, span_s, at_ms, from_ms), (seconds, micros) = await self.redis.call_many(
+            [
+                ("ZRANK", event.line, request_id),
+                ("HMGET", event.state, "rate_n", "rate_s", "rate_at", "rate_from"),
+                ("TIME",),  # Redis's clock, which wrote the rate's times
+            ]
+        )
+        if rank is None:
+            return None
+        rate = None
+        if settled is not None and span_s is not None and at_ms is not None:
+            rate = settle_rate(
+                settled=float(settled),
+                span_s=float(span_s),
+                at_ms=float(at_ms),
+                from_ms=None if from_ms is None else float(from_ms),
+                now_ms=int(seconds) * 1000 + int(micros) / 1000,
+            )
+        return Place(position=int(rank) + 1, rate=rate)
+
+    async def prune_lines(self, event_ids: Sequence[int]) -> int:
+        """Take out of the events' lines the requests whose markers are gone; returns how many.
+
+        The scripts add and remove a request's marker and its place in line together, so only a
+        marker that expired or was evicted leaves a place behind (or a worker of a version that
+        knew no lines): it would count ahead of every later request for ever. Only the head of
+        each line is looked at: such a place stays behind while the requests around it are
+        settled, so it reaches the head. A marker once gone never comes back, so this cannot race
+        with the scripts.
+        """
+        lines = [event_keys(event_id).line for event_id in event_ids]
+        heads = [
+            [_text(r) for r in raw]
+            for raw in await self.redis.call_many(
+                ("ZRANGE", line, 0, PRUNE_HEAD - 1) for line in lines
+            )
+        ]
+        live = await self.pending_many([r for head in heads for r in head])
+        gone = [
+            (line, [r for r in head if r not in live])
+            for line, head in zip(lines, heads, strict=True)
+        ]
+        commands = [("ZREM", line, *ids) for line, ids in gone if ids]
+        return sum(int(n) for n in await self.redis.call_many(commands)) if commands else 0
 
     async def forget_unfinished(self, request_ids: Sequence[str]) -> None:
         """Stop watching requests whose markers are gone (nothing is left to rebuild them)."""
@@ -321,6 +419,24 @@ class AdmissionGate:
         """A best-effort lock that expires by itself (for periodic jobs, not for correctness)."""
         key = f"{KEY_PREFIX}lock:{name}"
         return await self.redis.call("SET", key, b"1", "NX", "PX", ttl_ms) is not None
+
+
+def settle_rate(
+    *, settled: float, span_s: float, at_ms: float, from_ms: float | None, now_ms: float
+) -> float | None:
+    """Requests per second, from the event's exponentially weighted count ``settled`` over the
+    ``span_s`` seconds it took, both as of ``at_ms``; None if that is older than ``RATE_STALE_S``.
+
+    ``from_ms`` is set while requests wait: the time since then, with nothing settled, weighs in
+    as such, so that the rate falls when the workers stop rather than hold its last value.
+    """
+    if now_ms - at_ms > RATE_STALE_S * 1000 or settled <= 0:
+        return None
+    if from_ms is not None and now_ms > from_ms:
+        waited_s = (now_ms - from_ms) / 1000
+        keep = math.exp(-waited_s / RATE_TIME_CONSTANT_S)
+        settled, span_s = settled * keep, span_s * keep + waited_s
+    return settled / max(span_s, RATE_MIN_SPAN_S)
 
 
 def _parse_marker(request_id: str, text: str) -> PendingRequest:

@@ -13,7 +13,8 @@ PostgreSQL again within one interval of Redis answering:
   gate's counters are checkpointed; where the number of seats the gate counts differs from the
   tickets PostgreSQL has reserved, the event's seats are corrected user by user in that pass. A
   drift that leaves the numbers equal (a seat lost and another held by nobody) is found by the
-  full comparison every event gets once in ``FULL_CHECK_PASSES`` passes.
+  full comparison every event gets once in ``FULL_CHECK_PASSES`` passes. Places left in an
+  event's line by requests whose markers expired or were evicted are taken out (``prune_lines``).
 
 The correction never races live admissions: Redis is read before PostgreSQL (a request finishes in
 PostgreSQL before its marker leaves Redis), PostgreSQL is read in one snapshot, and each change is a
@@ -58,6 +59,8 @@ class ReconcileReport:
     """Seats taken back from requests that are final or gone."""
     restored: int = 0
     """Seats given back to users PostgreSQL says hold a reservation."""
+    pruned: int = 0
+    """Places in line taken from requests whose markers were gone."""
 
 
 async def apply_releases(
@@ -111,6 +114,10 @@ async def reconcile_events(
         after = events[-1][0]
         report.events += len(events)
         counters = await gate.counters_many([event_id for event_id, _, _ in events])
+        pruned = await gate.prune_lines(list(counters))
+        if pruned:
+            report.pruned += pruned
+            log.warning("admission_line_pruned", count=pruned)
         async with session_factory() as session:
             seen = await ReservationRepository(session).checkpoints(list(counters))
         checkpoints: list[tuple[int, int, int]] = []

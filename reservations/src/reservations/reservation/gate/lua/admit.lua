@@ -16,4 +16,5 @@ end
 local marker = ARGV[4] .. ':' .. ARGV[1] .. ':' .. seq .. ':' .. ARGV[3] .. ':' .. verdict
 redis.call('SET', KEYS[4], marker, 'EX', ARGV[5])
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[6], seq, ARGV[2])
 return {verdict, seq}

@@ -4,5 +4,6 @@ if redis.call('DEL', KEYS[3]) == 1 and redis.call('HEXISTS', KEYS[1], 'cap') == 
   redis.call('HINCRBY', KEYS[1], 'pending', -1)
 end
 redis.call('ZREM', KEYS[4], ARGV[2])
+redis.call('ZREM', KEYS[5], ARGV[2])
 if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[2], ARGV[1]) end
 return 1
