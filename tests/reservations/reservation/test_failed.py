@@ -101,6 +101,7 @@ def failed(job_id: str, user_id: int, event_id: int) -> dict[str, Any]:
     return {
         "jobId": job_id, "userId": user_id, "eventId": event_id, "status": "REJECTED",
         "reason": "FAILED", "reservationId": None, "seq": 1, "error": REFUSED,
+        "position": None, "estimatedWaitSeconds": None,
     }  # fmt: skip
 
 
