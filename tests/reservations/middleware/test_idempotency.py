@@ -4,6 +4,7 @@ kept, and a retry while the first request still runs (on another API process).""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import asyncpg  # type: ignore[import-untyped]
 
@@ -250,3 +251,19 @@ async def test_every_post_documents_the_header_and_its_answers(api: Api) -> None
             success = [r for status, r in responses.items() if status.startswith("2")]
             assert all("Idempotent-Replayed" in r["headers"] for r in success), path
     assert posts == 7
+
+
+async def test_a_keyed_body_over_the_limit_is_413_and_keeps_no_key(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    """Streamed without a length, the body is cut off at the limit while the key's middleware
+    reads it, before anything is claimed."""
+    limit = api.resources.settings.max_body_bytes
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(limit // 1024 + 2):
+            yield b" " * 1024
+
+    r = await api.client.post("/user", content=chunks(), headers=keyed("too-big"))
+    assert r.status_code == 413, r.text
+    assert await key_rows(db) == []
