@@ -89,7 +89,7 @@ async def clean(database_url: str, redis_url: str) -> None:
     try:
         await conn.execute(
             "TRUNCATE reservation_requests, reservations, events, users, gate_releases, "
-            "gate_checkpoints RESTART IDENTITY CASCADE"
+            "gate_checkpoints, idempotency_keys RESTART IDENTITY CASCADE"
         )
     finally:
         await conn.close()

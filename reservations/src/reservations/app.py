@@ -19,9 +19,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .deps import ResourcesDep
 from .errors import DomainError, Unavailable, error_response
 from .event.router import router as events_router
+from .idempotency.openapi import document_idempotency
 from .log import get_logger
 from .middleware.body_limit import BodySizeLimit
 from .middleware.fast_lane import ReservationFastLane
+from .middleware.idempotency import IdempotencyKeys
 from .observability import install
 from .observability.logs import configure_logging, secrets_of
 from .observability.tracing import configure_tracing
@@ -72,8 +74,11 @@ def create_app(settings: Settings) -> FastAPI:
     # Added first, so it is the innermost middleware: any added later (observability) still see
     # the requests it serves.
     app.add_middleware(ReservationFastLane)
-    # Outside the fast lane, so that its requests are capped too.
+    # Outside the fast lane, so that the reservation POST takes Idempotency-Key too.
+    app.add_middleware(IdempotencyKeys)
+    # Outside both, so that their requests are capped too (the body the keys middleware reads).
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    document_idempotency(app)
     _install_error_handlers(app)
 
     @app.get("/health", tags=["health"])

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from reservations.db import Base
 from reservations.event import models as _event_models  # noqa: F401  (registers the tables)
+from reservations.idempotency import models as _idempotency_models  # noqa: F401
 from reservations.reservation import models as _reservation_models  # noqa: F401
 from reservations.user import models as _user_models  # noqa: F401
 

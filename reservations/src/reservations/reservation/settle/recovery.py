@@ -1,5 +1,6 @@
 """The workers' maintenance pass: recover requests the API admitted but never queued, give a final
-outcome to requests that reached the dead letters, and keep the gate in line with PostgreSQL.
+outcome to requests that reached the dead letters, keep the gate in line with PostgreSQL, and
+delete idempotency keys past their 24 h.
 
 The API admits a request (one Redis call) and then queues it (another). An API process that dies
 between the two leaves a request that was never answered with 202 but holds a gate place, and
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from reservations.channels import Admission, ReserveEvent
+from reservations.idempotency.store import delete_expired
 from reservations.log import get_logger
 
 from ..gate import AdmissionGate
@@ -245,15 +247,16 @@ async def maintenance_pass(
     *,
     pass_number: int | None = None,
 ) -> None:
-    """One of each: apply the gate's outbox, reconcile the gate, settle the dead letters (before
-    recovery: a request they make final is not looked at again), recover requests. A step that
-    fails is logged and the others still run.
+    """One of each: apply the gate's outbox, reconcile the gate, delete expired idempotency keys,
+    settle the dead letters (before recovery: a request they make final is not looked at again),
+    recover requests. A step that fails is logged and the others still run.
     ``pass_number`` (see ``reconcile_events``) is None for a pass that checks every event in
     full."""
     await _step("releases", lambda: apply_releases(gate, session_factory))
     await _step(
         "reconcile", lambda: reconcile_events(gate, session_factory, pass_number=pass_number)
     )
+    await _step("idempotency keys", lambda: delete_expired(session_factory))
     stats = await _step("stats", channel.stats)
     if stats is None:
         return
