@@ -28,7 +28,7 @@ from .models import (
     ServiceKey,
 )
 
-__all__ = ["CapacityConflict", "ClaimRow", "Decision", "FailedRow", "ReservationRepository"]
+__all__ = ["CapacityConflict", "ClaimRow", "Decision", "ReservationRepository"]
 
 
 # An IN list of at most this many ids per query.
@@ -42,24 +42,16 @@ class CapacityConflict(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class ClaimRow:
     request_id: str
-    message_id: str
+    message_id: str | None
+    """None for a failure recorded without its message (a dead letter may not have one)."""
     event_id: int
     user_id: int
     seq: int
     status: RequestStatus
     reason: RejectReason | None
     accepted_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class FailedRow:
-    request_id: str
-    message_id: str | None
-    event_id: int
-    user_id: int
-    seq: int
-    error: str
-    accepted_at: datetime
+    error: str | None = None
+    """The class of the error, for a FAILED outcome only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,24 +65,12 @@ class Decision:
 _CLAIM = text(
     """
     INSERT INTO reservation_requests
-        (id, message_id, event_id, user_id, seq, status, reason, accepted_at)
+        (id, message_id, event_id, user_id, seq, status, reason, error, accepted_at)
     SELECT * FROM unnest(
         CAST(:ids AS varchar[]), CAST(:message_ids AS varchar[]), CAST(:event_ids AS int[]),
         CAST(:user_ids AS int[]), CAST(:seqs AS bigint[]), CAST(:statuses AS varchar[]),
-        CAST(:reasons AS varchar[]), CAST(:accepted AS timestamptz[]))
-    ON CONFLICT (id) DO NOTHING
-    RETURNING id
-    """
-)
-
-_FAIL = text(
-    """
-    INSERT INTO reservation_requests
-        (id, message_id, event_id, user_id, seq, status, reason, error, accepted_at)
-    SELECT i, m, e, u, q, 'REJECTED', 'FAILED', x, a FROM unnest(
-        CAST(:ids AS varchar[]), CAST(:message_ids AS varchar[]), CAST(:event_ids AS int[]),
-        CAST(:user_ids AS int[]), CAST(:seqs AS bigint[]), CAST(:errors AS varchar[]),
-        CAST(:accepted AS timestamptz[])) AS p(i, m, e, u, q, x, a)
+        CAST(:reasons AS varchar[]), CAST(:errors AS varchar[]),
+        CAST(:accepted AS timestamptz[]))
     ON CONFLICT (id) DO NOTHING
     RETURNING id
     """
@@ -405,8 +385,11 @@ class ReservationRepository:
     # -- the workers' batch ------------------------------------------------------------------
 
     async def claim(self, rows: Sequence[ClaimRow]) -> set[str]:
-        """Insert the outcome rows; returns the ids that were new (the others are done already).
+        """Insert the outcome rows; returns the ids that were new (the others are done already,
+        and keep their outcome).
 
+        A row is PENDING for the batch to decide, or already final: a gate rejection, or FAILED
+        with its error for a request whose processing failed for good (``settle/failed.py``).
         A concurrent transaction claiming the same id makes this wait for it, then skip the id.
         """
         if not rows:
@@ -421,24 +404,6 @@ class ReservationRepository:
                 "seqs": [r.seq for r in rows],
                 "statuses": [r.status.value for r in rows],
                 "reasons": [r.reason.value if r.reason else None for r in rows],
-                "accepted": [r.accepted_at for r in rows],
-            },
-        )
-        return {row[0] for row in result}
-
-    async def fail(self, rows: Sequence[FailedRow]) -> set[str]:
-        """Make REJECTED/FAILED the final outcome of requests that have none; returns the ids
-        written (a request already final keeps its outcome)."""
-        if not rows:
-            return set()
-        result = await self.session.execute(
-            _FAIL,
-            {
-                "ids": [r.request_id for r in rows],
-                "message_ids": [r.message_id for r in rows],
-                "event_ids": [r.event_id for r in rows],
-                "user_ids": [r.user_id for r in rows],
-                "seqs": [r.seq for r in rows],
                 "errors": [r.error for r in rows],
                 "accepted": [r.accepted_at for r in rows],
             },

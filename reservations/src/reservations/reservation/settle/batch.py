@@ -20,6 +20,7 @@ from reservations.log import get_logger
 from ..gate import AdmissionGate
 from ..models import RejectReason, RequestStatus
 from ..repository import ClaimRow, Decision, ReservationRepository
+from . import first_per_request
 
 __all__ = ["Incoming", "process_batch"]
 
@@ -46,10 +47,7 @@ async def process_batch(
 
     Requests already finished (redeliveries) are not changed; their recorded decision is returned.
     """
-    unique: dict[str, Incoming] = {}
-    for item in batch:
-        unique.setdefault(item.data.requestId, item)
-    items = list(unique.values())
+    items = first_per_request(batch)
 
     async with session_factory() as session, session.begin():
         repository = ReservationRepository(session)

@@ -29,7 +29,9 @@ from reservations.channels import Admission, ReserveEvent
 from reservations.log import get_logger
 
 from ..gate import AdmissionGate
-from ..repository import FailedRow, ReservationRepository
+from ..models import RejectReason, RequestStatus
+from ..repository import ClaimRow, ReservationRepository
+from . import first_per_request
 
 __all__ = ["Failure", "error_class", "record_failures"]
 
@@ -60,14 +62,11 @@ async def record_failures(
     """Make FAILED the final outcome of each request that has none, with its seat's release in
     the same transaction; then hand the seats back and finish the requests in the gate. Returns
     the request ids newly failed. Raises if PostgreSQL refuses the write (nothing is written)."""
-    unique: dict[str, Failure] = {}
-    for failure in failures:
-        unique.setdefault(failure.data.requestId, failure)
-    items = list(unique.values())
+    items = first_per_request(failures)
 
     async with session_factory() as session, session.begin():
         repository = ReservationRepository(session)
-        failed = await repository.fail([_row(item) for item in items])
+        failed = await repository.claim([_row(item) for item in items])
         seats = [
             (item.data.eventId, item.data.userId, item.data.requestId)
             for item in items
@@ -91,16 +90,18 @@ async def record_failures(
     return failed
 
 
-def _row(failure: Failure) -> FailedRow:
+def _row(failure: Failure) -> ClaimRow:
     data = failure.data
-    return FailedRow(
+    return ClaimRow(
         request_id=data.requestId,
         message_id=failure.message_id,
         event_id=data.eventId,
         user_id=data.userId,
         seq=data.seq,
-        error=failure.error[:ERROR_LENGTH],
+        status=RequestStatus.REJECTED,
+        reason=RejectReason.FAILED,
         accepted_at=datetime.fromtimestamp(data.acceptedAtMs / 1000, tz=UTC),
+        error=failure.error[:ERROR_LENGTH],
     )
 
 
