@@ -15,12 +15,16 @@ if TYPE_CHECKING:
     from brokerq.channel import Channel
 
 __all__ = [
+    "HOLD_JOB_NAME",
+    "HOLD_QUEUE_NAME",
     "JOB_NAME",
     "QUEUE_NAME",
     "RESERVATION_LEASE",
     "RESERVATION_MAX_ATTEMPTS",
     "Admission",
+    "HoldExpiry",
     "ReserveEvent",
+    "hold_channel",
     "queue_adapter",
     "reservation_channel",
 ]
@@ -32,6 +36,8 @@ JOB_NAME = "reserveEvent"
 # busy machine delays a renewal (harmless, the request id makes them no-ops, but wasted work).
 RESERVATION_LEASE = "10s"
 RESERVATION_MAX_ATTEMPTS = 10
+HOLD_QUEUE_NAME = "reservation-hold-expiry"
+HOLD_JOB_NAME = "expireHold"
 
 
 class Admission(enum.StrEnum):
@@ -56,13 +62,22 @@ class ReserveEvent(msgspec.Struct, frozen=True, kw_only=True):
     acceptedAtMs: int
 
 
+class HoldExpiry(msgspec.Struct, frozen=True, kw_only=True):
+    """A hold's timer: delayed until the hold's end, when a worker expires it unless it was
+    confirmed or released meanwhile (queued in the transaction that writes the hold)."""
+
+    reservationId: int
+    eventId: int
+    expiresAtMs: int
+
+
 def queue_adapter(engine: str, redis_url: str) -> Adapter:
     """The queue engine: brokerq's own Redis layout, or BullMQ's (``QUEUE_ENGINE=bullmq``), where
     Node BullMQ producers and workers (the seed's NestJS services) share the queue."""
     if engine == "bullmq":
         from brokerq.bullmq import BullMQAdapter
 
-        return BullMQAdapter(redis_url, job_names={QUEUE_NAME: JOB_NAME}, remove_on_complete=True)
+        return BullMQAdapter(redis_url, job_names={QUEUE_NAME: JOB_NAME, HOLD_QUEUE_NAME: HOLD_JOB_NAME}, remove_on_complete=True)
     from brokerq.redis import RedisAdapter
 
     return RedisAdapter(redis_url)
@@ -80,4 +95,20 @@ def reservation_channel(queue: BrokerQueue) -> Channel[ReserveEvent]:
         max_attempts=RESERVATION_MAX_ATTEMPTS,
         retry_backoff="200ms",
         max_retry_backoff="30s",
+    )
+
+
+def hold_channel(queue: BrokerQueue) -> Channel[HoldExpiry]:
+    from brokerq import Processing
+
+    return queue.channel(
+        HOLD_QUEUE_NAME,
+        HoldExpiry,
+        # Expiring is a conditional update of the hold's row: a second delivery changes nothing.
+        process=Processing.AT_LEAST_ONCE,
+        lease=RESERVATION_LEASE,
+        max_attempts=RESERVATION_MAX_ATTEMPTS,
+        retry_backoff="100ms",
+        # A retry waits no longer than the backstop's lag (see ``settle/holds.py``).
+        max_retry_backoff="1s",
     )

@@ -1,5 +1,5 @@
-"""What the API and the workers share: the database engine, Redis, the queue and its channel,
-the admission gate; opened once per process (``open_resources``), closed with it."""
+"""What the API and the workers share: the database engine, Redis, the queue and its channels
+(reservation requests, holds' timers), the admission gate; opened once per process (``open_resources``), closed with it."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from .settings import Settings
 if TYPE_CHECKING:
     from brokerq import BrokerQueue, Channel
 
-    from .channels import ReserveEvent
+    from .channels import HoldExpiry, ReserveEvent
     from .reservation.gate import AdmissionGate
     from .reservation.request_ids import RequestIds
 
@@ -35,6 +35,7 @@ class Resources:
     queue: BrokerQueue
     channel: Channel[ReserveEvent]
     gate: AdmissionGate
+    holds: Channel[HoldExpiry]
     limiter: RateLimiter | None = field(init=False)
     _request_ids: RequestIds | None = field(init=False, default=None)
     _request_ids_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
@@ -61,7 +62,7 @@ async def open_resources(
     """What the API and the workers share: database engine, Redis, the queue and its channel."""
     from brokerq import BrokerQueue
 
-    from .channels import queue_adapter, reservation_channel
+    from .channels import hold_channel, queue_adapter, reservation_channel
     from .db import create_engine, create_session_factory
     from .reservation.gate import AdmissionGate
 
@@ -83,6 +84,7 @@ async def open_resources(
             queue=queue,
             channel=reservation_channel(queue),
             gate=AdmissionGate(redis),
+            holds=hold_channel(queue),
         )
         yield resources
     finally:

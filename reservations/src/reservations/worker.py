@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from brokerq import Message
 
-from .channels import RESERVATION_MAX_ATTEMPTS, ReserveEvent
+from .channels import RESERVATION_MAX_ATTEMPTS, HoldExpiry, ReserveEvent
 from .log import get_logger
 from .observability.logs import configure_logging, secrets_of
 from .observability.tracing import (
@@ -38,6 +38,7 @@ from .observability.tracing import (
 from .reservation.gate import AdmissionGate
 from .reservation.settle.batch import Incoming, process_batch
 from .reservation.settle.failed import Failure, record_failures
+from .reservation.settle.holds import HoldExpirer
 from .reservation.settle.recovery import DELIVERED_HOLD_MS, maintenance_loop
 from .resources import Resources, open_resources
 from .runtime import freeze_startup_objects
@@ -52,6 +53,8 @@ log = get_logger(__name__)
 
 WRITERS = 2
 """Batches written at once: while one transaction commits, the next batch is written."""
+HOLD_BATCH = 500
+"""Due holds' timers expired in one transaction."""
 
 
 def batch_shape(max_parallel: int) -> tuple[int, int]:
@@ -64,7 +67,8 @@ class ReservationProcessor:
     """Writes batches of reservation requests; ``handle`` is the brokerq batch handler.
 
     ``max_attempts`` is the consumed channel's: a message that fails on that try is
-    dead-lettered, so its request gets its final outcome then."""
+    dead-lettered, so its request gets its final outcome then. ``timers``: the hold channel
+    (see ``settle/holds.py``)."""
 
     def __init__(
         self,
@@ -72,10 +76,12 @@ class ReservationProcessor:
         gate: AdmissionGate,
         *,
         max_attempts: int = RESERVATION_MAX_ATTEMPTS,
+        timers: Channel[HoldExpiry] | None = None,
     ) -> None:
         self.session_factory = session_factory
         self.gate = gate
         self.max_attempts = max_attempts
+        self.timers = timers
 
     async def handle(self, messages: list[Message[ReserveEvent]]) -> dict[str, Exception]:
         """Returns once the outcomes of the batch are committed, with the messages whose request
@@ -121,7 +127,10 @@ class ReservationProcessor:
         try:
             with db_write_span([m.id for m in batch]):
                 decisions = await process_batch(
-                    self.session_factory, self.gate, [Incoming(m.id, m.data) for m in batch]
+                    self.session_factory,
+                    self.gate,
+                    [Incoming(m.id, m.data) for m in batch],
+                    timers=self.timers,
                 )
         except Exception as exc:
             if len(batch) == 1:
@@ -175,9 +184,16 @@ async def consuming(
     options (fewer attempts, say) than the service's."""
     channel = channel or resources.channel
     processor = ReservationProcessor(
-        resources.session_factory, resources.gate, max_attempts=channel.options.max_attempts
+        resources.session_factory,
+        resources.gate,
+        max_attempts=channel.options.max_attempts,
+        timers=resources.holds,
     )
     max_batch, writers = batch_shape(max_parallel)
+    expirer = HoldExpirer(resources.session_factory, resources.gate, resources.holds)
+    timers = await resources.holds.consume_batch(
+        expirer.handle, max_batch=HOLD_BATCH, max_parallel=1
+    )
     consumer = await channel.consume_batch(
         processor.handle, max_batch=max_batch, max_parallel=writers
     )
@@ -185,6 +201,7 @@ async def consuming(
         yield consumer
     finally:
         await consumer.close()
+        await timers.close()
 
 
 async def run_worker(settings: Settings) -> None:
@@ -198,13 +215,16 @@ async def run_worker(settings: Settings) -> None:
             resources.session_factory,
             resources.gate,
             max_attempts=resources.channel.options.max_attempts,
+            timers=resources.holds,
         )
+        expirer = HoldExpirer(resources.session_factory, resources.gate, resources.holds)
         freeze_startup_objects()
         max_batch, writers = batch_shape(settings.worker_concurrency)
         worker = Worker(resources.queue)
         worker.add_batch(
             resources.channel, processor.handle, max_batch=max_batch, max_parallel=writers
         )
+        worker.add_batch(resources.holds, expirer.handle, max_batch=HOLD_BATCH, max_parallel=1)
         recovery = asyncio.create_task(
             maintenance_loop(
                 resources.gate,

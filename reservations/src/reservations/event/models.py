@@ -16,6 +16,9 @@ class Event(Timestamps, Base):
         CheckConstraint(
             "reserved >= 0 AND reserved <= max_tickets", name="reserved_within_capacity"
         ),
+        CheckConstraint(
+            "hold_seconds IS NULL OR hold_seconds BETWEEN 1 AND 86400", name="hold_seconds_range"
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
@@ -23,5 +26,9 @@ class Event(Timestamps, Base):
     date: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     location: Mapped[str] = mapped_column(String(200), nullable=False)
     max_tickets: Mapped[int] = mapped_column(Integer, nullable=False)
-    # Tickets held by RESERVED reservations, kept in the same transaction as every insert or cancel.
+    # Seats taken by HELD and RESERVED reservations, kept in the same transaction as every change
+    # of a reservation's status.
     reserved: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # Sold with holds: a won request holds its seat this long, until confirmed; None: the seed's
+    # sale, a won request is RESERVED at once.
+    hold_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)

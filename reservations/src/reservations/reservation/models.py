@@ -21,13 +21,27 @@ from reservations.db import Base
 
 
 class ReservationStatus(enum.StrEnum):
+    HELD = "HELD"
+    """Won in an event sold with holds: the seat is the holder's until ``expires_at``, unless
+    they confirm it (RESERVED) or release it first."""
     RESERVED = "RESERVED"
     CANCELLED = "CANCELLED"
+    EXPIRED = "EXPIRED"
+    """A hold that was not confirmed in time; its seat went back on sale."""
+    RELEASED = "RELEASED"
+    """A hold its holder gave up; its seat went back on sale."""
+
+
+LIVE_STATUSES = (ReservationStatus.HELD, ReservationStatus.RESERVED)
+"""Reservations that take a seat."""
 
 
 class RequestStatus(enum.StrEnum):
     PENDING = "PENDING"
     RESERVED = "RESERVED"
+    HELD = "HELD"
+    """Won a seat in an event sold with holds: its reservation is HELD until confirmed,
+    released or expired (the reservation's status tells which)."""
     REJECTED = "REJECTED"
     LOST = "LOST"
     """Accepted (202), then lost with the queue's Redis data before it was processed: the
@@ -47,15 +61,17 @@ class RejectReason(enum.StrEnum):
 class Reservation(Base):
     __tablename__ = "reservations"
     __table_args__ = (
-        # One live reservation per user and event; a cancelled one does not block a new request.
+        # One live reservation per user and event; an ended one does not block a new request.
         Index(
-            "uq_reservations_event_id_user_id_reserved",
+            "uq_reservations_event_id_user_id_live",
             "event_id",
             "user_id",
             unique=True,
-            postgresql_where=text("status = 'RESERVED'"),
+            postgresql_where=text("status IN ('HELD', 'RESERVED')"),
         ),
         Index("ix_reservations_event_id_id", "event_id", "id"),
+        # The expiry backstop's scan: holds whose timer was lost (see ``settle/holds.py``).
+        Index("ix_reservations_held_expires_at", "expires_at", postgresql_where=text("status = 'HELD'")),
     )
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
@@ -65,8 +81,12 @@ class Reservation(Base):
     reserved_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), nullable=False
     )
+    # When it stopped taking a seat: cancelled, expired or released.
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     request_id: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    # A hold's end unless confirmed before (HELD only; kept afterwards, for the record).
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class ReservationRequest(Base):

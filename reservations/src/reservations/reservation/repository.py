@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .models import (
+    LIVE_STATUSES,
     GateCheckpoint,
     GateRelease,
     RejectReason,
@@ -28,7 +29,16 @@ from .models import (
     ServiceKey,
 )
 
-__all__ = ["CapacityConflict", "ClaimRow", "Decision", "ReservationRepository"]
+__all__ = [
+    "CapacityConflict",
+    "ClaimRow",
+    "Decision",
+    "EndedHold",
+    "EventLock",
+    "HoldTimer",
+    "ReservationRepository",
+    "Winner",
+]
 
 
 # An IN list of at most this many ids per query.
@@ -62,6 +72,43 @@ class Decision:
     reservation_id: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class EventLock:
+    """A live event, locked for the rest of the transaction."""
+
+    left: int
+    """Seats not taken."""
+    hold_seconds: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Winner:
+    request_id: str
+    event_id: int
+    user_id: int
+    hold_seconds: int | None
+    """None: RESERVED at once; else HELD for this long."""
+
+
+@dataclass(frozen=True, slots=True)
+class HoldTimer:
+    """When a HELD reservation is due to expire."""
+
+    reservation_id: int
+    event_id: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EndedHold:
+    """A hold that stopped taking a seat (expired or released)."""
+
+    reservation_id: int
+    event_id: int
+    user_id: int
+    holder: str
+
+
 _CLAIM = text(
     """
     INSERT INTO reservation_requests
@@ -87,7 +134,7 @@ _ADD_RELEASES = text(
 
 _LOCK_EVENTS = text(
     """
-    SELECT id, max_tickets, reserved FROM events
+    SELECT id, max_tickets, reserved, hold_seconds FROM events
     WHERE id = ANY(CAST(:ids AS int[])) AND deleted_at IS NULL
     ORDER BY id
     FOR UPDATE
@@ -109,17 +156,57 @@ _HELD = text(
     SELECT r.event_id, r.user_id FROM reservations r
     JOIN unnest(CAST(:event_ids AS int[]), CAST(:user_ids AS int[])) AS p(event_id, user_id)
       ON r.event_id = p.event_id AND r.user_id = p.user_id
-    WHERE r.status = 'RESERVED'
+    WHERE r.status IN ('HELD', 'RESERVED')
     """
 )
 
+# A hold's time runs from the transaction's start: at most the batch's write is taken off it.
 _INSERT_RESERVATIONS = text(
     """
-    INSERT INTO reservations (event_id, user_id, status, request_id)
-    SELECT e, u, 'RESERVED', r FROM unnest(
-        CAST(:event_ids AS int[]), CAST(:user_ids AS int[]), CAST(:request_ids AS varchar[]))
-        AS p(e, u, r)
-    RETURNING id, request_id
+    INSERT INTO reservations (event_id, user_id, status, request_id, expires_at)
+    SELECT e, u, CASE WHEN h IS NULL THEN 'RESERVED' ELSE 'HELD' END, r,
+           now() + make_interval(secs => h)
+    FROM unnest(
+        CAST(:event_ids AS int[]), CAST(:user_ids AS int[]), CAST(:request_ids AS varchar[]),
+        CAST(:holds AS int[])) AS p(e, u, r, h)
+    RETURNING id, request_id, expires_at
+    """
+)
+
+# The holds' rows first, in id order, then their events' (as a cancellation does): a batch write
+# locks events and never an existing reservation, so no order of these can deadlock.
+_END_HOLDS = text(
+    """
+    WITH ending AS (
+        SELECT id FROM reservations
+        WHERE id = ANY(CAST(:ids AS int[])) AND status = 'HELD'
+          AND (NOT CAST(:due_only AS boolean) OR expires_at <= clock_timestamp())
+        ORDER BY id
+        FOR UPDATE
+    )
+    UPDATE reservations AS r SET status = CAST(:ended AS varchar), cancelled_at = now()
+    FROM ending WHERE r.id = ending.id
+    RETURNING r.id, r.event_id, r.user_id, r.request_id
+    """
+)
+
+_LOCK_EVENT_ROWS = text(
+    "SELECT id FROM events WHERE id = ANY(CAST(:ids AS int[])) ORDER BY id FOR UPDATE"
+)
+
+_GIVE_BACK = text(
+    """
+    UPDATE events AS e SET reserved = e.reserved - p.n, updated_at = now()
+    FROM unnest(CAST(:event_ids AS int[]), CAST(:counts AS int[])) AS p(id, n)
+    WHERE e.id = p.id
+    """
+)
+
+_CONFIRM = text(
+    """
+    UPDATE reservations SET status = 'RESERVED', confirmed_at = now()
+    WHERE id = :id AND status = 'HELD' AND expires_at > clock_timestamp()
+    RETURNING confirmed_at
     """
 )
 
@@ -163,7 +250,7 @@ class ReservationRepository:
             select(Reservation)
             .where(Reservation.event_id == event_id, Reservation.user_id == user_id)
             .order_by(
-                (Reservation.status == ReservationStatus.RESERVED).desc(), Reservation.id.desc()
+                Reservation.status.in_(LIVE_STATUSES).desc(), Reservation.id.desc()
             )
             .limit(1)
         )
@@ -196,7 +283,7 @@ class ReservationRepository:
         rows = await self.session.execute(
             select(Reservation.event_id, Reservation.user_id, Reservation.request_id).where(
                 Reservation.event_id.in_(event_ids),
-                Reservation.status == ReservationStatus.RESERVED,
+                Reservation.status.in_(LIVE_STATUSES),
             )
         )
         found: dict[int, dict[int, str]] = {event_id: {} for event_id in event_ids}
@@ -362,9 +449,7 @@ class ReservationRepository:
         """Mark it cancelled and give its ticket back, both or neither."""
         result = await self.session.execute(
             update(Reservation)
-            .where(
-                Reservation.id == reservation.id, Reservation.status == ReservationStatus.RESERVED
-            )
+            .where(Reservation.id == reservation.id, Reservation.status.in_(LIVE_STATUSES))
             .values(status=ReservationStatus.CANCELLED, cancelled_at=func.now())
             .returning(Reservation.cancelled_at)
         )
@@ -410,10 +495,12 @@ class ReservationRepository:
         )
         return {row[0] for row in result}
 
-    async def lock_events(self, event_ids: Sequence[int]) -> dict[int, int]:
-        """Lock the live events among ``event_ids``; returns id -> tickets left."""
+    async def lock_events(self, event_ids: Sequence[int]) -> dict[int, EventLock]:
+        """Lock the live events among ``event_ids``, in id order."""
         result = await self.session.execute(_LOCK_EVENTS, {"ids": sorted(set(event_ids))})
-        return {row.id: row.max_tickets - row.reserved for row in result}
+        return {
+            row.id: EventLock(row.max_tickets - row.reserved, row.hold_seconds) for row in result
+        }
 
     async def live_users(self, user_ids: Sequence[int]) -> set[int]:
         result = await self.session.execute(_LIVE_USERS, {"ids": sorted(set(user_ids))})
@@ -429,26 +516,31 @@ class ReservationRepository:
         )
         return {(row[0], row[1]) for row in result}
 
-    async def insert_reservations(self, winners: Sequence[tuple[str, int, int]]) -> dict[str, int]:
-        """Insert (request id, event id, user id) reservations and take their tickets.
+    async def insert_reservations(
+        self, winners: Sequence[Winner]
+    ) -> dict[str, tuple[int, datetime | None]]:
+        """Insert the winners' reservations (HELD for a winner with a hold time, else RESERVED)
+        and take their tickets.
 
-        Returns request id -> reservation id. Raises ``CapacityConflict`` if any event would go
-        over capacity (which the caller's plan under the event locks rules out).
+        Returns request id -> (reservation id, the hold's end or None). Raises
+        ``CapacityConflict`` if any event would go over capacity (which the caller's plan under
+        the event locks rules out).
         """
         if not winners:
             return {}
         result = await self.session.execute(
             _INSERT_RESERVATIONS,
             {
-                "request_ids": [w[0] for w in winners],
-                "event_ids": [w[1] for w in winners],
-                "user_ids": [w[2] for w in winners],
+                "request_ids": [w.request_id for w in winners],
+                "event_ids": [w.event_id for w in winners],
+                "user_ids": [w.user_id for w in winners],
+                "holds": [w.hold_seconds for w in winners],
             },
         )
-        ids = {row.request_id: row.id for row in result}
+        ids = {row.request_id: (row.id, row.expires_at) for row in result}
         per_event: dict[int, int] = {}
-        for _, event_id, _ in winners:
-            per_event[event_id] = per_event.get(event_id, 0) + 1
+        for winner in winners:
+            per_event[winner.event_id] = per_event.get(winner.event_id, 0) + 1
         taken = await self.session.execute(
             _TAKE_TICKETS,
             {"event_ids": list(per_event), "counts": list(per_event.values())},
@@ -456,6 +548,63 @@ class ReservationRepository:
         if len(taken.all()) != len(per_event):
             raise CapacityConflict(f"capacity exceeded for one of events {sorted(per_event)}")
         return ids
+
+    # -- holds ---------------------------------------------------------------------------------
+
+    async def confirm(self, reservation: Reservation) -> bool:
+        """HELD -> RESERVED if the hold has not ended; the caller holds the row's lock."""
+        confirmed_at = await self.session.scalar(_CONFIRM, {"id": reservation.id})
+        if confirmed_at is None:
+            return False
+        reservation.status = ReservationStatus.RESERVED
+        reservation.confirmed_at = confirmed_at
+        return True
+
+    async def end_holds(
+        self, reservation_ids: Sequence[int], *, ended: ReservationStatus, due_only: bool
+    ) -> list[EndedHold]:
+        """End the HELD ones among ``reservation_ids`` (with ``due_only``, only those past their
+        expiry by PostgreSQL's clock) and give their seats back; the rest are left alone."""
+        if not reservation_ids:
+            return []
+        rows = await self.session.execute(
+            _END_HOLDS,
+            {"ids": sorted(set(reservation_ids)), "ended": ended.value, "due_only": due_only},
+        )
+        holds = [EndedHold(row.id, row.event_id, row.user_id, row.request_id or "db") for row in rows]
+        per_event: dict[int, int] = {}
+        for hold in holds:
+            per_event[hold.event_id] = per_event.get(hold.event_id, 0) + 1
+        if per_event:
+            await self.session.execute(_LOCK_EVENT_ROWS, {"ids": sorted(per_event)})
+            await self.session.execute(
+                _GIVE_BACK, {"event_ids": list(per_event), "counts": list(per_event.values())}
+            )
+        return holds
+
+    async def holds(self, reservation_ids: Sequence[int]) -> list[HoldTimer]:
+        """The ones among ``reservation_ids`` still HELD, with their ends."""
+        if not reservation_ids:
+            return []
+        rows = await self.session.execute(
+            select(Reservation.id, Reservation.event_id, Reservation.expires_at).where(
+                Reservation.id.in_(reservation_ids), Reservation.status == ReservationStatus.HELD
+            )
+        )
+        return [HoldTimer(r.id, r.event_id, r.expires_at) for r in rows if r.expires_at]
+
+    async def overdue_holds(self, *, late: float, limit: int) -> list[int]:
+        """HELD reservations more than ``late`` seconds past their expiry, oldest first."""
+        rows = await self.session.execute(
+            select(Reservation.id)
+            .where(
+                Reservation.status == ReservationStatus.HELD,
+                Reservation.expires_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, late),
+            )
+            .order_by(Reservation.expires_at)
+            .limit(limit)
+        )
+        return list(rows.scalars())
 
     async def record(self, decisions: Sequence[Decision]) -> None:
         if not decisions:

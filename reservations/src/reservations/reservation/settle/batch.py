@@ -3,7 +3,9 @@
 A worker receives a batch of queued requests (``reservations.worker``) and hands it here: one
 transaction claims each request's outcome row (a redelivery finds its row and changes nothing),
 locks the events in id order, decides in arrival order who gets a ticket, writes the
-reservations and moves the ticket counters; then the gate is told what PostgreSQL decided.
+reservations and moves the ticket counters; then the gate is told what PostgreSQL decided. In an
+event sold with holds a winner's reservation is HELD, and its timer is queued before the commit
+(``holds.py``).
 """
 
 from __future__ import annotations
@@ -11,16 +13,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from reservations.channels import Admission, ReserveEvent
+from reservations.channels import Admission, HoldExpiry, ReserveEvent
 from reservations.log import get_logger
 
 from ..gate import AdmissionGate
 from ..models import RejectReason, RequestStatus
-from ..repository import ClaimRow, Decision, ReservationRepository
+from ..repository import ClaimRow, Decision, HoldTimer, ReservationRepository, Winner
 from . import first_per_request
+from .holds import schedule
+
+if TYPE_CHECKING:
+    from brokerq import Channel
 
 __all__ = ["Incoming", "process_batch"]
 
@@ -42,10 +49,14 @@ async def process_batch(
     session_factory: async_sessionmaker[AsyncSession],
     gate: AdmissionGate,
     batch: Sequence[Incoming],
+    *,
+    timers: Channel[HoldExpiry] | None = None,
 ) -> dict[str, Decision]:
     """Finish a batch of requests in one transaction; returns the decision per request id.
 
     Requests already finished (redeliveries) are not changed; their recorded decision is returned.
+    ``timers``: the hold channel, where the timers of the holds written go (None: none are
+    queued, and only the maintenance pass's backstop ends those holds).
     """
     items = first_per_request(batch)
 
@@ -53,11 +64,13 @@ async def process_batch(
         repository = ReservationRepository(session)
         claimed = await repository.claim([_claim_row(item) for item in items])
         fresh = [item for item in items if item.data.requestId in claimed]
-        decisions = await _decide(repository, fresh)
+        decisions, holds = await _decide(repository, fresh)
         # Gate rejections were claimed with their final outcome; only admitted ones changed.
         await repository.record(
             [decisions[i.data.requestId] for i in fresh if i.data.admission is Admission.ADMITTED]
         )
+        if timers is not None:
+            await schedule(timers, holds)
 
     done_before = [item.data.requestId for item in items if item.data.requestId not in claimed]
     if done_before:
@@ -90,7 +103,7 @@ def _claim_row(item: Incoming) -> ClaimRow:
 
 async def _decide(
     repository: ReservationRepository, fresh: Sequence[Incoming]
-) -> dict[str, Decision]:
+) -> tuple[dict[str, Decision], list[HoldTimer]]:
     decisions: dict[str, Decision] = {}
     admitted: list[Incoming] = []
     for item in fresh:
@@ -102,14 +115,15 @@ async def _decide(
                 item.data.requestId, RequestStatus.REJECTED, gate_reason, None
             )
     if not admitted:
-        return decisions
+        return decisions, []
 
     # Locks first (events in id order), then reads: the plan below cannot be invalidated.
-    left = await repository.lock_events([i.data.eventId for i in admitted])
+    events = await repository.lock_events([i.data.eventId for i in admitted])
+    left = {event_id: event.left for event_id, event in events.items()}
     users = await repository.live_users([i.data.userId for i in admitted])
     held = await repository.held([(i.data.eventId, i.data.userId) for i in admitted])
 
-    winners: list[tuple[str, int, int]] = []
+    winners: list[Winner] = []
     for item in sorted(admitted, key=lambda i: (i.data.eventId, i.data.seq)):
         data = item.data
         pair = (data.eventId, data.userId)
@@ -125,18 +139,23 @@ async def _decide(
             reason = None
             held.add(pair)
             left[data.eventId] -= 1
-            winners.append((data.requestId, data.eventId, data.userId))
+            hold_s = events[data.eventId].hold_seconds
+            winners.append(Winner(data.requestId, data.eventId, data.userId, hold_s))
         if reason is not None:
             decisions[data.requestId] = Decision(
                 data.requestId, RequestStatus.REJECTED, reason, None
             )
 
-    reservation_ids = await repository.insert_reservations(winners)
-    for request_id, _, _ in winners:
-        decisions[request_id] = Decision(
-            request_id, RequestStatus.RESERVED, None, reservation_ids[request_id]
-        )
-    return decisions
+    written = await repository.insert_reservations(winners)
+    holds: list[HoldTimer] = []
+    for winner in winners:
+        reservation_id, expires_at = written[winner.request_id]
+        status = RequestStatus.RESERVED
+        if expires_at is not None:
+            status = RequestStatus.HELD
+            holds.append(HoldTimer(reservation_id, winner.event_id, expires_at))
+        decisions[winner.request_id] = Decision(winner.request_id, status, None, reservation_id)
+    return decisions, holds
 
 
 async def _after_commit(

@@ -18,7 +18,6 @@ changes nothing, whether or not the cause was fixed meanwhile.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from reservations.log import get_logger
 
 from ..gate import AdmissionGate
 from ..models import RejectReason, RequestStatus
+from ..releases import hand_back
 from ..repository import ClaimRow, ReservationRepository
 from . import first_per_request
 
@@ -82,7 +82,7 @@ async def record_failures(
         )
 
     try:
-        await _release(gate, session_factory, seats, release_ids)
+        await hand_back(gate, session_factory, seats, release_ids)
         # Every one is final now (failed here, or final before): drop their pending markers.
         await gate.finished((item.data.requestId, item.data.eventId) for item in items)
     except Exception as exc:
@@ -103,22 +103,3 @@ def _row(failure: Failure) -> ClaimRow:
         accepted_at=datetime.fromtimestamp(data.acceptedAtMs / 1000, tz=UTC),
         error=failure.error[:ERROR_LENGTH],
     )
-
-
-async def _release(
-    gate: AdmissionGate,
-    session_factory: async_sessionmaker[AsyncSession],
-    seats: Sequence[tuple[int, int, str]],
-    release_ids: Sequence[int],
-) -> None:
-    """Hand the seats back, then take their releases out of the outbox (a crash in between
-    leaves them to ``apply_releases``, which finds them released: a compare-and-delete)."""
-    if not seats:
-        return
-    by_event: dict[int, list[tuple[int, str | None]]] = defaultdict(list)
-    for event_id, user_id, holder in seats:
-        by_event[event_id].append((user_id, holder))
-    for event_id, held in by_event.items():
-        await gate.release_many(event_id, held)
-    async with session_factory() as session, session.begin():
-        await ReservationRepository(session).delete_releases(release_ids)

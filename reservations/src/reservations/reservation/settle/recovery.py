@@ -1,6 +1,6 @@
 """The workers' maintenance pass: recover requests the API admitted but never queued, give a final
-outcome to requests that reached the dead letters, keep the gate in line with PostgreSQL, and
-delete idempotency keys past their 24 h.
+outcome to requests that reached the dead letters, keep the gate in line with PostgreSQL, end
+holds whose timers were lost, and delete idempotency keys past their 24 h.
 
 The API admits a request (one Redis call) and then queues it (another). An API process that dies
 between the two leaves a request that was never answered with 202 but holds a gate place, and
@@ -37,6 +37,7 @@ from ..gate import AdmissionGate
 from ..models import RejectReason, RequestStatus
 from ..repository import ReservationRepository
 from .failed import Failure, error_class, record_failures
+from .holds import expire_overdue
 from .reconcile import apply_releases, reconcile_events
 
 if TYPE_CHECKING:
@@ -247,12 +248,13 @@ async def maintenance_pass(
     *,
     pass_number: int | None = None,
 ) -> None:
-    """One of each: apply the gate's outbox, reconcile the gate, delete expired idempotency keys,
-    settle the dead letters (before recovery: a request they make final is not looked at again),
+    """One of each: apply the gate's outbox, end holds whose timers were lost (a backstop, see
+    ``holds.py``), reconcile the gate, delete expired idempotency keys, settle the dead letters (before recovery: a request they make final is not looked at again),
     recover requests. A step that fails is logged and the others still run.
     ``pass_number`` (see ``reconcile_events``) is None for a pass that checks every event in
     full."""
     await _step("releases", lambda: apply_releases(gate, session_factory))
+    await _step("overdue holds", lambda: expire_overdue(session_factory, gate))
     await _step(
         "reconcile", lambda: reconcile_events(gate, session_factory, pass_number=pass_number)
     )
