@@ -111,6 +111,8 @@ async def test_reservation_is_accepted_with_the_seed_job_shape(
         "error": None,
         "position": 1,
         "estimatedWaitSeconds": None,
+        "reservationStatus": None,
+        "holdExpiresAt": None,
     }
     # The message really is in the queue.
     stats = await api.resources.channel.stats()

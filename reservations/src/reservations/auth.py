@@ -21,6 +21,7 @@ __all__ = [
     "ADMIN_RESPONSES",
     "AdminAuthError",
     "AdminDep",
+    "is_admin",
     "require_admin",
 ]
 
@@ -68,6 +69,17 @@ async def require_admin(
         raise AdminAuthError(MALFORMED)
     if not hmac.compare_digest(given.strip().encode(), expected):
         raise AdminAuthError(INVALID)
+
+
+def is_admin(request: Request) -> bool:
+    """Whether the request carries the configured admin token (for routes open to others too)."""
+    expected = _expected_token(request)
+    scheme, _sep, given = request.headers.get("authorization", "").partition(" ")
+    return (
+        expected is not None
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(given.strip().encode(), expected)
+    )
 
 
 AdminDep = Annotated[None, Depends(require_admin)]

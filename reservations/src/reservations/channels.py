@@ -77,7 +77,11 @@ def queue_adapter(engine: str, redis_url: str) -> Adapter:
     if engine == "bullmq":
         from brokerq.bullmq import BullMQAdapter
 
-        return BullMQAdapter(redis_url, job_names={QUEUE_NAME: JOB_NAME, HOLD_QUEUE_NAME: HOLD_JOB_NAME}, remove_on_complete=True)
+        return BullMQAdapter(
+            redis_url,
+            job_names={QUEUE_NAME: JOB_NAME, HOLD_QUEUE_NAME: HOLD_JOB_NAME},
+            remove_on_complete=True,
+        )
     from brokerq.redis import RedisAdapter
 
     return RedisAdapter(redis_url)

@@ -7,9 +7,11 @@ from starlette.responses import JSONResponse
 __all__ = [
     "Conflict",
     "DomainError",
+    "Forbidden",
     "Gone",
     "NotFound",
     "TooManyRequests",
+    "Unauthorized",
     "Unavailable",
     "error_response",
 ]
@@ -25,6 +27,16 @@ class DomainError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class Unauthorized(DomainError):
+    status_code = 401
+    code = "UNAUTHORIZED"
+
+
+class Forbidden(DomainError):
+    status_code = 403
+    code = "FORBIDDEN"
 
 
 class NotFound(DomainError):

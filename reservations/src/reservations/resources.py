@@ -1,5 +1,6 @@
 """What the API and the workers share: the database engine, Redis, the queue and its channels
-(reservation requests, holds' timers), the admission gate; opened once per process (``open_resources``), closed with it."""
+(reservation requests, holds' timers), the admission gate; opened once per process
+(``open_resources``), closed with it."""
 
 from __future__ import annotations
 

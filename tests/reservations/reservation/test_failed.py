@@ -101,7 +101,8 @@ def failed(job_id: str, user_id: int, event_id: int) -> dict[str, Any]:
     return {
         "jobId": job_id, "userId": user_id, "eventId": event_id, "status": "REJECTED",
         "reason": "FAILED", "reservationId": None, "seq": 1, "error": REFUSED,
-        "position": None, "estimatedWaitSeconds": None,
+        "position": None, "estimatedWaitSeconds": None, "reservationStatus": None,
+        "holdExpiresAt": None,
     }  # fmt: skip
 
 
@@ -130,7 +131,7 @@ async def test_a_request_failing_on_every_attempt_ends_failed_and_gives_its_seat
         assert await db.fetchval("SELECT count(*) FROM gate_releases") == 0
         assert await outcomes(api.client, event_id) == {
             "eventId": event_id, "accepted": 1, "final": 1, "pending": 0, "lost": 0,
-            "reserved": 0, "rejected": 1, "byReason": {"FAILED": 1},
+            "reserved": 0, "held": 0, "rejected": 1, "byReason": {"FAILED": 1},
         }  # fmt: skip
         nxt = await request(api, event_id, users[1])
         assert (await final(api, nxt))["status"] == "RESERVED"

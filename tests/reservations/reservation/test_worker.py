@@ -87,6 +87,7 @@ async def test_sold_out_and_duplicate_are_final_rejections(
         "pending": 0,
         "lost": 0,
         "reserved": 2,
+        "held": 0,
         "rejected": 3,
         "byReason": {"SOLD_OUT": 2, "DUPLICATE": 1},
     }

@@ -7,6 +7,7 @@ from pydantic import Field
 from reservations.camel import CamelModel, Integer, Text, UtcDateTime
 
 MAX_TICKETS = 10_000_000
+MAX_HOLD_SECONDS = 86_400
 
 
 class EventCreate(CamelModel):
@@ -14,6 +15,15 @@ class EventCreate(CamelModel):
     date: UtcDateTime
     location: Text = Field(min_length=1, max_length=200)
     max_tickets: Integer = Field(ge=0, le=MAX_TICKETS)
+    hold_seconds: Integer | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_HOLD_SECONDS,
+        description="sell with holds: a request that wins a seat holds it (HELD) this many "
+        "seconds, until its sender confirms it (RESERVED) or releases it; unconfirmed, the seat "
+        "goes back on sale when the hold expires. null (the default): a request that wins a "
+        "seat is RESERVED at once",
+    )
 
 
 class EventRead(CamelModel):
@@ -24,5 +34,6 @@ class EventRead(CamelModel):
     max_tickets: int
     reserved_tickets: int
     remaining_tickets: int
+    hold_seconds: int | None = None
     created_at: datetime
     updated_at: datetime

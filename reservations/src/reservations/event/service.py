@@ -27,6 +27,7 @@ class EventService:
             location=data.location,
             max_tickets=data.max_tickets,
             reserved=0,
+            hold_seconds=data.hold_seconds,
         )
         try:
             async with self.session.begin_nested():
@@ -57,6 +58,7 @@ class EventService:
             max_tickets=event.max_tickets,
             reserved_tickets=event.reserved,
             remaining_tickets=event.max_tickets - event.reserved,
+            hold_seconds=event.hold_seconds,
             created_at=event.created_at,
             updated_at=event.updated_at,
         )

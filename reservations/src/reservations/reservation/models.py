@@ -71,7 +71,11 @@ class Reservation(Base):
         ),
         Index("ix_reservations_event_id_id", "event_id", "id"),
         # The expiry backstop's scan: holds whose timer was lost (see ``settle/holds.py``).
-        Index("ix_reservations_held_expires_at", "expires_at", postgresql_where=text("status = 'HELD'")),
+        Index(
+            "ix_reservations_held_expires_at",
+            "expires_at",
+            postgresql_where=text("status = 'HELD'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)

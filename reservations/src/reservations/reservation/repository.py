@@ -249,9 +249,7 @@ class ReservationRepository:
         query = (
             select(Reservation)
             .where(Reservation.event_id == event_id, Reservation.user_id == user_id)
-            .order_by(
-                Reservation.status.in_(LIVE_STATUSES).desc(), Reservation.id.desc()
-            )
+            .order_by(Reservation.status.in_(LIVE_STATUSES).desc(), Reservation.id.desc())
             .limit(1)
         )
         return (await self.session.execute(query)).scalar_one_or_none()
@@ -571,7 +569,9 @@ class ReservationRepository:
             _END_HOLDS,
             {"ids": sorted(set(reservation_ids)), "ended": ended.value, "due_only": due_only},
         )
-        holds = [EndedHold(row.id, row.event_id, row.user_id, row.request_id or "db") for row in rows]
+        holds = [
+            EndedHold(row.id, row.event_id, row.user_id, row.request_id or "db") for row in rows
+        ]
         per_event: dict[int, int] = {}
         for hold in holds:
             per_event[hold.event_id] = per_event.get(hold.event_id, 0) + 1

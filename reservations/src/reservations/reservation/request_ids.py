@@ -4,6 +4,9 @@ A request id (the job id a client polls) carries when it was accepted, for which
 and a MAC under a key every API process shares (made by the migrations, kept in PostgreSQL). If
 Redis loses a queued request, neither Redis nor PostgreSQL knows its id any more; the MAC still
 tells a lost request (answered 410, "send it again") from an id that never existed (404).
+
+The same key makes each request's hold token (``hold_token``), the proof of being the sender that
+confirming or releasing a hold asks for.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ _PAYLOAD = struct.Struct(">6sII10s")
 _MAC_BYTES = 12
 # base64url of 24 + 12 bytes, no padding
 ID_LENGTH = 48
+_TOKEN_BYTES = 18
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,15 @@ class RequestIds:
             return None
         accepted, event_id, user_id, _ = _PAYLOAD.unpack(payload)
         return IssuedRequest(event_id, user_id, int.from_bytes(accepted, "big"))
+
+    def hold_token(self, request_id: str) -> str:
+        """The secret that lets a request's sender confirm or release the hold it wins: given
+        only in the request's 202 answer, and derived, so that nothing needs storing."""
+        mac = hmac.new(self._key, b"hold\x00" + request_id.encode(), sha256).digest()
+        return base64.urlsafe_b64encode(mac[:_TOKEN_BYTES]).decode().rstrip("=")
+
+    def check_hold_token(self, request_id: str, token: str) -> bool:
+        return hmac.compare_digest(token.encode(), self.hold_token(request_id).encode())
 
     def _mac(self, payload: bytes) -> bytes:
         return hmac.new(self._key, payload, sha256).digest()[:_MAC_BYTES]

@@ -3,9 +3,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 
-from reservations.auth import ADMIN_RESPONSES, AdminDep
+from reservations.auth import ADMIN_RESPONSES, AdminDep, is_admin
 from reservations.camel import MAX_ID, IdPath
 from reservations.channels import JOB_NAME, QUEUE_NAME, RESERVATION_MAX_ATTEMPTS
 from reservations.deps import ResourcesDep, SessionDep
@@ -50,13 +50,13 @@ _ACCEPTED_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _accepted(job: Accepted) -> Response:
+def _accepted(job: Accepted, hold_token: str) -> Response:
     status_url = f"/reservation/requests/{job.request_id}"
     body = JobAccepted(
         name=JOB_NAME, data=JobData(job.user_id, job.event_id), opts=_JOB_OPTS,
         id=job.request_id, timestamp=job.accepted_at_ms,
         queue_qualified_name=_QUEUE_QUALIFIED_NAME, message_id=job.message_id,
-        status_url=status_url,
+        status_url=status_url, hold_token=hold_token,
     )  # fmt: skip
     return Response(
         content=_encode(body),
@@ -83,7 +83,7 @@ async def accept_reservation(
     job = await accept(
         res.session_factory, res.gate, res.channel, request_ids, event_id=event_id, user_id=user_id
     )
-    return _accepted(job)
+    return _accepted(job, request_ids.hold_token(job.request_id))
 
 
 # Declared before /reservation/{eventId}/{userId} so that ".../cancel" is not read as a user id.
@@ -103,7 +103,69 @@ async def cancel_reservation(
     service = ReservationService(session, res.gate)
     reservation, release_id = await service.cancel(reservation_id)
     await session.commit()
-    await service.cancelled(reservation, release_id)
+    await service.handed_back(reservation, [release_id])
+    return ReservationRead.model_validate(reservation)
+
+
+_HOLD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Neither a Hold-Token nor the admin token"},
+    403: {"description": "A Hold-Token that is not this reservation's"},
+    404: {"description": "No such reservation"},
+    409: {"description": "Not HELD any more (expired, released, cancelled)"},
+}
+HoldTokenHeader = Annotated[
+    str | None,
+    Header(
+        alias="Hold-Token",
+        max_length=64,
+        description="the `holdToken` of the 202 answer to the request that won the hold",
+    ),
+]
+
+
+@router.post(
+    "/reservation/{reservation_id}/confirm",
+    response_model=ReservationRead,
+    responses=_HOLD_RESPONSES,
+)
+async def confirm_reservation(
+    reservation_id: IdPath,
+    session: SessionDep,
+    res: ResourcesDep,
+    request: Request,
+    hold_token: HoldTokenHeader = None,
+) -> ReservationRead:
+    """Confirm a HELD reservation before its hold ends: it becomes RESERVED and keeps its seat.
+
+    Only its holder may (the `Hold-Token` header: the `holdToken` of the winning request's 202
+    answer), or an operator with the admin token. Confirming it again answers the same."""
+    service = ReservationService(session, res.gate, await res.request_ids())
+    reservation = await service.confirm(reservation_id, token=hold_token, admin=is_admin(request))
+    await session.commit()
+    return ReservationRead.model_validate(reservation)
+
+
+@router.post(
+    "/reservation/{reservation_id}/release",
+    response_model=ReservationRead,
+    responses=_HOLD_RESPONSES,
+)
+async def release_reservation(
+    reservation_id: IdPath,
+    session: SessionDep,
+    res: ResourcesDep,
+    request: Request,
+    hold_token: HoldTokenHeader = None,
+) -> ReservationRead:
+    """Give a HELD reservation's seat back before its hold ends: it becomes RELEASED.
+
+    Only its holder (the `Hold-Token` header) or an operator with the admin token may."""
+    service = ReservationService(session, res.gate, await res.request_ids())
+    reservation, release_ids = await service.release(
+        reservation_id, token=hold_token, admin=is_admin(request)
+    )
+    await session.commit()
+    await service.handed_back(reservation, release_ids)
     return ReservationRead.model_validate(reservation)
 
 

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from reservations.camel import CamelModel, IdField
 
-from .models import RejectReason, RequestStatus
+from .models import RejectReason, RequestStatus, ReservationStatus
 
 
 class ReservationCreate(CamelModel):
@@ -20,9 +20,19 @@ class ReservationRead(CamelModel):
     id: int
     user_id: int
     event_id: int
-    status: str
+    status: ReservationStatus = Field(
+        description="HELD: won in an event sold with holds, the seat is the holder's until "
+        "`expiresAt` unless confirmed (RESERVED) or released (RELEASED) before; EXPIRED: not "
+        "confirmed in time. RESERVED and HELD take a seat, the others gave it back"
+    )
     reserved_at: datetime
-    cancelled_at: datetime | None = None
+    cancelled_at: datetime | None = Field(
+        default=None, description="when it gave its seat back (cancelled, expired or released)"
+    )
+    expires_at: datetime | None = Field(
+        default=None, description="for a hold: when it ends unless confirmed before"
+    )
+    confirmed_at: datetime | None = None
 
 
 class ReservationPage(CamelModel):
@@ -59,6 +69,9 @@ class JobAccepted(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
     message_id: str
     status: RequestStatus = RequestStatus.PENDING
     status_url: str
+    hold_token: str
+    """Confirms or releases the hold this request may win (events sold with holds): send it as
+    the ``Hold-Token`` header. Given only here."""
 
 
 def _inline(schema: dict[str, Any]) -> dict[str, Any]:
@@ -94,6 +107,14 @@ class RequestOutcome(CamelModel):
         "attempt (see `error`), it holds no place and may be sent again",
     )
     reservation_id: int | None = None
+    reservation_status: ReservationStatus | None = Field(
+        default=None,
+        description="for a HELD request: where its hold is now (HELD until confirmed, "
+        "released or expired)",
+    )
+    hold_expires_at: datetime | None = Field(
+        default=None, description="for a HELD request: when its hold ends unless confirmed"
+    )
     seq: int | None = Field(default=None, description="arrival order at the gate, per event")
     error: str | None = Field(
         default=None,
@@ -137,6 +158,11 @@ class EventOutcomes(CamelModel):
         "loss); their status URLs answer 410 and their clients must send them again",
     )
     reserved: int
+    held: int = Field(
+        default=0,
+        description="requests that won a hold (events sold with holds); their reservations "
+        "may since have been confirmed, released or expired",
+    )
     rejected: int
     by_reason: dict[str, int]
 

@@ -1,5 +1,6 @@
 """Reservation rules that are not the hot path: reading reservations and request outcomes,
-counting an event's outcomes, and cancelling (with the gate's release through an outbox)."""
+counting an event's outcomes, cancelling, and confirming or releasing holds (a seat given back
+reaches the gate through the outbox, ``releases.py``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from reservations.errors import Conflict, Gone, NotFound
+from reservations.errors import Conflict, Forbidden, Gone, NotFound, Unauthorized
 from reservations.event.service import EventService
 from reservations.log import get_logger
 
@@ -89,11 +90,16 @@ class ReservationService:
             log.warning("reservation_request_lost", request_id=request_id, event_id=row.event_id)
         if row.status == RequestStatus.LOST:
             raise RequestLost(row)
+        hold = None
+        if row.status == RequestStatus.HELD and row.reservation_id is not None:
+            hold = await self.repository.get(row.reservation_id)
         return RequestOutcome(
             job_id=row.id, user_id=row.user_id, event_id=row.event_id,
             status=RequestStatus(row.status),
             reason=RejectReason(row.reason) if row.reason else None,
             reservation_id=row.reservation_id, seq=row.seq, error=row.error,
+            reservation_status=None if hold is None else ReservationStatus(hold.status),
+            hold_expires_at=None if hold is None else hold.expires_at,
         )  # fmt: skip
 
     async def outcomes(self, event_id: int) -> EventOutcomes:
@@ -124,7 +130,7 @@ class ReservationService:
     async def cancel(self, reservation_id: int) -> tuple[Reservation, int]:
         """Cancel in the database, with the gate's release in the same transaction's outbox.
 
-        The caller commits, then calls ``cancelled`` with the returned release id.
+        The caller commits, then calls ``handed_back`` with the returned release id.
         """
         reservation = await self.repository.get(reservation_id, for_update=True)
         if reservation is None:
@@ -138,8 +144,74 @@ class ReservationService:
         )
         return reservation, release_id
 
-    async def cancelled(self, reservation: Reservation, release_id: int) -> None:
-        """After the commit: let the next arrival have the ticket.
+    # -- holds ---------------------------------------------------------------------------------
+
+    async def confirm(self, reservation_id: int, *, token: str | None, admin: bool) -> Reservation:
+        """HELD -> RESERVED, by its holder (or an operator), before the hold ends. Confirming a
+        confirmed hold again changes nothing (a client's retry)."""
+        reservation = await self._hold(reservation_id, token=token, admin=admin)
+        if reservation.status == ReservationStatus.RESERVED and reservation.confirmed_at:
+            return reservation
+        if reservation.status == ReservationStatus.EXPIRED:
+            raise Conflict(
+                f"the hold of reservation {reservation_id} ended at "
+                f"{_iso(reservation.expires_at)}, unconfirmed; its seat went back on sale"
+            )
+        if reservation.status != ReservationStatus.HELD:
+            raise Conflict(
+                f"reservation {reservation_id} is {reservation.status}: only a HELD reservation "
+                "can be confirmed"
+            )
+        if not await self.repository.confirm(reservation):
+            raise Conflict(
+                f"the hold of reservation {reservation_id} ended at "
+                f"{_iso(reservation.expires_at)}; its seat is back on sale"
+            )
+        return reservation
+
+    async def release(
+        self, reservation_id: int, *, token: str | None, admin: bool
+    ) -> tuple[Reservation, list[int]]:
+        """HELD -> RELEASED, by its holder (or an operator): the seat goes back on sale. The
+        caller commits, then calls ``handed_back`` with the returned release ids."""
+        reservation = await self._hold(reservation_id, token=token, admin=admin)
+        if reservation.status != ReservationStatus.HELD:
+            raise Conflict(
+                f"reservation {reservation_id} is {reservation.status}: only a HELD reservation "
+                "can be released"
+            )
+        ended = await self.repository.end_holds(
+            [reservation_id], ended=ReservationStatus.RELEASED, due_only=False
+        )
+        # The row's lock is ours since ``_hold``: it cannot have changed in between.
+        assert [h.reservation_id for h in ended] == [reservation_id]
+        seats = [(h.event_id, h.user_id, h.holder) for h in ended]
+        release_ids = await self.repository.add_releases(seats)
+        await self.session.refresh(reservation)
+        return reservation, release_ids
+
+    async def _hold(self, reservation_id: int, *, token: str | None, admin: bool) -> Reservation:
+        """The reservation, locked, if the caller is its holder (or an operator)."""
+        reservation = await self.repository.get(reservation_id, for_update=True)
+        if reservation is None:
+            raise NotFound(f"reservation {reservation_id} does not exist")
+        if admin:
+            return reservation
+        if token is None:
+            raise Unauthorized(
+                "send the Hold-Token header given in your reservation request's 202 answer "
+                "(holdToken), or the admin token"
+            )
+        if (
+            self.request_ids is None
+            or reservation.request_id is None
+            or not self.request_ids.check_hold_token(reservation.request_id, token)
+        ):
+            raise Forbidden(f"this Hold-Token is not the one of reservation {reservation_id}")
+        return reservation
+
+    async def handed_back(self, reservation: Reservation, release_ids: Sequence[int]) -> None:
+        """After the commit that freed its seat: let the next arrival have it.
 
         If Redis does not confirm, the release stays in the outbox and the workers' maintenance
         pass applies it once Redis answers (``reconcile.apply_releases``).
@@ -150,7 +222,7 @@ class ReservationService:
                 user_id=reservation.user_id,
                 request_id=reservation.request_id or "db",
             )
-            await self.repository.delete_releases([release_id])
+            await self.repository.delete_releases(release_ids)
             await self.session.commit()
         except Exception as exc:
             log.warning(
@@ -158,6 +230,10 @@ class ReservationService:
                 reservation_id=reservation.id,
                 error=type(exc).__name__,
             )
+
+
+def _iso(moment: datetime | None) -> str:
+    return "an unknown time" if moment is None else moment.isoformat()
 
 
 class RequestLost(Gone):
@@ -191,7 +267,7 @@ def event_outcomes(
     Lost requests are those the gate counted as accepted that are neither final nor pending
     (Redis lost them), or at least as many as clients found lost by asking.
     """
-    final = lost_seen = reserved = 0
+    final = lost_seen = reserved = held = 0
     by_reason: dict[str, int] = {}
     for (status, reason), n in counts.items():
         if status == RequestStatus.LOST:
@@ -200,6 +276,8 @@ def event_outcomes(
         final += n
         if status == RequestStatus.RESERVED:
             reserved += n
+        elif status == RequestStatus.HELD:
+            held += n
         else:
             key = reason or "UNKNOWN"
             by_reason[key] = by_reason.get(key, 0) + n
@@ -208,7 +286,8 @@ def event_outcomes(
     lost = max(lost_seen, accepted - final - pending)
     return EventOutcomes(
         event_id=event_id, accepted=final + pending + lost, final=final, pending=pending,
-        lost=lost, reserved=reserved, rejected=final - reserved, by_reason=by_reason,
+        lost=lost, reserved=reserved, held=held, rejected=final - reserved - held,
+        by_reason=by_reason,
     )  # fmt: skip
 
 

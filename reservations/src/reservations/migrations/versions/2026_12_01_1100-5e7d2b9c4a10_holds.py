@@ -64,7 +64,9 @@ def downgrade() -> None:
     op.execute(
         "UPDATE reservations SET status = 'CANCELLED', cancelled_at = now() WHERE status = 'HELD'"
     )
-    op.execute("UPDATE reservations SET status = 'CANCELLED' WHERE status IN ('EXPIRED', 'RELEASED')")
+    op.execute(
+        "UPDATE reservations SET status = 'CANCELLED' WHERE status IN ('EXPIRED', 'RELEASED')"
+    )
     op.drop_index(
         "ix_reservations_held_expires_at",
         table_name="reservations",

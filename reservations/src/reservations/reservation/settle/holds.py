@@ -55,9 +55,7 @@ async def schedule(channel: Channel[HoldExpiry], timers: Sequence[HoldTimer]) ->
     await asyncio.gather(
         *(
             channel.produce(
-                HoldExpiry(
-                    reservationId=t.reservation_id, eventId=t.event_id, expiresAtMs=_ms(t)
-                ),
+                HoldExpiry(reservationId=t.reservation_id, eventId=t.event_id, expiresAtMs=_ms(t)),
                 delay=f"{max(0, _ms(t) - now_ms)}ms",
             )
             for t in timers
@@ -124,12 +122,16 @@ class HoldExpirer:
 
 
 async def expire_overdue(
-    session_factory: async_sessionmaker[AsyncSession], gate: AdmissionGate
+    session_factory: async_sessionmaker[AsyncSession],
+    gate: AdmissionGate,
+    *,
+    late_s: float = BACKSTOP_LATE_S,
 ) -> int:
-    """The backstop: end holds whose timers were lost; returns how many."""
+    """The backstop: end holds more than ``late_s`` past their end (their timers were lost);
+    returns how many."""
     async with session_factory() as session:
         ids = await ReservationRepository(session).overdue_holds(
-            late=BACKSTOP_LATE_S, limit=_BACKSTOP_BATCH
+            late=late_s, limit=_BACKSTOP_BATCH
         )
     if not ids:
         return 0

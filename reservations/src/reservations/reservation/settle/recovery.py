@@ -249,8 +249,9 @@ async def maintenance_pass(
     pass_number: int | None = None,
 ) -> None:
     """One of each: apply the gate's outbox, end holds whose timers were lost (a backstop, see
-    ``holds.py``), reconcile the gate, delete expired idempotency keys, settle the dead letters (before recovery: a request they make final is not looked at again),
-    recover requests. A step that fails is logged and the others still run.
+    ``holds.py``), reconcile the gate, delete expired idempotency keys, settle the dead letters
+    (before recovery: a request they make final is not looked at again), recover requests. A
+    step that fails is logged and the others still run.
     ``pass_number`` (see ``reconcile_events``) is None for a pass that checks every event in
     full."""
     await _step("releases", lambda: apply_releases(gate, session_factory))
