@@ -45,6 +45,8 @@ class Admission(enum.StrEnum):
 
     ADMITTED = "ADMITTED"
     SOLD_OUT = "SOLD_OUT"
+    WAITLISTED = "WAITLISTED"
+    """Found the event full, and the event has a waitlist: the worker puts it in line."""
     DUPLICATE = "DUPLICATE"
 
 

@@ -231,6 +231,7 @@ async def run_worker(settings: Settings) -> None:
                 resources.channel,
                 resources.session_factory,
                 interval_s=settings.maintenance_interval_s,
+                holds=resources.holds,
             ),
             name="reservation-maintenance",
         )

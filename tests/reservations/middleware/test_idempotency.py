@@ -250,7 +250,7 @@ async def test_every_post_documents_the_header_and_its_answers(api: Api) -> None
             assert "Idempotency-Key" in responses["400"]["description"]
             success = [r for status, r in responses.items() if status.startswith("2")]
             assert all("Idempotent-Replayed" in r["headers"] for r in success), path
-    assert posts == 9
+    assert posts == 10
 
 
 async def test_a_keyed_body_over_the_limit_is_413_and_keeps_no_key(

@@ -130,7 +130,7 @@ async def test_a_request_failing_on_every_attempt_ends_failed_and_gives_its_seat
         assert counters is not None and (counters.admitted, counters.pending) == (0, 0)
         assert await db.fetchval("SELECT count(*) FROM gate_releases") == 0
         assert await outcomes(api.client, event_id) == {
-            "eventId": event_id, "accepted": 1, "final": 1, "pending": 0, "lost": 0,
+            "eventId": event_id, "accepted": 1, "final": 1, "pending": 0, "waiting": 0, "lost": 0,
             "reserved": 0, "held": 0, "rejected": 1, "byReason": {"FAILED": 1},
         }  # fmt: skip
         nxt = await request(api, event_id, users[1])

@@ -85,6 +85,7 @@ async def test_sold_out_and_duplicate_are_final_rejections(
         "accepted": 5,
         "final": 5,
         "pending": 0,
+        "waiting": 0,
         "lost": 0,
         "reserved": 2,
         "held": 0,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, DateTime, Identity, Integer, String
+from sqlalchemy import Boolean, CheckConstraint, DateTime, Identity, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from reservations.db import Base, Timestamps
@@ -32,3 +32,9 @@ class Event(Timestamps, Base):
     # Sold with holds: a won request holds its seat this long, until confirmed; None: the seed's
     # sale, a won request is RESERVED at once.
     hold_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Requests that find it sold out wait in line (WAITING) for a seat that comes back.
+    waitlist: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
+    # Closed by an operator: no more sales; its waiting requests end EVENT_CLOSED.
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

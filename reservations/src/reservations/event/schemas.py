@@ -24,6 +24,13 @@ class EventCreate(CamelModel):
         "goes back on sale when the hold expires. null (the default): a request that wins a "
         "seat is RESERVED at once",
     )
+    waitlist: bool = Field(
+        default=False,
+        description="requests that find the event sold out wait in line (WAITING) instead of "
+        "being refused: a seat that comes back (a hold expired or released, a cancellation) "
+        "goes to the first of them, in arrival order. They wait until then, or until the event "
+        "takes place or is closed, or they leave the line",
+    )
 
 
 class EventRead(CamelModel):
@@ -35,5 +42,9 @@ class EventRead(CamelModel):
     reserved_tickets: int
     remaining_tickets: int
     hold_seconds: int | None = None
+    waitlist: bool = False
+    closed_at: datetime | None = Field(
+        default=None, description="when an operator closed the sale; null while on sale"
+    )
     created_at: datetime
     updated_at: datetime

@@ -28,6 +28,7 @@ class EventService:
             max_tickets=data.max_tickets,
             reserved=0,
             hold_seconds=data.hold_seconds,
+            waitlist=data.waitlist,
         )
         try:
             async with self.session.begin_nested():
@@ -59,6 +60,8 @@ class EventService:
             reserved_tickets=event.reserved,
             remaining_tickets=event.max_tickets - event.reserved,
             hold_seconds=event.hold_seconds,
+            waitlist=event.waitlist,
+            closed_at=event.closed_at,
             created_at=event.created_at,
             updated_at=event.updated_at,
         )

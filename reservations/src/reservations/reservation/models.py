@@ -42,6 +42,10 @@ class RequestStatus(enum.StrEnum):
     HELD = "HELD"
     """Won a seat in an event sold with holds: its reservation is HELD until confirmed,
     released or expired (the reservation's status tells which)."""
+    WAITING = "WAITING"
+    """In an event's waitlist: gets the next seat that comes back, in arrival order (then HELD
+    or RESERVED); not final until then, or until the event ends or closes or the request
+    leaves the line (REJECTED with reason EVENT_ENDED, EVENT_CLOSED or LEFT_LINE)."""
     REJECTED = "REJECTED"
     LOST = "LOST"
     """Accepted (202), then lost with the queue's Redis data before it was processed: the
@@ -53,6 +57,12 @@ class RejectReason(enum.StrEnum):
     DUPLICATE = "DUPLICATE"
     UNKNOWN_USER = "UNKNOWN_USER"
     UNKNOWN_EVENT = "UNKNOWN_EVENT"
+    LEFT_LINE = "LEFT_LINE"
+    """Its sender took it out of the waitlist."""
+    EVENT_CLOSED = "EVENT_CLOSED"
+    """The event was closed (by an operator) before a seat came back for it."""
+    EVENT_ENDED = "EVENT_ENDED"
+    """The event took place before a seat came back for it."""
     FAILED = "FAILED"
     """Its processing failed on every attempt the queue gives it (the request's ``error`` names
     the error's class); its message stays in the queue's dead letters for inspection."""
@@ -103,6 +113,13 @@ class ReservationRequest(Base):
     __tablename__ = "reservation_requests"
     __table_args__ = (
         Index("ix_reservation_requests_event_outcome", "event_id", "status", "reason"),
+        # An event's waitlist, in arrival order.
+        Index(
+            "ix_reservation_requests_waiting",
+            "event_id",
+            "seq",
+            postgresql_where=text("status = 'WAITING'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

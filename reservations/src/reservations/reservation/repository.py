@@ -79,6 +79,8 @@ class EventLock:
     left: int
     """Seats not taken."""
     hold_seconds: int | None
+    waitlist: bool = False
+    closed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +136,7 @@ _ADD_RELEASES = text(
 
 _LOCK_EVENTS = text(
     """
-    SELECT id, max_tickets, reserved, hold_seconds FROM events
+    SELECT id, max_tickets, reserved, hold_seconds, waitlist, closed_at FROM events
     WHERE id = ANY(CAST(:ids AS int[])) AND deleted_at IS NULL
     ORDER BY id
     FOR UPDATE
@@ -199,6 +201,55 @@ _GIVE_BACK = text(
     UPDATE events AS e SET reserved = e.reserved - p.n, updated_at = now()
     FROM unnest(CAST(:event_ids AS int[]), CAST(:counts AS int[])) AS p(id, n)
     WHERE e.id = p.id
+    """
+)
+
+_WAITING = text(
+    """
+    SELECT q.event_id, q.user_id FROM reservation_requests q
+    JOIN unnest(CAST(:event_ids AS int[]), CAST(:user_ids AS int[])) AS p(event_id, user_id)
+      ON q.event_id = p.event_id AND q.user_id = p.user_id
+    WHERE q.status = 'WAITING'
+    """
+)
+
+# SKIP LOCKED is not wanted: the caller holds the event's lock, so no other promotion runs; a
+# request leaving the line meanwhile is waited for, and then not taken.
+_NEXT_WAITING = text(
+    """
+    SELECT id, user_id, seq FROM reservation_requests
+    WHERE event_id = :event_id AND status = 'WAITING'
+    ORDER BY seq
+    LIMIT :limit
+    FOR UPDATE
+    """
+)
+
+_END_WAITING = text(
+    """
+    UPDATE reservation_requests
+    SET status = 'REJECTED', reason = CAST(:reason AS varchar), processed_at = now()
+    WHERE status = 'WAITING' AND event_id = :event_id
+    RETURNING id
+    """
+)
+
+_LEAVE_LINE = text(
+    """
+    UPDATE reservation_requests
+    SET status = 'REJECTED', reason = 'LEFT_LINE', processed_at = now()
+    WHERE status = 'WAITING' AND id = :id
+    RETURNING id
+    """
+)
+
+_END_WAITING_PAST_EVENTS = text(
+    """
+    UPDATE reservation_requests AS q
+    SET status = 'REJECTED', reason = 'EVENT_ENDED', processed_at = now()
+    FROM events AS e
+    WHERE q.status = 'WAITING' AND q.event_id = e.id AND e.date < now()
+    RETURNING q.id
     """
 )
 
@@ -497,7 +548,13 @@ class ReservationRepository:
         """Lock the live events among ``event_ids``, in id order."""
         result = await self.session.execute(_LOCK_EVENTS, {"ids": sorted(set(event_ids))})
         return {
-            row.id: EventLock(row.max_tickets - row.reserved, row.hold_seconds) for row in result
+            row.id: EventLock(
+                row.max_tickets - row.reserved,
+                row.hold_seconds,
+                row.waitlist,
+                row.closed_at is not None,
+            )
+            for row in result
         }
 
     async def live_users(self, user_ids: Sequence[int]) -> set[int]:
@@ -581,6 +638,63 @@ class ReservationRepository:
                 _GIVE_BACK, {"event_ids": list(per_event), "counts": list(per_event.values())}
             )
         return holds
+
+    # -- waitlists -----------------------------------------------------------------------------
+
+    async def waiting(self, pairs: Sequence[tuple[int, int]]) -> set[tuple[int, int]]:
+        """Which (event id, user id) pairs have a request in the event's waitlist."""
+        if not pairs:
+            return set()
+        result = await self.session.execute(
+            _WAITING,
+            {"event_ids": [e for e, _ in pairs], "user_ids": [u for _, u in pairs]},
+        )
+        return {(row[0], row[1]) for row in result}
+
+    async def next_waiting(self, event_id: int, *, limit: int) -> list[tuple[str, int, int]]:
+        """The first ``limit`` (request id, user id, seq) of the event's waitlist, locked."""
+        rows = await self.session.execute(_NEXT_WAITING, {"event_id": event_id, "limit": limit})
+        return [(row.id, row.user_id, row.seq) for row in rows]
+
+    async def waiting_position(self, event_id: int, seq: int) -> int:
+        """1 for the first of the event's waitlist."""
+        ahead = await self.session.scalar(
+            select(func.count())
+            .select_from(ReservationRequest)
+            .where(
+                ReservationRequest.event_id == event_id,
+                ReservationRequest.status == RequestStatus.WAITING,
+                ReservationRequest.seq < seq,
+            )
+        )
+        return int(ahead or 0) + 1
+
+    async def end_waiting(self, event_id: int, reason: RejectReason) -> list[str]:
+        """Take every waiting request of the event out of its line, with ``reason`` as their
+        final outcome; returns their ids."""
+        rows = await self.session.execute(
+            _END_WAITING, {"reason": reason.value, "event_id": event_id}
+        )
+        return list(rows.scalars())
+
+    async def leave_line(self, request_id: str) -> bool:
+        """LEFT_LINE for the request if it is waiting; False if it is not (any more)."""
+        return (await self.session.execute(_LEAVE_LINE, {"id": request_id})).first() is not None
+
+    async def end_waiting_past_events(self) -> list[str]:
+        """EVENT_ENDED for every waiting request of an event that has taken place."""
+        return list((await self.session.execute(_END_WAITING_PAST_EVENTS)).scalars())
+
+    async def close_event(self, event_id: int) -> bool:
+        """Close the sale (locks the event); False if there is no such live event."""
+        row = await self.session.execute(
+            text(
+                "UPDATE events SET closed_at = coalesce(closed_at, now()), updated_at = now() "
+                "WHERE id = :id AND deleted_at IS NULL RETURNING id"
+            ),
+            {"id": event_id},
+        )
+        return row.first() is not None
 
     async def holds(self, reservation_ids: Sequence[int]) -> list[HoldTimer]:
         """The ones among ``reservation_ids`` still HELD, with their ends."""

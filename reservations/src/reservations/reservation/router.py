@@ -100,10 +100,10 @@ async def cancel_reservation(
     Users do not authenticate (as in the seed), so a reservation id alone must not let anyone
     free someone else's ticket: cancelling is an operator's act.
     """
-    service = ReservationService(session, res.gate)
-    reservation, release_id = await service.cancel(reservation_id)
+    service = ReservationService(session, res.gate, timers=res.holds)
+    reservation, back = await service.cancel(reservation_id)
     await session.commit()
-    await service.handed_back(reservation, [release_id])
+    await service.handed_back(reservation, back)
     return ReservationRead.model_validate(reservation)
 
 
@@ -160,12 +160,12 @@ async def release_reservation(
     """Give a HELD reservation's seat back before its hold ends: it becomes RELEASED.
 
     Only its holder (the `Hold-Token` header) or an operator with the admin token may."""
-    service = ReservationService(session, res.gate, await res.request_ids())
-    reservation, release_ids = await service.release(
+    service = ReservationService(session, res.gate, await res.request_ids(), timers=res.holds)
+    reservation, back = await service.release(
         reservation_id, token=hold_token, admin=is_admin(request)
     )
     await session.commit()
-    await service.handed_back(reservation, release_ids)
+    await service.handed_back(reservation, back)
     return ReservationRead.model_validate(reservation)
 
 
@@ -250,6 +250,44 @@ async def request_outcome(
     except RequestLost:
         await session.commit()  # the loss, recorded on first sight
         raise
+
+
+@router.delete(
+    "/reservation/requests/{job_id}",
+    response_model=RequestOutcome,
+    responses={
+        404: {"description": "No request with this job id was ever accepted"},
+        409: {"description": "The request is not WAITING (it got a seat, or is final)"},
+    },
+)
+async def leave_line(
+    job_id: Annotated[str, Path(min_length=1, max_length=64)],
+    session: SessionDep,
+    res: ResourcesDep,
+) -> RequestOutcome:
+    """Take a WAITING request out of its event's waitlist: it ends REJECTED with reason
+    LEFT_LINE. The job id, given only to its sender, is the proof of being them."""
+    service = ReservationService(session, res.gate, await res.request_ids())
+    outcome = await service.leave_line(job_id)
+    await session.commit()
+    return outcome
+
+
+@router.post(
+    "/event/{event_id}/close",
+    response_model=EventOutcomes,
+    responses={**ADMIN_RESPONSES, 404: {"description": "No such event"}},
+)
+async def close_event(
+    event_id: IdPath, session: SessionDep, res: ResourcesDep, _: AdminDep
+) -> EventOutcomes:
+    """Close an event's sale (admin token required): requests from now on are REJECTED with
+    reason EVENT_CLOSED, and so are those waiting in its waitlist. Holds and reservations made
+    stay. Closing a closed event changes nothing."""
+    service = ReservationService(session, res.gate)
+    await service.close(event_id)
+    await session.commit()
+    return await service.outcomes(event_id)
 
 
 @router.get("/reservation/{reservation_id}", response_model=ReservationRead)

@@ -126,8 +126,9 @@ class RequestOutcome(CamelModel):
         ge=1,
         description="while PENDING: the request's place among its event's pending requests, in "
         "arrival order (1: the next of them to be settled). Requests of other events share the "
-        "queue and are not counted. null once final, and when its place is not known (queued "
-        "before the service kept lines)",
+        "queue and are not counted. While WAITING: its place in the event's waitlist (1: the "
+        "next seat that comes back is its). null once final, and when its place is not known "
+        "(queued before the service kept lines)",
     )
     estimated_wait_seconds: float | None = Field(
         default=None,
@@ -151,7 +152,12 @@ class EventOutcomes(CamelModel):
         description="requests with a final outcome: reserved or rejected (rejected includes "
         "FAILED, requests whose processing failed on every attempt)"
     )
-    pending: int = Field(description="requests accepted and not yet final")
+    pending: int = Field(description="requests accepted and not yet processed")
+    waiting: int = Field(
+        default=0,
+        description="requests in the event's waitlist (processed, not final: each gets the "
+        "next seat that comes back, in arrival order)",
+    )
     lost: int = Field(
         default=0,
         description="accepted requests the queue's storage lost before processing (Redis data "

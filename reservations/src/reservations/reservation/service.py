@@ -5,7 +5,9 @@ reaches the gate through the outbox, ``releases.py``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -18,8 +20,20 @@ from .models import RejectReason, RequestStatus, Reservation, ReservationRequest
 from .repository import ReservationRepository
 from .request_ids import RequestIds
 from .schemas import EventOutcomes, RequestOutcome
+from .settle.holds import schedule
+from .waitlist import Filled, fill, granted
 
-__all__ = ["RequestLost", "ReservationService", "event_outcomes", "load_request_ids"]
+if TYPE_CHECKING:
+    from brokerq import Channel
+    from reservations.channels import HoldExpiry
+
+__all__ = [
+    "RequestLost",
+    "ReservationService",
+    "SeatBack",
+    "event_outcomes",
+    "load_request_ids",
+]
 
 log = get_logger(__name__)
 
@@ -30,10 +44,14 @@ class ReservationService:
         session: AsyncSession,
         gate: AdmissionGate,
         request_ids: RequestIds | None = None,
+        *,
+        timers: Channel[HoldExpiry] | None = None,
     ) -> None:
         self.session = session
         self.gate = gate
         self.request_ids = request_ids
+        # Where the timers of holds given from a waitlist go (a seat freed here may make one).
+        self.timers = timers
         self.repository = ReservationRepository(session)
 
     # -- reading -------------------------------------------------------------------------------
@@ -90,6 +108,12 @@ class ReservationService:
             log.warning("reservation_request_lost", request_id=request_id, event_id=row.event_id)
         if row.status == RequestStatus.LOST:
             raise RequestLost(row)
+        if row.status == RequestStatus.WAITING:
+            return RequestOutcome(
+                job_id=row.id, user_id=row.user_id, event_id=row.event_id,
+                status=RequestStatus.WAITING, seq=row.seq,
+                position=await self.repository.waiting_position(row.event_id, row.seq),
+            )  # fmt: skip
         hold = None
         if row.status == RequestStatus.HELD and row.reservation_id is not None:
             hold = await self.repository.get(row.reservation_id)
@@ -127,10 +151,11 @@ class ReservationService:
 
     # -- cancelling ----------------------------------------------------------------------------
 
-    async def cancel(self, reservation_id: int) -> tuple[Reservation, int]:
-        """Cancel in the database, with the gate's release in the same transaction's outbox.
+    async def cancel(self, reservation_id: int) -> tuple[Reservation, SeatBack]:
+        """Cancel in the database, with the gate's release in the same transaction's outbox; the
+        seat goes to the head of the event's waitlist, if it has one.
 
-        The caller commits, then calls ``handed_back`` with the returned release id.
+        The caller commits, then calls ``handed_back`` with what this returns.
         """
         reservation = await self.repository.get(reservation_id, for_update=True)
         if reservation is None:
@@ -142,7 +167,34 @@ class ReservationService:
             user_id=reservation.user_id,
             holder=reservation.request_id or "db",
         )
-        return reservation, release_id
+        return reservation, SeatBack([release_id], await self._fill(reservation.event_id))
+
+    async def _fill(self, event_id: int) -> Filled:
+        filled = await fill(self.repository, [event_id])
+        if self.timers is not None:
+            await schedule(self.timers, filled.timers)
+        return filled
+
+    # -- waitlists -----------------------------------------------------------------------------
+
+    async def leave_line(self, request_id: str) -> RequestOutcome:
+        """Take a waiting request out of its event's line: REJECTED with reason LEFT_LINE. Its
+        id is the proof of being its sender (it is given only in the 202 answer)."""
+        if not await self.repository.leave_line(request_id):
+            outcome = await self.outcome(request_id)  # 404 / 410 for an id that is not waiting
+            raise Conflict(
+                f"reservation request {request_id} is {outcome.status}, not WAITING: only a "
+                "request in a waitlist can leave it"
+                + (" (release its hold instead)" if outcome.status == RequestStatus.HELD else "")
+            )
+        return await self.outcome(request_id)
+
+    async def close(self, event_id: int) -> list[str]:
+        """Close the event's sale: no more seats are given, and its waiting requests end with
+        EVENT_CLOSED (returned). Holds and reservations already made stay."""
+        if not await self.repository.close_event(event_id):
+            raise NotFound(f"event {event_id} does not exist")
+        return await self.repository.end_waiting(event_id, RejectReason.EVENT_CLOSED)
 
     # -- holds ---------------------------------------------------------------------------------
 
@@ -171,9 +223,10 @@ class ReservationService:
 
     async def release(
         self, reservation_id: int, *, token: str | None, admin: bool
-    ) -> tuple[Reservation, list[int]]:
-        """HELD -> RELEASED, by its holder (or an operator): the seat goes back on sale. The
-        caller commits, then calls ``handed_back`` with the returned release ids."""
+    ) -> tuple[Reservation, SeatBack]:
+        """HELD -> RELEASED, by its holder (or an operator): the seat goes to the head of the
+        event's waitlist, or back on sale. The caller commits, then calls ``handed_back`` with
+        what this returns."""
         reservation = await self._hold(reservation_id, token=token, admin=admin)
         if reservation.status != ReservationStatus.HELD:
             raise Conflict(
@@ -188,7 +241,7 @@ class ReservationService:
         seats = [(h.event_id, h.user_id, h.holder) for h in ended]
         release_ids = await self.repository.add_releases(seats)
         await self.session.refresh(reservation)
-        return reservation, release_ids
+        return reservation, SeatBack(release_ids, await self._fill(reservation.event_id))
 
     async def _hold(self, reservation_id: int, *, token: str | None, admin: bool) -> Reservation:
         """The reservation, locked, if the caller is its holder (or an operator)."""
@@ -210,8 +263,9 @@ class ReservationService:
             raise Forbidden(f"this Hold-Token is not the one of reservation {reservation_id}")
         return reservation
 
-    async def handed_back(self, reservation: Reservation, release_ids: Sequence[int]) -> None:
-        """After the commit that freed its seat: let the next arrival have it.
+    async def handed_back(self, reservation: Reservation, back: SeatBack) -> None:
+        """After the commit that freed its seat: let the next arrival have it (or the gate
+        count whom the waitlist gave it to).
 
         If Redis does not confirm, the release stays in the outbox and the workers' maintenance
         pass applies it once Redis answers (``reconcile.apply_releases``).
@@ -222,7 +276,8 @@ class ReservationService:
                 user_id=reservation.user_id,
                 request_id=reservation.request_id or "db",
             )
-            await self.repository.delete_releases(release_ids)
+            await granted(self.gate, back.filled.grants)
+            await self.repository.delete_releases(back.release_ids)
             await self.session.commit()
         except Exception as exc:
             log.warning(
@@ -230,6 +285,15 @@ class ReservationService:
                 reservation_id=reservation.id,
                 error=type(exc).__name__,
             )
+
+
+@dataclass(frozen=True, slots=True)
+class SeatBack:
+    """A seat freed in a transaction: its release in the gate's outbox, and whom the event's
+    waitlist gave it to."""
+
+    release_ids: list[int]
+    filled: Filled
 
 
 def _iso(moment: datetime | None) -> str:
@@ -267,11 +331,14 @@ def event_outcomes(
     Lost requests are those the gate counted as accepted that are neither final nor pending
     (Redis lost them), or at least as many as clients found lost by asking.
     """
-    final = lost_seen = reserved = held = 0
+    final = lost_seen = reserved = held = waiting = 0
     by_reason: dict[str, int] = {}
     for (status, reason), n in counts.items():
         if status == RequestStatus.LOST:
             lost_seen += n
+            continue
+        if status == RequestStatus.WAITING:
+            waiting += n
             continue
         final += n
         if status == RequestStatus.RESERVED:
@@ -283,9 +350,10 @@ def event_outcomes(
             by_reason[key] = by_reason.get(key, 0) + n
     pending = counters.pending if counters else 0
     accepted = counters.accepted if counters else 0
-    lost = max(lost_seen, accepted - final - pending)
+    lost = max(lost_seen, accepted - final - pending - waiting)
     return EventOutcomes(
-        event_id=event_id, accepted=final + pending + lost, final=final, pending=pending,
+        event_id=event_id, accepted=final + pending + waiting + lost, final=final, pending=pending,
+        waiting=waiting,
         lost=lost, reserved=reserved, held=held, rejected=final - reserved - held,
         by_reason=by_reason,
     )  # fmt: skip

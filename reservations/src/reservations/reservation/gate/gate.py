@@ -3,9 +3,10 @@
 Several workers with parallel handlers cannot preserve arrival order, so order is fixed before the
 queue: one Lua call per request gives it a per-event sequence number, remembers which users were
 admitted and counts admissions against the event's capacity. The first ``maxTickets`` distinct users
-to arrive are admitted; later ones are decided SOLD_OUT or DUPLICATE right there, and the decision
-travels in the message. PostgreSQL remains the authority: workers re-check everything there, and an
-admitted request that fails (user or event gone) hands its admission back.
+to arrive are admitted; later ones are decided SOLD_OUT (WAITLISTED for an event with a waitlist)
+or DUPLICATE right there, and the decision travels in the message. PostgreSQL remains the
+authority: workers re-check everything there, and an admitted request that fails (user or event
+gone) hands its admission back.
 
 The gate is a cache of PostgreSQL that decides fast; it must converge to PostgreSQL whatever
 happens between the two (see ``reconcile.py``): a missing event is re-seeded from PostgreSQL, a
@@ -13,7 +14,8 @@ seat freed in PostgreSQL is handed back through an outbox until Redis confirms, 
 pass corrects the admitted users of an event in either direction, one compare-and-set per user.
 
 Keys, all under ``rsv:``:
-- ``event:<id>``           hash: cap, seq (last sequence number), accepted (requests answered 202),
+- ``event:<id>``           hash: cap, wl (1: the event has a waitlist), seq (last sequence
+                           number), accepted (requests answered 202),
                            pending (accepted and not yet final), and the event's settle rate
                            (rate_n, rate_s, rate_at, rate_from: see ``finish.lua`` and
                            ``settle_rate``)
@@ -81,6 +83,7 @@ _MGET_CHUNK = 5000
 class Verdict(enum.StrEnum):
     ADMITTED = "ADMITTED"
     SOLD_OUT = "SOLD_OUT"
+    WAITLISTED = "WAITLISTED"
     DUPLICATE = "DUPLICATE"
     NO_USER = "NO_USER"
     NO_EVENT = "NO_EVENT"
@@ -130,6 +133,7 @@ class EventSnapshot:
     """User id -> the request id of their live reservation (the seat's holder)."""
     last_seq: int
     accepted: int
+    waitlist: bool = False
 
 
 class GateCounters(msgspec.Struct, frozen=True):
@@ -248,7 +252,7 @@ class AdmissionGate:
                 ("HSETNX", event.admitted, user_id, holder)
                 for user_id, holder in seats[start : start + _SEED_CHUNK]
             )
-        args = [snapshot.capacity, snapshot.last_seq, snapshot.accepted]
+        args = [snapshot.capacity, snapshot.last_seq, snapshot.accepted, int(snapshot.waitlist)]
         return bool(await _SEED.run(self.redis, [event.state, event.admitted], args))
 
     async def seed_once(

@@ -45,12 +45,15 @@ async def event_snapshot(session: AsyncSession, event_id: int) -> EventSnapshot 
             final=sum(counts.values()),
         )
     return EventSnapshot(
-        capacity=event.max_tickets, holders=holders, last_seq=last_seq, accepted=accepted
-    )
+        capacity=event.max_tickets, holders=holders, last_seq=last_seq, accepted=accepted,
+        waitlist=event.waitlist,
+    )  # fmt: skip
 
 
 @asynccontextmanager
-async def opening_sale(gate: AdmissionGate, event_id: int, capacity: int) -> AsyncIterator[None]:
+async def opening_sale(
+    gate: AdmissionGate, event_id: int, capacity: int, *, waitlist: bool = False
+) -> AsyncIterator[None]:
     """Around the commit of a new event: gate state left under its id (a database reset) goes
     before the event is visible, so that it cannot meet a request's; after the commit the gate
     knows the event before the first request of a drop, which would otherwise load it from
@@ -62,7 +65,7 @@ async def opening_sale(gate: AdmissionGate, event_id: int, capacity: int) -> Asy
         await gate.forget_event(event_id)
     yield
     with _optional(event_id):
-        await gate.seed(event_id, EventSnapshot(capacity, {}, 0, 0))
+        await gate.seed(event_id, EventSnapshot(capacity, {}, 0, 0, waitlist))
 
 
 @contextmanager

@@ -5,7 +5,8 @@ transaction claims each request's outcome row (a redelivery finds its row and ch
 locks the events in id order, decides in arrival order who gets a ticket, writes the
 reservations and moves the ticket counters; then the gate is told what PostgreSQL decided. In an
 event sold with holds a winner's reservation is HELD, and its timer is queued before the commit
-(``holds.py``).
+(``holds.py``). In an event with a waitlist every request joins the line and the free seats go to
+its head (``reservation/waitlist.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from reservations.log import get_logger
 from ..gate import AdmissionGate
 from ..models import RejectReason, RequestStatus
 from ..repository import ClaimRow, Decision, HoldTimer, ReservationRepository, Winner
+from ..waitlist import Filled, fill, granted
 from . import first_per_request
 from .holds import schedule
 
@@ -37,6 +39,8 @@ _ADMISSION_REASON = {
     Admission.SOLD_OUT: RejectReason.SOLD_OUT,
     Admission.DUPLICATE: RejectReason.DUPLICATE,
 }
+_DECIDED_HERE = (Admission.ADMITTED, Admission.WAITLISTED)
+WAITING = RequestStatus.WAITING
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +69,17 @@ async def process_batch(
         claimed = await repository.claim([_claim_row(item) for item in items])
         fresh = [item for item in items if item.data.requestId in claimed]
         decisions, holds = await _decide(repository, fresh)
-        # Gate rejections were claimed with their final outcome; only admitted ones changed.
+        # Gate rejections were claimed with their final outcome; only the others changed.
         await repository.record(
-            [decisions[i.data.requestId] for i in fresh if i.data.admission is Admission.ADMITTED]
+            [decisions[i.data.requestId] for i in fresh if i.data.admission in _DECIDED_HERE]
         )
+        waiting = sorted(
+            {i.data.eventId for i in fresh if decisions[i.data.requestId].status is WAITING}
+        )
+        filled = await fill(repository, waiting) if waiting else Filled()
+        decisions.update((d.request_id, d) for d in filled.decisions)
         if timers is not None:
-            await schedule(timers, holds)
+            await schedule(timers, [*holds, *filled.timers])
 
     done_before = [item.data.requestId for item in items if item.data.requestId not in claimed]
     if done_before:
@@ -83,6 +92,7 @@ async def process_batch(
                 )  # fmt: skip
 
     await _after_commit(gate, items, decisions)
+    await granted(gate, filled.grants)
     return decisions
 
 
@@ -121,7 +131,11 @@ async def _decide(
     events = await repository.lock_events([i.data.eventId for i in admitted])
     left = {event_id: event.left for event_id, event in events.items()}
     users = await repository.live_users([i.data.userId for i in admitted])
-    held = await repository.held([(i.data.eventId, i.data.userId) for i in admitted])
+    pairs = [(i.data.eventId, i.data.userId) for i in admitted]
+    held = await repository.held(pairs)
+    lines = [p for p in pairs if p[0] in events and events[p[0]].waitlist]
+    # In line already counts as holding: one place per user, in a seat or in line.
+    held |= await repository.waiting(lines) if lines else set()
 
     winners: list[Winner] = []
     for item in sorted(admitted, key=lambda i: (i.data.eventId, i.data.seq)):
@@ -131,8 +145,16 @@ async def _decide(
             reason: RejectReason | None = RejectReason.UNKNOWN_EVENT
         elif data.userId not in users:
             reason = RejectReason.UNKNOWN_USER
+        elif events[data.eventId].closed:
+            reason = RejectReason.EVENT_CLOSED
         elif pair in held:
             reason = RejectReason.DUPLICATE
+        elif events[data.eventId].waitlist:
+            # Into the line, behind everyone before it; ``fill`` then seats its head.
+            reason = None
+            held.add(pair)
+            decisions[data.requestId] = Decision(data.requestId, WAITING, None, None)
+            continue
         elif left[data.eventId] <= 0:
             reason = RejectReason.SOLD_OUT
         else:
@@ -161,7 +183,8 @@ async def _decide(
 async def _after_commit(
     gate: AdmissionGate, items: Sequence[Incoming], decisions: dict[str, Decision]
 ) -> None:
-    """Hand back admissions the database refused, and drop the pending markers.
+    """Hand back admissions the database refused (or sent to the line: a seat the gate counted
+    may have gone to someone earlier in it), and drop the pending markers.
 
     Runs again on a redelivery, and both steps are idempotent, so a crash between the commit and
     this point leaves nothing behind for long.
@@ -171,7 +194,7 @@ async def _after_commit(
         if (
             decision is not None
             and item.data.admission is Admission.ADMITTED
-            and decision.status is RequestStatus.REJECTED
+            and decision.status in (RequestStatus.REJECTED, WAITING)
         ):
             released = await gate.release(
                 event_id=item.data.eventId,

@@ -6,8 +6,9 @@ the hold's timer, a ``HoldExpiry`` message on the hold channel delayed until the
 queued before the commit, so no hold exists without one (a batch that rolls back leaves a timer
 that finds nothing to expire). A worker receives due timers in batches and, in one transaction,
 expires the holds still HELD past their end by PostgreSQL's clock (the clock confirmations are
-checked against), gives their seats back and writes their releases to the outbox; then the gate
-takes them back (``releases.py``). A timer delivered before its hold's end (the worker's clock is
+checked against), gives their seats to the heads of the events' waitlists (``waitlist.py``) or
+back on sale, and writes their releases to the outbox; then the gate takes them back
+(``releases.py``). A timer delivered before its hold's end (the worker's clock is
 not PostgreSQL's) is queued again for the rest.
 
 A confirmation and an expiry at the same instant are decided by the hold's row lock: both change
@@ -34,6 +35,7 @@ from ..gate import AdmissionGate
 from ..models import ReservationStatus
 from ..releases import hand_back
 from ..repository import EndedHold, HoldTimer, ReservationRepository
+from ..waitlist import fill, granted
 
 if TYPE_CHECKING:
     from brokerq import Channel, Message
@@ -74,20 +76,26 @@ async def end_holds(
     *,
     ended: ReservationStatus,
     due_only: bool,
+    timers: Channel[HoldExpiry] | None = None,
 ) -> tuple[list[EndedHold], list[HoldTimer]]:
     """End the holds among ``reservation_ids`` that are still HELD (and, with ``due_only``, past
-    their end), seats back in PostgreSQL and then in the gate. Returns the holds ended and the
-    ones still HELD."""
+    their end) and give their seats to the events' waitlists, or back on sale: in PostgreSQL,
+    then in the gate. Returns the holds ended and the ones still HELD. ``timers``: where the
+    timers of holds given from the waitlists go."""
     async with session_factory() as session, session.begin():
         repository = ReservationRepository(session)
         holds = await repository.end_holds(reservation_ids, ended=ended, due_only=due_only)
         seats = [(h.event_id, h.user_id, h.holder) for h in holds]
         release_ids = await repository.add_releases(seats)
+        filled = await fill(repository, sorted({h.event_id for h in holds}))
+        if timers is not None:
+            await schedule(timers, filled.timers)
         still_held = await repository.holds(reservation_ids) if due_only else []
     if holds:
-        log.info("holds_ended", status=ended.value, count=len(holds))
+        log.info("holds_ended", status=ended.value, count=len(holds), given=len(filled.grants))
     try:
         await hand_back(gate, session_factory, seats, release_ids)
+        await granted(gate, filled.grants)
     except Exception as exc:
         log.warning("holds_gate_release_deferred", count=len(seats), error=type(exc).__name__)
     return holds, still_held
@@ -111,7 +119,7 @@ class HoldExpirer:
         try:
             _, early = await end_holds(
                 self.session_factory, self.gate, ids, ended=ReservationStatus.EXPIRED,
-                due_only=True,
+                due_only=True, timers=self.channel,
             )  # fmt: skip
             # Not due yet by PostgreSQL's clock: the timer goes again, for the rest.
             await schedule(self.channel, early)
@@ -124,19 +132,18 @@ class HoldExpirer:
 async def expire_overdue(
     session_factory: async_sessionmaker[AsyncSession],
     gate: AdmissionGate,
+    timers: Channel[HoldExpiry] | None = None,
     *,
     late_s: float = BACKSTOP_LATE_S,
 ) -> int:
     """The backstop: end holds more than ``late_s`` past their end (their timers were lost);
     returns how many."""
     async with session_factory() as session:
-        ids = await ReservationRepository(session).overdue_holds(
-            late=late_s, limit=_BACKSTOP_BATCH
-        )
+        ids = await ReservationRepository(session).overdue_holds(late=late_s, limit=_BACKSTOP_BATCH)
     if not ids:
         return 0
     holds, _ = await end_holds(
-        session_factory, gate, ids, ended=ReservationStatus.EXPIRED, due_only=True
+        session_factory, gate, ids, ended=ReservationStatus.EXPIRED, due_only=True, timers=timers
     )
     if holds:
         log.warning("holds_expired_by_backstop", count=len(holds))

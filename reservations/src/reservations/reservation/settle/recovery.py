@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from reservations.channels import Admission, ReserveEvent
+from reservations.channels import Admission, HoldExpiry, ReserveEvent
 from reservations.idempotency.store import delete_expired
 from reservations.log import get_logger
 
@@ -247,15 +247,18 @@ async def maintenance_pass(
     session_factory: async_sessionmaker[AsyncSession],
     *,
     pass_number: int | None = None,
+    holds: Channel[HoldExpiry] | None = None,
 ) -> None:
     """One of each: apply the gate's outbox, end holds whose timers were lost (a backstop, see
-    ``holds.py``), reconcile the gate, delete expired idempotency keys, settle the dead letters
-    (before recovery: a request they make final is not looked at again), recover requests. A
-    step that fails is logged and the others still run.
+    ``holds.py``; ``holds`` is the hold channel, for the timers of seats given from waitlists),
+    end the waitlists of events that took place, reconcile the gate, delete expired idempotency
+    keys, settle the dead letters (before recovery: a request they make final is not looked at
+    again), recover requests. A step that fails is logged and the others still run.
     ``pass_number`` (see ``reconcile_events``) is None for a pass that checks every event in
     full."""
     await _step("releases", lambda: apply_releases(gate, session_factory))
-    await _step("overdue holds", lambda: expire_overdue(session_factory, gate))
+    await _step("overdue holds", lambda: expire_overdue(session_factory, gate, holds))
+    await _step("past events' waitlists", lambda: end_past_waitlists(session_factory))
     await _step(
         "reconcile", lambda: reconcile_events(gate, session_factory, pass_number=pass_number)
     )
@@ -272,6 +275,15 @@ async def maintenance_pass(
     )
 
 
+async def end_past_waitlists(session_factory: async_sessionmaker[AsyncSession]) -> int:
+    """EVENT_ENDED for the requests still waiting for a seat of an event that took place."""
+    async with session_factory() as session, session.begin():
+        ended = await ReservationRepository(session).end_waiting_past_events()
+    if ended:
+        log.info("waitlists_ended", count=len(ended))
+    return len(ended)
+
+
 async def _step(name: str, run: Callable[[], Awaitable[T]]) -> T | None:
     try:
         return await run()
@@ -286,12 +298,15 @@ async def maintenance_loop(
     session_factory: async_sessionmaker[AsyncSession],
     *,
     interval_s: float = 5.0,
+    holds: Channel[HoldExpiry] | None = None,
 ) -> None:
     """Run ``maintenance_pass`` every ``interval_s``, in one worker at a time."""
     for pass_number in itertools.count():
         await asyncio.sleep(interval_s)  # a period, not a wait for some condition
         try:
             if await gate.try_lock("maintenance", int(interval_s * 1000)):
-                await maintenance_pass(gate, channel, session_factory, pass_number=pass_number)
+                await maintenance_pass(
+                    gate, channel, session_factory, pass_number=pass_number, holds=holds
+                )
         except Exception as exc:
             log.warning("maintenance_failed", error=type(exc).__name__)

@@ -1,5 +1,6 @@
 if redis.call('EXISTS', KEYS[3]) == 0 then return {'NO_USER', 0} end
-local cap = redis.call('HGET', KEYS[1], 'cap')
+local state = redis.call('HMGET', KEYS[1], 'cap', 'wl')
+local cap = state[1]
 if not cap then return {'NO_EVENT', 0} end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('HINCRBY', KEYS[1], 'accepted', 1)
@@ -8,7 +9,9 @@ local verdict
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
   verdict = 'DUPLICATE'
 elseif redis.call('HLEN', KEYS[2]) >= tonumber(cap) then
-  verdict = 'SOLD_OUT'
+  -- An event with a waitlist queues it: the workers put it in line, or give it a seat that
+  -- came back meanwhile.
+  if state[2] == '1' then verdict = 'WAITLISTED' else verdict = 'SOLD_OUT' end
 else
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
   verdict = 'ADMITTED'

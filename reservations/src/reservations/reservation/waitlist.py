@@ -1,0 +1,87 @@
+"""Waitlists: a seat that comes back goes to the first request waiting for it.
+
+In an event created with ``waitlist``, a request that finds no seat is not refused: the workers
+write it WAITING (``settle/batch.py``), in its arrival order (its ``seq``). Whenever a seat comes
+back (a hold expired or released, a cancellation) or requests join the line, the transaction that
+did it fills the event's free seats from the head of its line (``fill``), under the event's lock,
+so that every free seat goes to the earliest waiting request, and none to a later arrival. A
+promoted request becomes HELD (an event sold with holds, with its timer) or RESERVED, and its
+status URL says so; the gate learns of its seat after the commit (``granted``), and the periodic
+reconciliation puts right what Redis missed.
+
+A waiting request is final only when it gets a seat, its sender takes it out of the line
+(LEFT_LINE), the event is closed (EVENT_CLOSED) or it takes place (EVENT_ENDED, by the workers'
+maintenance pass).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .gate import AdmissionGate
+from .models import RejectReason, RequestStatus
+from .releases import Seat
+from .repository import Decision, HoldTimer, ReservationRepository, Winner
+
+__all__ = ["Filled", "fill", "granted"]
+
+
+@dataclass
+class Filled:
+    """What ``fill`` did: the outcomes of the requests it took from the lines, the timers of the
+    holds it made (to queue before the commit) and the seats the gate must learn of (after)."""
+
+    decisions: list[Decision] = field(default_factory=list)
+    timers: list[HoldTimer] = field(default_factory=list)
+    grants: list[Seat] = field(default_factory=list)
+
+
+async def fill(repository: ReservationRepository, event_ids: Sequence[int]) -> Filled:
+    """Give the free seats of each of the events with a waitlist to the head of its line; the
+    events are locked (in id order) for the rest of the transaction."""
+    filled = Filled()
+    events = await repository.lock_events(event_ids)
+    for event_id, event in events.items():
+        if not event.waitlist or event.closed:
+            continue
+        left = event.left
+        while left > 0:
+            head = await repository.next_waiting(event_id, limit=left)
+            if not head:
+                break
+            held = await repository.held([(event_id, user_id) for _, user_id, _ in head])
+            winners: list[Winner] = []
+            decisions: list[Decision] = []
+            for request_id, user_id, _ in head:
+                if (event_id, user_id) in held:
+                    # A seat of their own came since they joined the line (an operator's act).
+                    decisions.append(
+                        Decision(request_id, RequestStatus.REJECTED, RejectReason.DUPLICATE, None)
+                    )
+                    continue
+                held.add((event_id, user_id))
+                winners.append(Winner(request_id, event_id, user_id, event.hold_seconds))
+            written = await repository.insert_reservations(winners)
+            for winner in winners:
+                reservation_id, expires_at = written[winner.request_id]
+                status = RequestStatus.RESERVED
+                if expires_at is not None:
+                    status = RequestStatus.HELD
+                    filled.timers.append(HoldTimer(reservation_id, event_id, expires_at))
+                decisions.append(Decision(winner.request_id, status, None, reservation_id))
+                filled.grants.append((event_id, winner.user_id, winner.request_id))
+            await repository.record(decisions)
+            filled.decisions.extend(decisions)
+            left -= len(winners)
+    return filled
+
+
+async def granted(gate: AdmissionGate, grants: Sequence[Seat]) -> None:
+    """After the commit: the gate counts the seats given from the lines."""
+    by_event: dict[int, dict[int, str]] = defaultdict(dict)
+    for event_id, user_id, holder in grants:
+        by_event[event_id][user_id] = holder
+    for event_id, seats in by_event.items():
+        await gate.restore_many(event_id, seats)
