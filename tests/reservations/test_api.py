@@ -113,6 +113,7 @@ async def test_reservation_is_accepted_with_the_seed_job_shape(
         "estimatedWaitSeconds": None,
         "reservationStatus": None,
         "holdExpiresAt": None,
+        "quantity": 1,
     }
     # The message really is in the queue.
     stats = await api.resources.channel.stats()

@@ -47,10 +47,12 @@ class Admission(enum.StrEnum):
     SOLD_OUT = "SOLD_OUT"
     WAITLISTED = "WAITLISTED"
     """Found the event full, and the event has a waitlist: the worker puts it in line."""
+    OVER_LIMIT = "OVER_LIMIT"
+    """Asked for more seats than the event's ``maxPerUser``."""
     DUPLICATE = "DUPLICATE"
 
 
-class ReserveEvent(msgspec.Struct, frozen=True, kw_only=True):
+class ReserveEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One reservation request, as the seed's ``reserveEvent`` job ``{userId, eventId}`` plus what
     the workers need to finish it without asking anyone."""
 
@@ -62,6 +64,8 @@ class ReserveEvent(msgspec.Struct, frozen=True, kw_only=True):
     seq: int
     """Arrival order at the gate, per event."""
     acceptedAtMs: int
+    quantity: int = 1
+    """Seats asked for, all or none."""
 
 
 class HoldExpiry(msgspec.Struct, frozen=True, kw_only=True):

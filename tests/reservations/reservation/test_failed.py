@@ -102,7 +102,7 @@ def failed(job_id: str, user_id: int, event_id: int) -> dict[str, Any]:
         "jobId": job_id, "userId": user_id, "eventId": event_id, "status": "REJECTED",
         "reason": "FAILED", "reservationId": None, "seq": 1, "error": REFUSED,
         "position": None, "estimatedWaitSeconds": None, "reservationStatus": None,
-        "holdExpiresAt": None,
+        "holdExpiresAt": None, "quantity": 1,
     }  # fmt: skip
 
 

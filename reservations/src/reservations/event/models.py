@@ -19,6 +19,7 @@ class Event(Timestamps, Base):
         CheckConstraint(
             "hold_seconds IS NULL OR hold_seconds BETWEEN 1 AND 86400", name="hold_seconds_range"
         ),
+        CheckConstraint("max_per_user BETWEEN 1 AND 100", name="max_per_user_range"),
     )
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
@@ -32,6 +33,10 @@ class Event(Timestamps, Base):
     # Sold with holds: a won request holds its seat this long, until confirmed; None: the seed's
     # sale, a won request is RESERVED at once.
     hold_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The most seats one user may hold (one reservation per user, of up to this many seats).
+    max_per_user: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=1, server_default="1"
+    )
     # Requests that find it sold out wait in line (WAITING) for a seat that comes back.
     waitlist: Mapped[bool] = mapped_column(
         Boolean, nullable=False, default=False, server_default=false()

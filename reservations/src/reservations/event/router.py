@@ -25,7 +25,13 @@ async def create_event(
     """Put an event on sale (admin token required)."""
     event = await EventService(session).create(data)
     # The reservation side's admission gate learns the event around its commit.
-    async with opening_sale(resources.gate, event.id, event.max_tickets, waitlist=event.waitlist):
+    async with opening_sale(
+        resources.gate,
+        event.id,
+        event.max_tickets,
+        waitlist=event.waitlist,
+        max_per_user=event.max_per_user,
+    ):
         await session.commit()
     return EventService.to_read(event)
 

@@ -8,6 +8,7 @@ from reservations.camel import CamelModel, Integer, Text, UtcDateTime
 
 MAX_TICKETS = 10_000_000
 MAX_HOLD_SECONDS = 86_400
+MAX_PER_USER = 100
 
 
 class EventCreate(CamelModel):
@@ -23,6 +24,14 @@ class EventCreate(CamelModel):
         "seconds, until its sender confirms it (RESERVED) or releases it; unconfirmed, the seat "
         "goes back on sale when the hold expires. null (the default): a request that wins a "
         "seat is RESERVED at once",
+    )
+    max_per_user: Integer = Field(
+        default=1,
+        ge=1,
+        le=MAX_PER_USER,
+        description="the most seats one user may hold for the event: one reservation per user, "
+        "of up to this many seats (a request's `quantity`). 1 (the default): one seat each, as "
+        "the seed",
     )
     waitlist: bool = Field(
         default=False,
@@ -42,6 +51,7 @@ class EventRead(CamelModel):
     reserved_tickets: int
     remaining_tickets: int
     hold_seconds: int | None = None
+    max_per_user: int = 1
     waitlist: bool = False
     closed_at: datetime | None = Field(
         default=None, description="when an operator closed the sale; null while on sale"

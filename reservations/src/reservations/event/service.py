@@ -29,6 +29,7 @@ class EventService:
             reserved=0,
             hold_seconds=data.hold_seconds,
             waitlist=data.waitlist,
+            max_per_user=data.max_per_user,
         )
         try:
             async with self.session.begin_nested():
@@ -61,6 +62,7 @@ class EventService:
             remaining_tickets=event.max_tickets - event.reserved,
             hold_seconds=event.hold_seconds,
             waitlist=event.waitlist,
+            max_per_user=event.max_per_user,
             closed_at=event.closed_at,
             created_at=event.created_at,
             updated_at=event.updated_at,

@@ -42,7 +42,8 @@ class ReservationFastLane:
             await self.app(scope, receive, send)
             return
         match = _PATH.fullmatch(scope["path"])
-        if match is None:
+        if match is None or scope.get("query_string"):
+            # Parameters (a quantity) are the documented route's to validate.
             await self.app(scope, receive, send)
             return
         event_id, user_id = int(match[1]), int(match[2])

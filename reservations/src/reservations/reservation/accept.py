@@ -42,6 +42,7 @@ class Accepted:
     accepted_at_ms: int
     admission: Admission
     seq: int
+    quantity: int = 1
 
 
 async def accept(
@@ -52,6 +53,7 @@ async def accept(
     *,
     event_id: int,
     user_id: int,
+    quantity: int = 1,
 ) -> Accepted:
     """Decide the request's place at the gate and queue it."""
     accepted_at_ms = time.time_ns() // 1_000_000
@@ -59,7 +61,9 @@ async def accept(
     try:
         # A session that costs nothing unless the gate needs PostgreSQL.
         async with _LazySession(session_factory) as session:
-            result = await _admit(session, gate, event_id, user_id, request_id, accepted_at_ms)
+            result = await _admit(
+                session, gate, event_id, user_id, request_id, accepted_at_ms, quantity
+            )
     except Exception as exc:
         server = outage_of(exc)
         if server is None:
@@ -70,7 +74,7 @@ async def accept(
     admission = result.verdict.admission()
     message = ReserveEvent(
         userId=user_id, eventId=event_id, requestId=request_id, admission=admission,
-        seq=result.seq, acceptedAtMs=accepted_at_ms,
+        seq=result.seq, acceptedAtMs=accepted_at_ms, quantity=quantity,
     )  # fmt: skip
     try:
         # The trace context travels in the message's headers to the worker.
@@ -88,7 +92,7 @@ async def accept(
         ) from exc
     return Accepted(
         request_id=request_id, message_id=produced.id, event_id=event_id, user_id=user_id,
-        accepted_at_ms=accepted_at_ms, admission=admission, seq=result.seq,
+        accepted_at_ms=accepted_at_ms, admission=admission, seq=result.seq, quantity=quantity,
     )  # fmt: skip
 
 
@@ -99,12 +103,13 @@ async def _admit(
     user_id: int,
     request_id: str,
     accepted_at_ms: int,
+    quantity: int,
 ) -> GateResult:
     result = None
     for _ in range(3):
         result = await gate.admit(
             event_id=event_id, user_id=user_id, request_id=request_id,
-            accepted_at_ms=accepted_at_ms,
+            accepted_at_ms=accepted_at_ms, quantity=quantity,
         )  # fmt: skip
         if result.verdict is Verdict.NO_USER:
             if not await UserService(session).exists(user_id):

@@ -5,6 +5,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Identity,
@@ -57,6 +58,8 @@ class RejectReason(enum.StrEnum):
     DUPLICATE = "DUPLICATE"
     UNKNOWN_USER = "UNKNOWN_USER"
     UNKNOWN_EVENT = "UNKNOWN_EVENT"
+    OVER_LIMIT = "OVER_LIMIT"
+    """Asked for more seats than the event allows one user (``maxPerUser``)."""
     LEFT_LINE = "LEFT_LINE"
     """Its sender took it out of the waitlist."""
     EVENT_CLOSED = "EVENT_CLOSED"
@@ -80,6 +83,7 @@ class Reservation(Base):
             postgresql_where=text("status IN ('HELD', 'RESERVED')"),
         ),
         Index("ix_reservations_event_id_id", "event_id", "id"),
+        CheckConstraint("quantity >= 1", name="quantity_positive"),
         # The expiry backstop's scan: holds whose timer was lost (see ``settle/holds.py``).
         Index(
             "ix_reservations_held_expires_at",
@@ -101,6 +105,8 @@ class Reservation(Base):
     # A hold's end unless confirmed before (HELD only; kept afterwards, for the record).
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Seats it takes, all of them until it ends.
+    quantity: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
 
 
 class ReservationRequest(Base):
@@ -132,6 +138,7 @@ class ReservationRequest(Base):
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     reservation_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    quantity: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
     # The class of the error that failed a FAILED request for good; None for any other outcome.
     error: Mapped[str | None] = mapped_column(String(128), nullable=True)
     accepted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

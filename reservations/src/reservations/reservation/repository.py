@@ -62,6 +62,7 @@ class ClaimRow:
     accepted_at: datetime
     error: str | None = None
     """The class of the error, for a FAILED outcome only."""
+    quantity: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,7 @@ class EventLock:
     hold_seconds: int | None
     waitlist: bool = False
     closed: bool = False
+    max_per_user: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,7 @@ class Winner:
     user_id: int
     hold_seconds: int | None
     """None: RESERVED at once; else HELD for this long."""
+    quantity: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,17 +112,18 @@ class EndedHold:
     event_id: int
     user_id: int
     holder: str
+    quantity: int = 1
 
 
 _CLAIM = text(
     """
     INSERT INTO reservation_requests
-        (id, message_id, event_id, user_id, seq, status, reason, error, accepted_at)
+        (id, message_id, event_id, user_id, seq, status, reason, error, accepted_at, quantity)
     SELECT * FROM unnest(
         CAST(:ids AS varchar[]), CAST(:message_ids AS varchar[]), CAST(:event_ids AS int[]),
         CAST(:user_ids AS int[]), CAST(:seqs AS bigint[]), CAST(:statuses AS varchar[]),
         CAST(:reasons AS varchar[]), CAST(:errors AS varchar[]),
-        CAST(:accepted AS timestamptz[]))
+        CAST(:accepted AS timestamptz[]), CAST(:quantities AS int[]))
     ON CONFLICT (id) DO NOTHING
     RETURNING id
     """
@@ -136,7 +140,7 @@ _ADD_RELEASES = text(
 
 _LOCK_EVENTS = text(
     """
-    SELECT id, max_tickets, reserved, hold_seconds, waitlist, closed_at FROM events
+    SELECT id, max_tickets, reserved, hold_seconds, waitlist, closed_at, max_per_user FROM events
     WHERE id = ANY(CAST(:ids AS int[])) AND deleted_at IS NULL
     ORDER BY id
     FOR UPDATE
@@ -165,12 +169,12 @@ _HELD = text(
 # A hold's time runs from the transaction's start: at most the batch's write is taken off it.
 _INSERT_RESERVATIONS = text(
     """
-    INSERT INTO reservations (event_id, user_id, status, request_id, expires_at)
+    INSERT INTO reservations (event_id, user_id, status, request_id, expires_at, quantity)
     SELECT e, u, CASE WHEN h IS NULL THEN 'RESERVED' ELSE 'HELD' END, r,
-           now() + make_interval(secs => h)
+           now() + make_interval(secs => h), n
     FROM unnest(
         CAST(:event_ids AS int[]), CAST(:user_ids AS int[]), CAST(:request_ids AS varchar[]),
-        CAST(:holds AS int[])) AS p(e, u, r, h)
+        CAST(:holds AS int[]), CAST(:quantities AS int[])) AS p(e, u, r, h, n)
     RETURNING id, request_id, expires_at
     """
 )
@@ -188,7 +192,7 @@ _END_HOLDS = text(
     )
     UPDATE reservations AS r SET status = CAST(:ended AS varchar), cancelled_at = now()
     FROM ending WHERE r.id = ending.id
-    RETURNING r.id, r.event_id, r.user_id, r.request_id
+    RETURNING r.id, r.event_id, r.user_id, r.request_id, r.quantity
     """
 )
 
@@ -217,10 +221,10 @@ _WAITING = text(
 # request leaving the line meanwhile is waited for, and then not taken.
 _NEXT_WAITING = text(
     """
-    SELECT id, user_id, seq FROM reservation_requests
+    SELECT id, user_id, seq, quantity FROM reservation_requests
     WHERE event_id = :event_id AND status = 'WAITING'
     ORDER BY seq
-    LIMIT :limit
+    LIMIT :limit OFFSET :offset
     FOR UPDATE
     """
 )
@@ -324,20 +328,27 @@ class ReservationRepository:
         return list(rows.scalars()), int(total or 0)
 
     async def holders(self, event_id: int) -> dict[int, str]:
-        """User id -> the request id of their live reservation ("db" for one made otherwise)."""
+        """User id -> the request id of their live reservation ("db" for one made otherwise),
+        with ``*<n>`` for n seats: the gate's form (``gate.py``)."""
         return (await self.holders_many([event_id]))[event_id]
 
     async def holders_many(self, event_ids: Sequence[int]) -> dict[int, dict[int, str]]:
         """``holders`` of several events, in one query."""
         rows = await self.session.execute(
-            select(Reservation.event_id, Reservation.user_id, Reservation.request_id).where(
+            select(
+                Reservation.event_id,
+                Reservation.user_id,
+                Reservation.request_id,
+                Reservation.quantity,
+            ).where(
                 Reservation.event_id.in_(event_ids),
                 Reservation.status.in_(LIVE_STATUSES),
             )
         )
         found: dict[int, dict[int, str]] = {event_id: {} for event_id in event_ids}
-        for event_id, user_id, request_id in rows:
-            found[event_id][user_id] = request_id or "db"
+        for event_id, user_id, request_id, quantity in rows:
+            holder = request_id or "db"
+            found[event_id][user_id] = holder if quantity == 1 else f"{holder}*{quantity}"
         return found
 
     async def request(self, request_id: str) -> ReservationRequest | None:
@@ -507,10 +518,10 @@ class ReservationRepository:
             return False
         await self.session.execute(
             text(
-                "UPDATE events SET reserved = reserved - 1, updated_at = now() "
-                "WHERE id = :id AND reserved > 0"
+                "UPDATE events SET reserved = reserved - :n, updated_at = now() "
+                "WHERE id = :id AND reserved >= :n"
             ),
-            {"id": reservation.event_id},
+            {"id": reservation.event_id, "n": reservation.quantity},
         )
         reservation.status = ReservationStatus.CANCELLED
         reservation.cancelled_at = row[0]
@@ -540,6 +551,7 @@ class ReservationRepository:
                 "reasons": [r.reason.value if r.reason else None for r in rows],
                 "errors": [r.error for r in rows],
                 "accepted": [r.accepted_at for r in rows],
+                "quantities": [r.quantity for r in rows],
             },
         )
         return {row[0] for row in result}
@@ -553,6 +565,7 @@ class ReservationRepository:
                 row.hold_seconds,
                 row.waitlist,
                 row.closed_at is not None,
+                row.max_per_user,
             )
             for row in result
         }
@@ -590,12 +603,13 @@ class ReservationRepository:
                 "event_ids": [w.event_id for w in winners],
                 "user_ids": [w.user_id for w in winners],
                 "holds": [w.hold_seconds for w in winners],
+                "quantities": [w.quantity for w in winners],
             },
         )
         ids = {row.request_id: (row.id, row.expires_at) for row in result}
         per_event: dict[int, int] = {}
         for winner in winners:
-            per_event[winner.event_id] = per_event.get(winner.event_id, 0) + 1
+            per_event[winner.event_id] = per_event.get(winner.event_id, 0) + winner.quantity
         taken = await self.session.execute(
             _TAKE_TICKETS,
             {"event_ids": list(per_event), "counts": list(per_event.values())},
@@ -627,11 +641,12 @@ class ReservationRepository:
             {"ids": sorted(set(reservation_ids)), "ended": ended.value, "due_only": due_only},
         )
         holds = [
-            EndedHold(row.id, row.event_id, row.user_id, row.request_id or "db") for row in rows
+            EndedHold(row.id, row.event_id, row.user_id, row.request_id or "db", row.quantity)
+            for row in rows
         ]
         per_event: dict[int, int] = {}
         for hold in holds:
-            per_event[hold.event_id] = per_event.get(hold.event_id, 0) + 1
+            per_event[hold.event_id] = per_event.get(hold.event_id, 0) + hold.quantity
         if per_event:
             await self.session.execute(_LOCK_EVENT_ROWS, {"ids": sorted(per_event)})
             await self.session.execute(
@@ -651,10 +666,15 @@ class ReservationRepository:
         )
         return {(row[0], row[1]) for row in result}
 
-    async def next_waiting(self, event_id: int, *, limit: int) -> list[tuple[str, int, int]]:
-        """The first ``limit`` (request id, user id, seq) of the event's waitlist, locked."""
-        rows = await self.session.execute(_NEXT_WAITING, {"event_id": event_id, "limit": limit})
-        return [(row.id, row.user_id, row.seq) for row in rows]
+    async def next_waiting(
+        self, event_id: int, *, limit: int, offset: int = 0
+    ) -> list[tuple[str, int, int]]:
+        """(request id, user id, quantity) of the event's waitlist, in order, from its
+        ``offset``-th; locked."""
+        rows = await self.session.execute(
+            _NEXT_WAITING, {"event_id": event_id, "limit": limit, "offset": offset}
+        )
+        return [(row.id, row.user_id, row.quantity) for row in rows]
 
     async def waiting_position(self, event_id: int, seq: int) -> int:
         """1 for the first of the event's waitlist."""

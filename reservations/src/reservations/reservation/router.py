@@ -20,6 +20,7 @@ from .schemas import (
     EventOutcomes,
     JobAccepted,
     JobData,
+    QuantityField,
     RequestLostBody,
     RequestOutcome,
     ReservationCreate,
@@ -67,7 +68,7 @@ def _accepted(job: Accepted, hold_token: str) -> Response:
 
 
 async def accept_reservation(
-    event_id: int, user_id: int, res: Resources, client: str | None
+    event_id: int, user_id: int, res: Resources, client: str | None, quantity: int = 1
 ) -> Response:
     """Queue one request and answer 202 (shared by the routes below and the fast lane)."""
     if res.limiter is not None:
@@ -81,8 +82,9 @@ async def accept_reservation(
             )
     request_ids = await res.request_ids()
     job = await accept(
-        res.session_factory, res.gate, res.channel, request_ids, event_id=event_id, user_id=user_id
-    )
+        res.session_factory, res.gate, res.channel, request_ids, event_id=event_id,
+        user_id=user_id, quantity=quantity,
+    )  # fmt: skip
     return _accepted(job, request_ids.hold_token(job.request_id))
 
 
@@ -188,10 +190,14 @@ async def delete_reservation(
     responses=_ACCEPTED_DOC,
 )
 async def request_reservation(
-    event_id: IdPath, user_id: IdPath, res: ResourcesDep, request: Request
+    event_id: IdPath,
+    user_id: IdPath,
+    res: ResourcesDep,
+    request: Request,
+    quantity: Annotated[QuantityField, Query()] = 1,
 ) -> Response:
-    """Queue a reservation request (the seed's `reserveEvent` job)."""
-    return await accept_reservation(event_id, user_id, res, _client(request))
+    """Queue a reservation request (the seed's `reserveEvent` job), for `quantity` seats."""
+    return await accept_reservation(event_id, user_id, res, _client(request), quantity)
 
 
 @router.post(
@@ -203,8 +209,10 @@ async def request_reservation(
 async def request_reservation_body(
     body: ReservationCreate, res: ResourcesDep, request: Request
 ) -> Response:
-    """Queue a reservation request given as `{userId, eventId}`."""
-    return await accept_reservation(body.event_id, body.user_id, res, _client(request))
+    """Queue a reservation request given as `{userId, eventId, quantity}`."""
+    return await accept_reservation(
+        body.event_id, body.user_id, res, _client(request), body.quantity
+    )
 
 
 def _client(request: Request) -> str | None:

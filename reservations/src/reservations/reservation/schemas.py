@@ -1,19 +1,30 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from pydantic import Field
 
 from reservations.camel import CamelModel, IdField
+from reservations.event.schemas import MAX_PER_USER
 
 from .models import RejectReason, RequestStatus, ReservationStatus
+
+QuantityField = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=MAX_PER_USER,
+        description="seats asked for, all or none; at most the event's `maxPerUser`",
+    ),
+]
 
 
 class ReservationCreate(CamelModel):
     user_id: IdField
     event_id: IdField
+    quantity: QuantityField = 1
 
 
 class ReservationRead(CamelModel):
@@ -33,6 +44,7 @@ class ReservationRead(CamelModel):
         default=None, description="for a hold: when it ends unless confirmed before"
     )
     confirmed_at: datetime | None = None
+    quantity: int = Field(default=1, description="seats it takes")
 
 
 class ReservationPage(CamelModel):
@@ -106,6 +118,7 @@ class RequestOutcome(CamelModel):
         description="why a REJECTED request was refused; FAILED: its processing failed on every "
         "attempt (see `error`), it holds no place and may be sent again",
     )
+    quantity: int = Field(default=1, description="seats asked for")
     reservation_id: int | None = None
     reservation_status: ReservationStatus | None = Field(
         default=None,

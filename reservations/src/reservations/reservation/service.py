@@ -92,6 +92,7 @@ class ReservationService:
             return RequestOutcome(
                 job_id=request_id, user_id=pending.user_id, event_id=pending.event_id,
                 status=RequestStatus.PENDING, reason=None, reservation_id=None, seq=pending.seq,
+                quantity=pending.quantity,
                 position=None if place is None else place.position,
                 estimated_wait_seconds=None if wait_s is None else round(wait_s, 3),
             )  # fmt: skip
@@ -111,7 +112,7 @@ class ReservationService:
         if row.status == RequestStatus.WAITING:
             return RequestOutcome(
                 job_id=row.id, user_id=row.user_id, event_id=row.event_id,
-                status=RequestStatus.WAITING, seq=row.seq,
+                status=RequestStatus.WAITING, seq=row.seq, quantity=row.quantity,
                 position=await self.repository.waiting_position(row.event_id, row.seq),
             )  # fmt: skip
         hold = None
@@ -122,6 +123,7 @@ class ReservationService:
             status=RequestStatus(row.status),
             reason=RejectReason(row.reason) if row.reason else None,
             reservation_id=row.reservation_id, seq=row.seq, error=row.error,
+            quantity=row.quantity,
             reservation_status=None if hold is None else ReservationStatus(hold.status),
             hold_expires_at=None if hold is None else hold.expires_at,
         )  # fmt: skip

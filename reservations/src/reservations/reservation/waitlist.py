@@ -25,7 +25,12 @@ from .models import RejectReason, RequestStatus
 from .releases import Seat
 from .repository import Decision, HoldTimer, ReservationRepository, Winner
 
-__all__ = ["Filled", "fill", "granted"]
+__all__ = ["SCAN_LIMIT", "Filled", "fill", "granted"]
+
+SCAN_LIMIT = 1000
+"""Waiting requests too large for the free seats that a seat passes by, at most: beyond, it
+waits for the next fill."""
+_PAGE = 100
 
 
 @dataclass
@@ -39,30 +44,38 @@ class Filled:
 
 
 async def fill(repository: ReservationRepository, event_ids: Sequence[int]) -> Filled:
-    """Give the free seats of each of the events with a waitlist to the head of its line; the
-    events are locked (in id order) for the rest of the transaction."""
+    """Give the free seats of each of the events with a waitlist to the first waiting requests
+    they fit (a request for more seats than are free keeps its place and lets the next ones
+    by); the events are locked (in id order) for the rest of the transaction."""
     filled = Filled()
     events = await repository.lock_events(event_ids)
     for event_id, event in events.items():
         if not event.waitlist or event.closed:
             continue
-        left = event.left
-        while left > 0:
-            head = await repository.next_waiting(event_id, limit=left)
-            if not head:
+        left, offset = event.left, 0
+        while left > 0 and offset < SCAN_LIMIT:
+            page = await repository.next_waiting(event_id, limit=_PAGE, offset=offset)
+            if not page:
                 break
-            held = await repository.held([(event_id, user_id) for _, user_id, _ in head])
+            held = await repository.held([(event_id, user_id) for _, user_id, _ in page])
             winners: list[Winner] = []
             decisions: list[Decision] = []
-            for request_id, user_id, _ in head:
+            for request_id, user_id, quantity in page:
+                if left <= 0:
+                    break
                 if (event_id, user_id) in held:
                     # A seat of their own came since they joined the line (an operator's act).
                     decisions.append(
                         Decision(request_id, RequestStatus.REJECTED, RejectReason.DUPLICATE, None)
                     )
-                    continue
-                held.add((event_id, user_id))
-                winners.append(Winner(request_id, event_id, user_id, event.hold_seconds))
+                elif quantity <= left:
+                    held.add((event_id, user_id))
+                    left -= quantity
+                    winners.append(
+                        Winner(request_id, event_id, user_id, event.hold_seconds, quantity)
+                    )
+                else:
+                    offset += 1  # does not fit: keeps its place
             written = await repository.insert_reservations(winners)
             for winner in winners:
                 reservation_id, expires_at = written[winner.request_id]
@@ -71,11 +84,18 @@ async def fill(repository: ReservationRepository, event_ids: Sequence[int]) -> F
                     status = RequestStatus.HELD
                     filled.timers.append(HoldTimer(reservation_id, event_id, expires_at))
                 decisions.append(Decision(winner.request_id, status, None, reservation_id))
-                filled.grants.append((event_id, winner.user_id, winner.request_id))
+                filled.grants.append(
+                    (event_id, winner.user_id, _holder(winner.request_id, winner.quantity))
+                )
             await repository.record(decisions)
             filled.decisions.extend(decisions)
-            left -= len(winners)
+            if len(page) < _PAGE and not winners:
+                break
     return filled
+
+
+def _holder(request_id: str, quantity: int) -> str:
+    return request_id if quantity == 1 else f"{request_id}*{quantity}"
 
 
 async def granted(gate: AdmissionGate, grants: Sequence[Seat]) -> None:

@@ -2,9 +2,10 @@
 
 Several workers with parallel handlers cannot preserve arrival order, so order is fixed before the
 queue: one Lua call per request gives it a per-event sequence number, remembers which users were
-admitted and counts admissions against the event's capacity. The first ``maxTickets`` distinct users
-to arrive are admitted; later ones are decided SOLD_OUT (WAITLISTED for an event with a waitlist)
-or DUPLICATE right there, and the decision travels in the message. PostgreSQL remains the
+admitted and counts their seats against the event's capacity. Requests are admitted in arrival
+order while their seats fit; later ones are decided SOLD_OUT (WAITLISTED for an event with a
+waitlist), DUPLICATE (the user holds seats already) or OVER_LIMIT (more seats than the event
+allows one request) right there, and the decision travels in the message. PostgreSQL remains the
 authority: workers re-check everything there, and an admitted request that fails (user or event
 gone) hands its admission back.
 
@@ -14,13 +15,14 @@ seat freed in PostgreSQL is handed back through an outbox until Redis confirms, 
 pass corrects the admitted users of an event in either direction, one compare-and-set per user.
 
 Keys, all under ``rsv:``:
-- ``event:<id>``           hash: cap, wl (1: the event has a waitlist), seq (last sequence
+- ``event:<id>``           hash: cap, taken (seats held), mpu (most seats one request may
+                           ask), wl (1: the event has a waitlist), seq (last sequence
                            number), accepted (requests answered 202),
                            pending (accepted and not yet final), and the event's settle rate
                            (rate_n, rate_s, rate_at, rate_from: see ``finish.lua`` and
                            ``settle_rate``)
-- ``event:<id>:admitted``  hash: user id -> request id holding a seat (its count is the number of
-                           seats taken; the holder makes every release a compare-and-delete)
+- ``event:<id>:admitted``  hash: user id -> request id holding their seats, ``<id>*<n>`` for n
+                           seats (the holder makes every release a compare-and-delete)
 - ``event:<id>:line``      sorted set: the event's requests accepted and not yet final, scored by
                            seq (a request's rank is its place in line); added with the marker,
                            removed with it
@@ -84,6 +86,7 @@ class Verdict(enum.StrEnum):
     ADMITTED = "ADMITTED"
     SOLD_OUT = "SOLD_OUT"
     WAITLISTED = "WAITLISTED"
+    OVER_LIMIT = "OVER_LIMIT"
     DUPLICATE = "DUPLICATE"
     NO_USER = "NO_USER"
     NO_EVENT = "NO_EVENT"
@@ -106,6 +109,7 @@ class PendingRequest:
     seq: int
     accepted_at_ms: int
     admission: Admission
+    quantity: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,16 +134,19 @@ class EventSnapshot:
 
     capacity: int
     holders: Mapping[int, str]
-    """User id -> the request id of their live reservation (the seat's holder)."""
+    """User id -> the request id of their live reservation (the seats' holder), with
+    ``*<n>`` for a reservation of n seats."""
     last_seq: int
     accepted: int
     waitlist: bool = False
+    max_per_user: int = 1
 
 
 class GateCounters(msgspec.Struct, frozen=True):
     capacity: int
     admitted: int
-    """Seats taken: reserved in PostgreSQL, or admitted and not yet written."""
+    """Seats taken: reserved in PostgreSQL, or admitted and not yet written (a request for n
+    seats takes n)."""
     accepted: int
     last_seq: int
     pending: int
@@ -194,7 +201,13 @@ class AdmissionGate:
         self._seeding: dict[int, asyncio.Future[bool]] = {}
 
     async def admit(
-        self, *, event_id: int, user_id: int, request_id: str, accepted_at_ms: int
+        self,
+        *,
+        event_id: int,
+        user_id: int,
+        request_id: str,
+        accepted_at_ms: int,
+        quantity: int = 1,
     ) -> GateResult:
         event = event_keys(event_id)
         keys = [
@@ -205,7 +218,9 @@ class AdmissionGate:
             UNFINISHED_KEY,
             event.line,
         ]
-        args: list[str | int] = [user_id, request_id, accepted_at_ms, event_id, PENDING_TTL_S]
+        args: list[str | int] = [
+            user_id, request_id, accepted_at_ms, event_id, PENDING_TTL_S, quantity
+        ]  # fmt: skip
         verdict, seq = await _ADMIT.run(self.redis, keys, args)
         return GateResult(Verdict(_text(verdict)), int(seq))
 
@@ -223,14 +238,16 @@ class AdmissionGate:
         if not seats:
             return 0
         args = [v for user_id, holder in seats for v in (user_id, holder or "")]
-        return int(await _RELEASE.run(self.redis, [event_keys(event_id).admitted], args))
+        event = event_keys(event_id)
+        return int(await _RELEASE.run(self.redis, [event.admitted, event.state], args))
 
     async def restore_many(self, event_id: int, seats: Mapping[int, str]) -> int:
         """Give a seat to each user that does not hold one; returns how many were given."""
         if not seats:
             return 0
         args = [v for user_id, holder in seats.items() for v in (user_id, holder)]
-        return int(await _RESTORE.run(self.redis, [event_keys(event_id).admitted], args))
+        event = event_keys(event_id)
+        return int(await _RESTORE.run(self.redis, [event.admitted, event.state], args))
 
     async def holders(self, event_id: int) -> dict[int, str]:
         """User id -> request id of every seat the gate counts for the event."""
@@ -252,7 +269,10 @@ class AdmissionGate:
                 ("HSETNX", event.admitted, user_id, holder)
                 for user_id, holder in seats[start : start + _SEED_CHUNK]
             )
-        args = [snapshot.capacity, snapshot.last_seq, snapshot.accepted, int(snapshot.waitlist)]
+        args = [
+            snapshot.capacity, snapshot.last_seq, snapshot.accepted, int(snapshot.waitlist),
+            snapshot.max_per_user,
+        ]  # fmt: skip
         return bool(await _SEED.run(self.redis, [event.state, event.admitted], args))
 
     async def seed_once(
@@ -303,19 +323,20 @@ class AdmissionGate:
             command
             for event in map(event_keys, event_ids)
             for command in (
-                ("HMGET", event.state, "cap", "accepted", "seq", "pending"),
+                ("HMGET", event.state, "cap", "accepted", "seq", "pending", "taken"),
                 ("HLEN", event.admitted),
             )
         )
         found: dict[int, GateCounters | None] = {}
         for i, event_id in enumerate(event_ids):
-            (cap, accepted, seq, pending), admitted = replies[2 * i], replies[2 * i + 1]
+            (cap, accepted, seq, pending, taken), holders = replies[2 * i], replies[2 * i + 1]
             found[event_id] = (
                 None
                 if cap is None
                 else GateCounters(
                     capacity=int(cap),
-                    admitted=int(admitted),
+                    # A gate from before quantities counts one seat per holder.
+                    admitted=int(holders if taken is None else taken),
                     accepted=int(accepted or 0),
                     last_seq=int(seq or 0),
                     pending=max(0, int(pending or 0)),
@@ -444,7 +465,7 @@ def settle_rate(
 
 
 def _parse_marker(request_id: str, text: str) -> PendingRequest:
-    event_id, user_id, seq, accepted_at_ms, verdict = text.split(":")
+    event_id, user_id, seq, accepted_at_ms, verdict, *quantity = text.split(":")
     return PendingRequest(
         request_id=request_id,
         event_id=int(event_id),
@@ -452,4 +473,5 @@ def _parse_marker(request_id: str, text: str) -> PendingRequest:
         seq=int(seq),
         accepted_at_ms=int(accepted_at_ms),
         admission=Admission(verdict),
+        quantity=int(quantity[0]) if quantity else 1,
     )

@@ -46,13 +46,18 @@ async def event_snapshot(session: AsyncSession, event_id: int) -> EventSnapshot 
         )
     return EventSnapshot(
         capacity=event.max_tickets, holders=holders, last_seq=last_seq, accepted=accepted,
-        waitlist=event.waitlist,
+        waitlist=event.waitlist, max_per_user=event.max_per_user,
     )  # fmt: skip
 
 
 @asynccontextmanager
 async def opening_sale(
-    gate: AdmissionGate, event_id: int, capacity: int, *, waitlist: bool = False
+    gate: AdmissionGate,
+    event_id: int,
+    capacity: int,
+    *,
+    waitlist: bool = False,
+    max_per_user: int = 1,
 ) -> AsyncIterator[None]:
     """Around the commit of a new event: gate state left under its id (a database reset) goes
     before the event is visible, so that it cannot meet a request's; after the commit the gate
@@ -65,7 +70,7 @@ async def opening_sale(
         await gate.forget_event(event_id)
     yield
     with _optional(event_id):
-        await gate.seed(event_id, EventSnapshot(capacity, {}, 0, 0, waitlist))
+        await gate.seed(event_id, EventSnapshot(capacity, {}, 0, 0, waitlist, max_per_user))
 
 
 @contextmanager

@@ -38,6 +38,7 @@ log = get_logger(__name__)
 _ADMISSION_REASON = {
     Admission.SOLD_OUT: RejectReason.SOLD_OUT,
     Admission.DUPLICATE: RejectReason.DUPLICATE,
+    Admission.OVER_LIMIT: RejectReason.OVER_LIMIT,
 }
 _DECIDED_HERE = (Admission.ADMITTED, Admission.WAITLISTED)
 WAITING = RequestStatus.WAITING
@@ -108,6 +109,7 @@ def _claim_row(item: Incoming) -> ClaimRow:
         status=RequestStatus.REJECTED if reason else RequestStatus.PENDING,
         reason=reason,
         accepted_at=datetime.fromtimestamp(data.acceptedAtMs / 1000, tz=UTC),
+        quantity=data.quantity,
     )
 
 
@@ -147,6 +149,8 @@ async def _decide(
             reason = RejectReason.UNKNOWN_USER
         elif events[data.eventId].closed:
             reason = RejectReason.EVENT_CLOSED
+        elif data.quantity > events[data.eventId].max_per_user:
+            reason = RejectReason.OVER_LIMIT
         elif pair in held:
             reason = RejectReason.DUPLICATE
         elif events[data.eventId].waitlist:
@@ -155,14 +159,14 @@ async def _decide(
             held.add(pair)
             decisions[data.requestId] = Decision(data.requestId, WAITING, None, None)
             continue
-        elif left[data.eventId] <= 0:
+        elif left[data.eventId] < data.quantity:
             reason = RejectReason.SOLD_OUT
         else:
             reason = None
             held.add(pair)
-            left[data.eventId] -= 1
+            left[data.eventId] -= data.quantity
             hold_s = events[data.eventId].hold_seconds
-            winners.append(Winner(data.requestId, data.eventId, data.userId, hold_s))
+            winners.append(Winner(data.requestId, data.eventId, data.userId, hold_s, data.quantity))
         if reason is not None:
             decisions[data.requestId] = Decision(
                 data.requestId, RequestStatus.REJECTED, reason, None

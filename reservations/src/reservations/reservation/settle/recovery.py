@@ -128,6 +128,7 @@ async def requeue_unfinished(
                     admission=p.admission,
                     seq=p.seq,
                     acceptedAtMs=p.accepted_at_ms,
+                    quantity=p.quantity,
                 )
                 for p in again
             ]

@@ -1,22 +1,38 @@
+-- KEYS = event, admitted, user, marker, unfinished, line; ARGV = user id, request id, accepted at
+-- (ms), event id, marker TTL (s), quantity.
+-- A seat holder is "<request id>" for one seat, "<request id>*<n>" for n; ``taken`` counts seats.
 if redis.call('EXISTS', KEYS[3]) == 0 then return {'NO_USER', 0} end
-local state = redis.call('HMGET', KEYS[1], 'cap', 'wl')
+local state = redis.call('HMGET', KEYS[1], 'cap', 'wl', 'taken', 'mpu')
 local cap = state[1]
 if not cap then return {'NO_EVENT', 0} end
+local quantity = tonumber(ARGV[6])
+local taken = tonumber(state[3])
+if not taken then
+  -- A gate from before quantities: one seat per holder.
+  taken = redis.call('HLEN', KEYS[2])
+  redis.call('HSET', KEYS[1], 'taken', taken)
+end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('HINCRBY', KEYS[1], 'accepted', 1)
 redis.call('HINCRBY', KEYS[1], 'pending', 1)
 local verdict
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
   verdict = 'DUPLICATE'
-elseif redis.call('HLEN', KEYS[2]) >= tonumber(cap) then
+elseif quantity > tonumber(state[4] or '1') then
+  verdict = 'OVER_LIMIT'
+elseif taken + quantity > tonumber(cap) then
   -- An event with a waitlist queues it: the workers put it in line, or give it a seat that
   -- came back meanwhile.
   if state[2] == '1' then verdict = 'WAITLISTED' else verdict = 'SOLD_OUT' end
 else
-  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+  local holder = ARGV[2]
+  if quantity > 1 then holder = holder .. '*' .. quantity end
+  redis.call('HSET', KEYS[2], ARGV[1], holder)
+  redis.call('HINCRBY', KEYS[1], 'taken', quantity)
   verdict = 'ADMITTED'
 end
 local marker = ARGV[4] .. ':' .. ARGV[1] .. ':' .. seq .. ':' .. ARGV[3] .. ':' .. verdict
+if quantity > 1 then marker = marker .. ':' .. quantity end
 redis.call('SET', KEYS[4], marker, 'EX', ARGV[5])
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
 redis.call('ZADD', KEYS[6], seq, ARGV[2])
