@@ -10,7 +10,9 @@ from typing import Any
 import asyncpg
 import httpx
 
+from reservations.channels import ReserveEvent
 from reservations.reservation.models import ReservationStatus
+from reservations.reservation.settle.batch import Incoming, process_batch
 from reservations.reservation.settle.holds import end_holds
 from reservations.reservation.settle.recovery import end_past_waitlists
 from reservations.worker import consuming
@@ -263,3 +265,47 @@ async def test_seats_coming_back_together_go_to_the_first_in_line(
     states = [(await _outcome(api, job_id))["status"] for job_id, _, _ in sent[capacity:]]
     assert states == ["HELD"] * capacity + ["WAITING"] * 2
     await _check_seats(api, db, event_id, capacity)
+
+
+async def test_a_later_arrival_written_first_does_not_take_an_earlier_ones_seat(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    """Workers write requests in the order their batches commit, not their arrival order: a
+    seat that comes back waits for an earlier request still in the queue."""
+    event_id = await _event(api.client, "wl-order", 1)
+    a, b, c = [await create_user(api.client, n) for n in range(3)]
+    res = api.resources
+    async with consuming(res, max_parallel=4):
+        _, holder_token, holder = await _settled(api, event_id, a)
+    assert holder["status"] == "HELD"
+    # B, then C, are queued with no worker running.
+    jobs = []
+    for user_id in (b, c):
+        r = await api.client.post(f"/reservation/{event_id}/{user_id}")
+        assert r.status_code == 202, r.text
+        jobs.append(r.json()["id"])
+    job_b, job_c = jobs
+
+    async def write(job_id: str, user_id: int) -> None:
+        marker = await res.gate.pending(job_id)
+        assert marker is not None
+        message = ReserveEvent(
+            userId=user_id, eventId=event_id, requestId=job_id, admission=marker.admission,
+            seq=marker.seq, acceptedAtMs=marker.accepted_at_ms,
+        )  # fmt: skip
+        await process_batch(res.session_factory, res.gate, [Incoming(job_id, message)])
+
+    await write(job_c, c)  # C's batch commits first
+    assert (await _outcome(api, job_c))["status"] == "WAITING"
+    r = await api.client.post(
+        f"/reservation/{holder['reservationId']}/release", headers={"Hold-Token": holder_token}
+    )
+    assert r.status_code == 200, r.text
+    # B, ahead of C, is still on its way: the seat waits for it.
+    assert (await _outcome(api, job_c))["status"] == "WAITING"
+    assert await db.fetchval("SELECT reserved FROM events WHERE id = $1", event_id) == 0
+    await write(job_b, b)
+    assert (await _outcome(api, job_b))["status"] == "HELD"
+    c_now = await _outcome(api, job_c)
+    assert (c_now["status"], c_now["position"]) == ("WAITING", 1)
+    await _check_seats(api, db, event_id, 1)

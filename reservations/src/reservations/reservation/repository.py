@@ -223,6 +223,7 @@ _NEXT_WAITING = text(
     """
     SELECT id, user_id, seq, quantity FROM reservation_requests
     WHERE event_id = :event_id AND status = 'WAITING'
+      AND (CAST(:below AS bigint) IS NULL OR seq < CAST(:below AS bigint))
     ORDER BY seq
     LIMIT :limit OFFSET :offset
     FOR UPDATE
@@ -667,14 +668,28 @@ class ReservationRepository:
         return {(row[0], row[1]) for row in result}
 
     async def next_waiting(
-        self, event_id: int, *, limit: int, offset: int = 0
+        self, event_id: int, *, limit: int, offset: int = 0, below_seq: int | None = None
     ) -> list[tuple[str, int, int]]:
         """(request id, user id, quantity) of the event's waitlist, in order, from its
-        ``offset``-th; locked."""
+        ``offset``-th, only those that arrived before ``below_seq``; locked."""
         rows = await self.session.execute(
-            _NEXT_WAITING, {"event_id": event_id, "limit": limit, "offset": offset}
+            _NEXT_WAITING,
+            {"event_id": event_id, "limit": limit, "offset": offset, "below": below_seq},
         )
         return [(row.id, row.user_id, row.quantity) for row in rows]
+
+    async def lines_to_fill(self, *, limit: int) -> list[int]:
+        """Open events with a waitlist, free seats and someone waiting."""
+        rows = await self.session.execute(
+            text(
+                "SELECT e.id FROM events e WHERE e.waitlist AND e.closed_at IS NULL "
+                "AND e.deleted_at IS NULL AND e.reserved < e.max_tickets AND EXISTS ("
+                "SELECT 1 FROM reservation_requests q "
+                "WHERE q.event_id = e.id AND q.status = 'WAITING') ORDER BY e.id LIMIT :limit"
+            ),
+            {"limit": limit},
+        )
+        return list(rows.scalars())
 
     async def waiting_position(self, event_id: int, seq: int) -> int:
         """1 for the first of the event's waitlist."""

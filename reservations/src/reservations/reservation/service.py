@@ -172,7 +172,7 @@ class ReservationService:
         return reservation, SeatBack([release_id], await self._fill(reservation.event_id))
 
     async def _fill(self, event_id: int) -> Filled:
-        filled = await fill(self.repository, [event_id])
+        filled = await fill(self.repository, self.gate, [event_id])
         if self.timers is not None:
             await schedule(self.timers, filled.timers)
         return filled
@@ -273,12 +273,12 @@ class ReservationService:
         pass applies it once Redis answers (``reconcile.apply_releases``).
         """
         try:
+            await granted(self.gate, back.filled.grants)
             await self.gate.release(
                 event_id=reservation.event_id,
                 user_id=reservation.user_id,
                 request_id=reservation.request_id or "db",
             )
-            await granted(self.gate, back.filled.grants)
             await self.repository.delete_releases(back.release_ids)
             await self.session.commit()
         except Exception as exc:

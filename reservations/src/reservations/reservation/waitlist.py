@@ -17,8 +17,10 @@ maintenance pass).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+
+from reservations.log import get_logger
 
 from .gate import AdmissionGate
 from .models import RejectReason, RequestStatus
@@ -26,6 +28,8 @@ from .releases import Seat
 from .repository import Decision, HoldTimer, ReservationRepository, Winner
 
 __all__ = ["SCAN_LIMIT", "Filled", "fill", "granted"]
+
+log = get_logger(__name__)
 
 SCAN_LIMIT = 1000
 """Waiting requests too large for the free seats that a seat passes by, at most: beyond, it
@@ -43,18 +47,38 @@ class Filled:
     grants: list[Seat] = field(default_factory=list)
 
 
-async def fill(repository: ReservationRepository, event_ids: Sequence[int]) -> Filled:
+async def fill(
+    repository: ReservationRepository,
+    gate: AdmissionGate,
+    event_ids: Sequence[int],
+    *,
+    written_here: Collection[str] = (),
+) -> Filled:
     """Give the free seats of each of the events with a waitlist to the first waiting requests
     they fit (a request for more seats than are free keeps its place and lets the next ones
-    by); the events are locked (in id order) for the rest of the transaction."""
+    by); the events are locked (in id order) for the rest of the transaction.
+
+    Only requests that arrived before every request of the event still on its way to
+    PostgreSQL are seated (the gate's line knows those; ``written_here`` are the ones this
+    transaction writes): the workers write requests in the order their batches commit, and a
+    later arrival must not take a seat from an earlier one still in the queue. When that one is
+    written, its own transaction fills again. If the gate cannot tell, nothing is seated now:
+    the maintenance pass fills the lines later (``fill_waitlists``)."""
     filled = Filled()
     events = await repository.lock_events(event_ids)
     for event_id, event in events.items():
-        if not event.waitlist or event.closed:
+        if not event.waitlist or event.closed or event.left <= 0:
+            continue
+        try:
+            horizon = await gate.first_pending_seq(event_id, excluding=written_here)
+        except Exception as exc:
+            log.warning("waitlist_fill_deferred", event_id=event_id, error=type(exc).__name__)
             continue
         left, offset = event.left, 0
         while left > 0 and offset < SCAN_LIMIT:
-            page = await repository.next_waiting(event_id, limit=_PAGE, offset=offset)
+            page = await repository.next_waiting(
+                event_id, limit=_PAGE, offset=offset, below_seq=horizon
+            )
             if not page:
                 break
             held = await repository.held([(event_id, user_id) for _, user_id, _ in page])
@@ -99,7 +123,9 @@ def _holder(request_id: str, quantity: int) -> str:
 
 
 async def granted(gate: AdmissionGate, grants: Sequence[Seat]) -> None:
-    """After the commit: the gate counts the seats given from the lines."""
+    """After the commit: the gate counts the seats given from the lines. Called before the
+    freed seats are released in the gate, so that the gate never shows a free seat that went to
+    the line (a new arrival would be admitted ahead of those waiting)."""
     by_event: dict[int, dict[int, str]] = defaultdict(dict)
     for event_id, user_id, holder in grants:
         by_event[event_id][user_id] = holder

@@ -39,7 +39,7 @@ import contextlib
 import enum
 import math
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -393,6 +393,17 @@ class AdmissionGate:
                 now_ms=int(seconds) * 1000 + int(micros) / 1000,
             )
         return Place(position=int(rank) + 1, rate=rate)
+
+    async def first_pending_seq(self, event_id: int, *, excluding: Collection[str]) -> int | None:
+        """The arrival order of the event's first request still in its line (accepted and not
+        yet written), leaving out ``excluding``; None if there is none."""
+        raw = await self.redis.call(
+            "ZRANGE", event_keys(event_id).line, 0, len(excluding), "WITHSCORES"
+        )
+        for i in range(0, len(raw), 2):
+            if _text(raw[i]) not in excluding:
+                return int(float(raw[i + 1]))
+        return None
 
     async def prune_lines(self, event_ids: Sequence[int]) -> int:
         """Take out of the events' lines the requests whose markers are gone; returns how many.

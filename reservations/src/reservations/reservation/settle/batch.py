@@ -77,7 +77,11 @@ async def process_batch(
         waiting = sorted(
             {i.data.eventId for i in fresh if decisions[i.data.requestId].status is WAITING}
         )
-        filled = await fill(repository, waiting) if waiting else Filled()
+        filled = Filled()
+        if waiting:
+            # This batch's requests are still in the gate's line until after the commit.
+            written = {i.data.requestId for i in items}
+            filled = await fill(repository, gate, waiting, written_here=written)
         decisions.update((d.request_id, d) for d in filled.decisions)
         if timers is not None:
             await schedule(timers, [*holds, *filled.timers])
@@ -92,8 +96,8 @@ async def process_batch(
                     reservation_id=row.reservation_id,
                 )  # fmt: skip
 
-    await _after_commit(gate, items, decisions)
     await granted(gate, filled.grants)
+    await _after_commit(gate, items, decisions)
     return decisions
 
 

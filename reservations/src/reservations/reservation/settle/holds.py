@@ -87,15 +87,15 @@ async def end_holds(
         holds = await repository.end_holds(reservation_ids, ended=ended, due_only=due_only)
         seats = [(h.event_id, h.user_id, h.holder) for h in holds]
         release_ids = await repository.add_releases(seats)
-        filled = await fill(repository, sorted({h.event_id for h in holds}))
+        filled = await fill(repository, gate, sorted({h.event_id for h in holds}))
         if timers is not None:
             await schedule(timers, filled.timers)
         still_held = await repository.holds(reservation_ids) if due_only else []
     if holds:
         log.info("holds_ended", status=ended.value, count=len(holds), given=len(filled.grants))
     try:
-        await hand_back(gate, session_factory, seats, release_ids)
         await granted(gate, filled.grants)
+        await hand_back(gate, session_factory, seats, release_ids)
     except Exception as exc:
         log.warning("holds_gate_release_deferred", count=len(seats), error=type(exc).__name__)
     return holds, still_held

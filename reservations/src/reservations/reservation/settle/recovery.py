@@ -36,8 +36,9 @@ from reservations.log import get_logger
 from ..gate import AdmissionGate
 from ..models import RejectReason, RequestStatus
 from ..repository import ReservationRepository
+from ..waitlist import fill, granted
 from .failed import Failure, error_class, record_failures
-from .holds import expire_overdue
+from .holds import expire_overdue, schedule
 from .reconcile import apply_releases, reconcile_events
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ __all__ = [
 log = get_logger(__name__)
 T = TypeVar("T")
 
+_LINES_PER_PASS = 100
 # Well past the normal time from admission to outcome; the queue's current lag is added to it.
 RECOVERY_GRACE_MS = 30_000
 # Longer than the queue keeps retrying a message (10 attempts, leases of 10 s, backoff to 30 s).
@@ -260,6 +262,7 @@ async def maintenance_pass(
     await _step("releases", lambda: apply_releases(gate, session_factory))
     await _step("overdue holds", lambda: expire_overdue(session_factory, gate, holds))
     await _step("past events' waitlists", lambda: end_past_waitlists(session_factory))
+    await _step("waitlists", lambda: fill_waitlists(session_factory, gate, holds))
     await _step(
         "reconcile", lambda: reconcile_events(gate, session_factory, pass_number=pass_number)
     )
@@ -274,6 +277,26 @@ async def maintenance_pass(
         "recovery",
         lambda: requeue_unfinished(gate, channel, session_factory, older_than_ms=grace_ms),
     )
+
+
+async def fill_waitlists(
+    session_factory: async_sessionmaker[AsyncSession],
+    gate: AdmissionGate,
+    timers: Channel[HoldExpiry] | None,
+) -> int:
+    """Seat the heads of lines next to free seats: the transactions that free seats or add to
+    a line fill it themselves, but one that could not ask the gate, or a request that was
+    still in flight then, leaves it to this. Returns how many requests were seated."""
+    async with session_factory() as session, session.begin():
+        repository = ReservationRepository(session)
+        event_ids = await repository.lines_to_fill(limit=_LINES_PER_PASS)
+        filled = await fill(repository, gate, event_ids)
+        if timers is not None:
+            await schedule(timers, filled.timers)
+    await granted(gate, filled.grants)
+    if filled.grants:
+        log.info("waitlists_filled", count=len(filled.grants))
+    return len(filled.grants)
 
 
 async def end_past_waitlists(session_factory: async_sessionmaker[AsyncSession]) -> int:
