@@ -4,6 +4,7 @@
     scripts/bench --quick               # smoke run: 5,000 messages, 1 run, short latency window
     scripts/bench --systems node,brokerq-alo --workloads c --runs 5
     scripts/bench --systems brokerq-alo@50,brokerq-alo@200 --workloads c   # consumer concurrency
+    scripts/bench --systems brokerq-alo,brokerq-alo-ack --workloads a,b,d   # replicas_ack cost
 
 One dedicated redis-server for the whole run; FLUSHALL before every workload run; each
 system's workload runs in its own subprocess; systems alternate run by run (for each run, for
@@ -28,7 +29,17 @@ from typing import Any
 from bench import report
 from bench.common import parse_result
 from bench.redis_server import RedisProbe, redis_server
-from bench.systems import BASELINE, ROOT, SYSTEMS, System, child_env, prepare, resolve
+from bench.systems import (
+    BASELINE,
+    DEFAULT_SYSTEMS,
+    NEEDS_REPLICA,
+    ROOT,
+    SYSTEMS,
+    System,
+    child_env,
+    prepare,
+    resolve,
+)
 
 WORKLOAD_ALIASES = {"a": "produce", "b": "produce_batch", "c": "consume", "d": "latency"}
 ALL_WORKLOADS = ["produce", "produce_batch", "consume", "latency"]
@@ -45,8 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, help="alternating runs; medians are reported (3)")
     p.add_argument(
         "--systems",
-        default=",".join(SYSTEMS),
-        help=f"comma list of {', '.join(SYSTEMS)}; key@P sets consumer concurrency",
+        default=",".join(DEFAULT_SYSTEMS),
+        help=f"comma list of {', '.join(SYSTEMS)}; key@P sets consumer concurrency "
+        f"({', '.join(sorted(NEEDS_REPLICA))}: the run's Redis gets a replica)",
     )
     p.add_argument(
         "--workloads",
@@ -217,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
 
     complete = False
     try:
-        with redis_server() as url:
+        replica = any(s.key in NEEDS_REPLICA for s in systems)
+        meta["replica"] = replica
+        with redis_server(replica=replica) as url:
             probe = RedisProbe(url)
             meta["redis_version"] = probe.snapshot()["version"]
             for run in range(1, args.runs + 1):

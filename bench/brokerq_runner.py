@@ -3,10 +3,11 @@
 Every guarantee on: leases (a consumer holds each message under a renewed 30 s lease), acks
 written to Redis before a message counts as done, and for ``--variant eo`` EXACTLY_ONCE with
 deduplication on (the default 5 min window: every produce is checked against and recorded in the
-dedup window). ``--variant alo`` is AT_LEAST_ONCE. ``--variant bullmq-alo`` / ``bullmq-eo`` run
-the same on ``BullMQAdapter``: BullMQ jobs written and moved by BullMQ's own Lua scripts in
-batches, with the Node runner's job options ``removeOnComplete`` / ``removeOnFail``; leases are
-BullMQ job locks, and exactly-once is BullMQ deduplication.
+dedup window). ``--variant alo`` is AT_LEAST_ONCE, ``alo-ack1`` the same with
+``replicas_ack=1`` (each produce call waits for a replica: ``WAIT 1 500``). ``--variant
+bullmq-alo`` / ``bullmq-eo`` run the same on ``BullMQAdapter``: BullMQ jobs written and moved by
+BullMQ's own Lua scripts in batches, with the Node runner's job options ``removeOnComplete`` /
+``removeOnFail``; leases are BullMQ job locks, and exactly-once is BullMQ deduplication.
 
 (a) ``produce`` from ``--concurrency`` tasks, (b) ``produce_many`` in batches of ``--batch``,
 (c) ``consume(noop, max_parallel=--parallel)``, timed from the ``consume`` call until the
@@ -58,7 +59,8 @@ def adapter(url: str, variant: str) -> Adapter:
 
         options = {"removeOnComplete": True, "removeOnFail": True}
         return BullMQAdapter(url, job_name="noop", job_options=options)
-    return RedisAdapter(url)
+    _, ack, replicas = variant.partition("-ack")
+    return RedisAdapter(url, replicas_ack=int(replicas) if ack else 0)
 
 
 def channel(queue: BrokerQueue, name: str, type_: Any, variant: str) -> Channel[Any]:

@@ -81,6 +81,15 @@ SYSTEMS: dict[str, System] = {
             parallel=200,
         ),
         System(
+            "brokerq-alo-ack",
+            "brokerq at-least-once, replicas_ack=1",
+            "own",
+            "bench.brokerq_runner",
+            variant="alo-ack1",
+            parallel=200,
+            note="a produce returns once a replica has it (WAIT); the run's Redis gets a replica",
+        ),
+        System(
             "brokerq-bullmq",
             "brokerq on BullMQ layout",
             "own",
@@ -100,6 +109,9 @@ SYSTEMS: dict[str, System] = {
     )
 }
 BASELINE = NODE.key
+NEEDS_REPLICA = {"brokerq-alo-ack"}
+"""Systems that only run against a Redis with a replica (started for the run when chosen)."""
+DEFAULT_SYSTEMS = [key for key in SYSTEMS if key not in NEEDS_REPLICA]
 
 
 def resolve(spec: str) -> System:

@@ -33,8 +33,8 @@ def test_public_api_is_deliberate() -> None:
         "ConsumerError", "ConsumerState", "DeadLetter", "Duration", "Handler", "LoadingError",
         "Message", "MessageTypeError", "NoScriptError", "OutOfMemoryError", "Processing",
         "ProduceResult", "QueueClosedError", "ReadOnlyError", "RedisConnectionError",
-        "RedisError", "RedisTimeoutError", "ScriptError", "ServerError", "Worker",
-        "WrongTypeError",
+        "RedisError", "RedisTimeoutError", "ReplicationError", "ScriptError", "ServerError",
+        "Worker", "WrongTypeError",
     ]  # fmt: skip
 
 

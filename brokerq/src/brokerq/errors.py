@@ -24,8 +24,11 @@
         │   │                        sends the script itself; you meet it only from your own
         │   │                        EVALSHA)
         │   └── ScriptError          a Lua script failed (raised an error, or a command in it did)
-        └── ClusterError             Redis Cluster cannot serve the keys right now (cluster down,
-                                     slot not covered, too many redirections)
+        ├── ClusterError             Redis Cluster cannot serve the keys right now (cluster down,
+        │                            slot not covered, too many redirections)
+        └── ReplicationError         fewer replicas than asked confirmed a write in time
+                                     (``replicas_ack``): stored on the primary, not confirmed
+                                     durable
 
 On a ``RedisConnectionError`` whose calls were already sent (``ConnectionLostError``,
 ``RedisTimeoutError``), Redis may or may not have run them: a produce may have been stored. The
@@ -54,6 +57,7 @@ __all__ = [
     "RedisConnectionError",
     "RedisError",
     "RedisTimeoutError",
+    "ReplicationError",
     "ScriptError",
     "ServerError",
     "WrongTypeError",
@@ -155,3 +159,16 @@ class ScriptError(ServerError):
 class ClusterError(RedisError):
     """Redis Cluster cannot serve the keys right now (down, a slot not covered, too many
     redirections)."""
+
+
+class ReplicationError(RedisError):
+    """Fewer replicas than ``replicas_ack`` confirmed a write within its timeout.
+
+    The primary stored it: it may be delivered, or lost if the primary fails before a replica
+    has it. Raised instead of acknowledging a produce that a failover could take back.
+    """
+
+    def __init__(self, message: str, *, acknowledged: int, wanted: int) -> None:
+        super().__init__(message)
+        self.acknowledged = acknowledged
+        self.wanted = wanted

@@ -7,9 +7,12 @@ from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from ..adapter import Delivery, Exchange, Outgoing, RawDeadLetter, Settlement
+from ..errors import ConfigError, ReplicationError
 from ..messages import ChannelStats
+from ..options import Duration, duration_ms
 from . import scripts
-from .commands import commands_for
+from .commands import ServerCommands, commands_for
+from .connection import Connection
 from .keys import ChannelKeys, channel_of
 from .lua import Script
 
@@ -46,6 +49,13 @@ class RedisAdapter:
     On a single server every command goes through brokerq's own connection: script calls and
     the rest share one pipelined connection, and each idle consumer's blocking wait has a
     connection of its own.
+
+    ``replicas_ack=N``: a produce returns only once N replicas hold it (Redis's ``WAIT``, up to
+    ``replicas_ack_timeout``), so that a failover to a replica cannot take back an acknowledged
+    message; if fewer confirm in time it raises ``ReplicationError`` (the primary has the
+    messages: they may still be delivered). One ``WAIT`` covers every message of a produce call
+    (the messages produced in one event-loop tick), on a connection of its own, so that the
+    other commands never queue behind it. Single server (and its replicas) only.
     """
 
     def __init__(
@@ -55,12 +65,27 @@ class RedisAdapter:
         client: Any = None,
         cluster: bool = False,
         password: str | None = None,
+        replicas_ack: int = 0,
+        replicas_ack_timeout: Duration = "500ms",
         **options: Any,
     ) -> None:
         self._redis = commands_for(
             url, client=client, cluster=cluster, password=password, options=options
         )
         self._keys: dict[str, ChannelKeys] = {}
+        if replicas_ack < 0:
+            raise ConfigError("replicas_ack must be 0 (off) or a number of replicas")
+        if replicas_ack and not isinstance(self._redis, ServerCommands):
+            raise ConfigError(
+                "replicas_ack needs brokerq's own connection to a single server: not available "
+                "with cluster=True or a client of your own"
+            )
+        self._replicas_ack = replicas_ack
+        self._replicas_ack_ms = duration_ms(replicas_ack_timeout, what="replicas_ack_timeout")
+        if replicas_ack and self._replicas_ack_ms <= 0:
+            # WAIT with 0 would block for ever.
+            raise ConfigError("replicas_ack_timeout must be above 0")
+        self._acked: Connection | None = None
 
     def _k(self, channel: str) -> ChannelKeys:
         keys = self._keys.get(channel)
@@ -89,12 +114,34 @@ class RedisAdapter:
                 args += (item.payload, item.priority, item.delay_ms, item.dedup_ms)
                 args.append(item.headers or b"")
                 args.append("" if item.dedup_key is None else field(item.dedup_key))
-        reply: bytes = await self._run(scripts.PRODUCE, keys, args)
+        if self._replicas_ack:
+            reply = await self._produce_acked(keys, args)
+        else:
+            reply = await self._run(scripts.PRODUCE, keys, args)
         return [
             (text[1:], True) if text[0] == "=" else (text, False)
             for text in reply.decode().split(" ")
             if text
         ]
+
+    async def _produce_acked(self, keys: Sequence[str], args: Sequence[Any]) -> bytes:
+        if self._acked is None:
+            assert isinstance(self._redis, ServerCommands)
+            self._acked = self._redis.new_connection()
+        reply: bytes = await scripts.PRODUCE.run(self._acked, keys, args)
+        # WAIT counts the replicas that have this connection's last write, which comes after
+        # every message above (and every write before it, on any connection).
+        acknowledged = int(
+            await self._acked.call("WAIT", self._replicas_ack, self._replicas_ack_ms)
+        )
+        if acknowledged < self._replicas_ack:
+            raise ReplicationError(
+                f"{acknowledged} of {self._replicas_ack} replicas confirmed the produce within "
+                f"{self._replicas_ack_ms} ms: the primary has it, but a failover could lose it",
+                acknowledged=acknowledged,
+                wanted=self._replicas_ack,
+            )
+        return reply
 
     async def exchange(
         self,
@@ -216,5 +263,7 @@ class RedisAdapter:
         return sorted(found)
 
     async def close(self) -> None:
+        if self._acked is not None:
+            await self._acked.close()
         await self._redis.close()
         await asyncio.sleep(0)  # let the transports finish closing

@@ -66,6 +66,10 @@ class ServerCommands:
     def _connection(self) -> Connection:
         return Connection(self._url, password=self._password, **self._options)
 
+    def new_connection(self) -> Connection:
+        """Another connection to the same server, with the same options, for the caller."""
+        return self._connection()
+
     async def scan(self, match: str, count: int) -> AsyncIterator[bytes]:
         cursor: bytes | int = 0
         while True:

@@ -1,0 +1,119 @@
+"""``replicas_ack``: a produce is acknowledged only once replicas hold it, on a real primary and
+replica. With asynchronous replication a replica that takes over may miss writes its primary
+already acknowledged; these tests make that failover happen and count what it takes back."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from brokerq import BrokerQueue, ConfigError, ReplicationError
+from brokerq.redis import RedisAdapter
+from brokerq.server import RedisServer
+
+from .conftest import until
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer]]:
+    # No wait before the first full sync (5 s by default, to batch replicas that come together).
+    primary = RedisServer(tmp_path / "primary", extra_args=("--repl-diskless-sync-delay", "0"))
+    with primary:
+        replica = RedisServer(
+            tmp_path / "replica", extra_args=("--replicaof", "127.0.0.1", str(primary.port))
+        )
+        with replica:
+            yield primary, replica
+
+
+async def _linked(replica: RedisServer) -> None:
+    client = aioredis.Redis.from_url(replica.url)
+    try:
+
+        async def up() -> bool:
+            info = await client.info("replication")
+            return bool(info.get("master_link_status") == "up")
+
+        await until(up, timeout=20)
+    finally:
+        await client.aclose()
+
+
+def _queue(url: str, **options: object) -> BrokerQueue:
+    return BrokerQueue(RedisAdapter(url, **options))  # type: ignore[arg-type]
+
+
+async def _count(url: str, channel: str) -> int:
+    queue = _queue(url)
+    try:
+        return (await queue.channel(channel, bytes).stats()).waiting
+    finally:
+        await queue.close()
+
+
+async def test_a_produce_waits_for_its_replica(pair: tuple[RedisServer, RedisServer]) -> None:
+    primary, replica = pair
+    await _linked(replica)
+    queue = _queue(primary.url, replicas_ack=1, replicas_ack_timeout="300ms")
+    try:
+        channel = queue.channel("acked", bytes)
+        await channel.produce(b"replicated")
+        assert replica.process is not None
+        os.kill(replica.process.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(ReplicationError) as caught:
+                await channel.produce(b"not confirmed")
+            assert (caught.value.acknowledged, caught.value.wanted) == (0, 1)
+        finally:
+            os.kill(replica.process.pid, signal.SIGCONT)
+        await channel.produce(b"replicated again")
+        assert (await channel.stats()).waiting == 3  # the primary has all three
+    finally:
+        await queue.close()
+
+
+@pytest.mark.parametrize("replicas_ack", [0, 1])
+async def test_a_failover_takes_back_only_unconfirmed_produces(
+    pair: tuple[RedisServer, RedisServer], replicas_ack: int
+) -> None:
+    """The replica is promoted while the old primary still takes produces (a partition, then a
+    failover): what the old primary acknowledged after that is not on the new primary. Without
+    ``replicas_ack`` those produces were acknowledged and vanish; with it, none is acknowledged."""
+    primary, replica = pair
+    await _linked(replica)
+    queue = _queue(primary.url, replicas_ack=replicas_ack, replicas_ack_timeout="50ms")
+    acknowledged = 0
+    try:
+        channel = queue.channel("failover", bytes)
+        for i in range(20):
+            await channel.produce(b"before %d" % i)
+            acknowledged += 1
+        promoted = aioredis.Redis.from_url(replica.url)
+        try:
+            await promoted.execute_command("REPLICAOF", "NO", "ONE")
+        finally:
+            await promoted.aclose()
+        for i in range(20):
+            try:
+                await channel.produce(b"after %d" % i)
+            except ReplicationError:
+                continue
+            acknowledged += 1
+    finally:
+        await queue.close()
+    survived = await _count(replica.url, "failover")
+    vanished = acknowledged - survived
+    assert survived == 20, "everything replicated before the failover is on the new primary"
+    assert vanished == (20 if replicas_ack == 0 else 0)
+
+
+def test_replicas_ack_needs_a_single_server() -> None:
+    with pytest.raises(ConfigError, match="replicas_ack"):
+        RedisAdapter("redis://127.0.0.1:1/0", cluster=True, replicas_ack=1)
+    with pytest.raises(ConfigError, match="replicas_ack"):
+        RedisAdapter("redis://127.0.0.1:1/0", replicas_ack=-1)
