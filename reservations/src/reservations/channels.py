@@ -77,9 +77,12 @@ class HoldExpiry(msgspec.Struct, frozen=True, kw_only=True):
     expiresAtMs: int
 
 
-def queue_adapter(engine: str, redis_url: str) -> Adapter:
+def queue_adapter(
+    engine: str, redis_url: str, *, replicas_ack: int = 0, replicas_ack_timeout_ms: int = 500
+) -> Adapter:
     """The queue engine: brokerq's own Redis layout, or BullMQ's (``QUEUE_ENGINE=bullmq``), where
-    Node BullMQ producers and workers (the seed's NestJS services) share the queue."""
+    Node BullMQ producers and workers (the seed's NestJS services) share the queue.
+    ``replicas_ack``: a produce waits for that many replicas (brokerq's layout only)."""
     if engine == "bullmq":
         from brokerq.bullmq import BullMQAdapter
 
@@ -90,7 +93,11 @@ def queue_adapter(engine: str, redis_url: str) -> Adapter:
         )
     from brokerq.redis import RedisAdapter
 
-    return RedisAdapter(redis_url)
+    return RedisAdapter(
+        redis_url,
+        replicas_ack=replicas_ack,
+        replicas_ack_timeout=f"{replicas_ack_timeout_ms}ms",
+    )
 
 
 def reservation_channel(queue: BrokerQueue) -> Channel[ReserveEvent]:

@@ -75,7 +75,14 @@ async def open_resources(
     # brokerq's pipelined connection: every request's gate calls share it, many in flight; a
     # reply that does not come fails its call after the timeout instead of holding it for ever.
     redis = Connection(redis_url, socket_timeout=settings.redis_socket_timeout_s)
-    queue = BrokerQueue(queue_adapter(settings.queue_engine, redis_url))
+    queue = BrokerQueue(
+        queue_adapter(
+            settings.queue_engine,
+            redis_url,
+            replicas_ack=settings.redis_replicas_ack,
+            replicas_ack_timeout_ms=settings.redis_replicas_ack_timeout_ms,
+        )
+    )
     try:
         resources = Resources(
             settings=settings,

@@ -140,6 +140,23 @@ class Settings(BaseSettings):
         le=600,
         description="seconds a Redis call may wait for its reply before it fails",
     )
+    redis_replicas_ack: int = Field(
+        default=0,
+        validation_alias="REDIS_REPLICAS_ACK",
+        ge=0,
+        le=16,
+        description="answer 202 only once this many Redis replicas hold the queued request "
+        "(Redis's WAIT), so that a failover to a replica cannot take back an accepted request; 0: "
+        "do not wait (replication stays asynchronous). Not with QUEUE_ENGINE=bullmq",
+    )
+    redis_replicas_ack_timeout_ms: int = Field(
+        default=500,
+        validation_alias="REDIS_REPLICAS_ACK_TIMEOUT_MS",
+        ge=1,
+        le=60_000,
+        description="how long a request waits for REDIS_REPLICAS_ACK replicas before it is "
+        "answered 503",
+    )
     queue_engine: Literal["redis", "bullmq"] = Field(
         default="redis",
         validation_alias="QUEUE_ENGINE",
@@ -152,6 +169,8 @@ class Settings(BaseSettings):
         # At start-up, not at the first request.
         self.rate_limit()
         self.trusted_proxies()
+        if self.redis_replicas_ack and self.queue_engine == "bullmq":
+            raise ValueError("REDIS_REPLICAS_ACK works with QUEUE_ENGINE=redis only")
         return self
 
     def trusted_proxies(self) -> list[str]:

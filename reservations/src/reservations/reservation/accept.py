@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from brokerq import ReplicationError
 from reservations.channels import Admission, ReserveEvent
 from reservations.errors import NotFound, Unavailable
 from reservations.log import get_logger
@@ -28,7 +29,7 @@ from .request_ids import RequestIds
 if TYPE_CHECKING:
     from brokerq import Channel
 
-__all__ = ["Accepted", "accept"]
+__all__ = ["Accepted", "NotReplicated", "accept"]
 
 log = get_logger(__name__)
 
@@ -80,6 +81,11 @@ async def accept(
         # The trace context travels in the message's headers to the worker.
         with produce_span(channel.name) as headers:
             produced = await channel.produce(message, headers=headers)
+    except ReplicationError as exc:
+        # Queued on the primary, not confirmed by its replicas: it may still be processed, so
+        # its place stays (undoing it could free a seat that the request then takes).
+        log.warning("reservation_not_replicated", request_id=request_id, replicas=exc.acknowledged)
+        raise NotReplicated(request_id) from exc
     except Exception as exc:
         # Not queued means not accepted: hand the place back so no ticket is held for nobody.
         log.error("reservation_queue_failed", request_id=request_id, error=type(exc).__name__)
@@ -124,6 +130,21 @@ async def _admit(
     if result.verdict in (Verdict.NO_USER, Verdict.NO_EVENT):
         raise Unavailable("the admission state keeps disappearing; try again")
     return result
+
+
+class NotReplicated(Unavailable):
+    """Queued on Redis's primary, but not confirmed by ``REDIS_REPLICAS_ACK`` replicas in time."""
+
+    code = "NOT_REPLICATED"
+
+    def __init__(self, request_id: str) -> None:
+        status_url = f"/reservation/requests/{request_id}"
+        super().__init__(
+            "the request was queued but Redis's replicas did not confirm it in time: a failover "
+            f"now could lose it. It may still be processed: follow {status_url} (404 or 410 "
+            "there: send it again)"
+        )
+        self.details = {"jobId": request_id, "statusUrl": status_url}
 
 
 class _LazySession:
