@@ -266,3 +266,24 @@ async def test_a_hold_whose_timer_was_lost_is_ended_by_the_backstop(
     assert status == "EXPIRED"
     assert await res.gate.holders(event_id) == {}
     assert await _seats(db, event_id) == 0
+
+
+async def test_the_openapi_document_shows_holds_waitlists_and_quantities(api: Api) -> None:
+    r = await api.client.get("/api-json")
+    assert r.status_code == 200
+    document = r.json()
+    schemas = document["components"]["schemas"]
+    assert {"holdSeconds", "waitlist", "maxPerUser"} <= set(schemas["EventCreate"]["properties"])
+    outcome = schemas["RequestOutcome"]["properties"]
+    assert {"reservationStatus", "holdExpiresAt", "quantity", "position"} <= set(outcome)
+    assert {"HELD", "WAITING"} <= set(schemas["RequestStatus"]["enum"])
+    assert {"HELD", "EXPIRED", "RELEASED"} <= set(schemas["ReservationStatus"]["enum"])
+    assert {"OVER_LIMIT", "LEFT_LINE", "EVENT_CLOSED", "EVENT_ENDED"} <= set(
+        schemas["RejectReason"]["enum"]
+    )
+    paths = document["paths"]
+    for action in ("confirm", "release"):
+        parameters = paths[f"/reservation/{{reservation_id}}/{action}"]["post"]["parameters"]
+        assert any(p["name"] == "Hold-Token" and p["in"] == "header" for p in parameters)
+    assert "delete" in paths["/reservation/requests/{job_id}"]
+    assert "post" in paths["/event/{event_id}/close"]
