@@ -102,6 +102,8 @@ class HoldTimer:
     reservation_id: int
     event_id: int
     expires_at: datetime
+    due_in_ms: int
+    """How long until then, by PostgreSQL's clock (the clock the expiry is checked against)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +177,8 @@ _INSERT_RESERVATIONS = text(
     FROM unnest(
         CAST(:event_ids AS int[]), CAST(:user_ids AS int[]), CAST(:request_ids AS varchar[]),
         CAST(:holds AS int[]), CAST(:quantities AS int[])) AS p(e, u, r, h, n)
-    RETURNING id, request_id, expires_at
+    RETURNING id, request_id, expires_at,
+        CAST(EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000 AS bigint) AS due_in_ms
     """
 )
 
@@ -587,11 +590,12 @@ class ReservationRepository:
 
     async def insert_reservations(
         self, winners: Sequence[Winner]
-    ) -> dict[str, tuple[int, datetime | None]]:
+    ) -> dict[str, tuple[int, datetime | None, int | None]]:
         """Insert the winners' reservations (HELD for a winner with a hold time, else RESERVED)
         and take their tickets.
 
-        Returns request id -> (reservation id, the hold's end or None). Raises
+        Returns request id -> (reservation id, the hold's end or None, milliseconds until then by
+        PostgreSQL's clock). Raises
         ``CapacityConflict`` if any event would go over capacity (which the caller's plan under
         the event locks rules out).
         """
@@ -607,7 +611,7 @@ class ReservationRepository:
                 "quantities": [w.quantity for w in winners],
             },
         )
-        ids = {row.request_id: (row.id, row.expires_at) for row in result}
+        ids = {row.request_id: (row.id, row.expires_at, row.due_in_ms) for row in result}
         per_event: dict[int, int] = {}
         for winner in winners:
             per_event[winner.event_id] = per_event.get(winner.event_id, 0) + winner.quantity
@@ -735,12 +739,17 @@ class ReservationRepository:
         """The ones among ``reservation_ids`` still HELD, with their ends."""
         if not reservation_ids:
             return []
+        due_in_ms = func.extract("epoch", Reservation.expires_at - func.clock_timestamp()) * 1000
         rows = await self.session.execute(
-            select(Reservation.id, Reservation.event_id, Reservation.expires_at).where(
+            select(Reservation.id, Reservation.event_id, Reservation.expires_at, due_in_ms).where(
                 Reservation.id.in_(reservation_ids), Reservation.status == ReservationStatus.HELD
             )
         )
-        return [HoldTimer(r.id, r.event_id, r.expires_at) for r in rows if r.expires_at]
+        return [
+            HoldTimer(r.id, r.event_id, r.expires_at, int(r[3]))
+            for r in rows
+            if r.expires_at is not None
+        ]
 
     async def overdue_holds(self, *, late: float, limit: int) -> list[int]:
         """HELD reservations more than ``late`` seconds past their expiry, oldest first."""

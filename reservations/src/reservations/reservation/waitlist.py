@@ -102,11 +102,13 @@ async def fill(
                     offset += 1  # does not fit: keeps its place
             written = await repository.insert_reservations(winners)
             for winner in winners:
-                reservation_id, expires_at = written[winner.request_id]
+                reservation_id, expires_at, due_in_ms = written[winner.request_id]
                 status = RequestStatus.RESERVED
                 if expires_at is not None:
                     status = RequestStatus.HELD
-                    filled.timers.append(HoldTimer(reservation_id, event_id, expires_at))
+                    filled.timers.append(
+                        HoldTimer(reservation_id, event_id, expires_at, due_in_ms or 0)
+                    )
                 decisions.append(Decision(winner.request_id, status, None, reservation_id))
                 filled.grants.append(
                     (event_id, winner.user_id, _holder(winner.request_id, winner.quantity))

@@ -179,11 +179,11 @@ async def _decide(
     written = await repository.insert_reservations(winners)
     holds: list[HoldTimer] = []
     for winner in winners:
-        reservation_id, expires_at = written[winner.request_id]
+        reservation_id, expires_at, due_in_ms = written[winner.request_id]
         status = RequestStatus.RESERVED
         if expires_at is not None:
             status = RequestStatus.HELD
-            holds.append(HoldTimer(reservation_id, winner.event_id, expires_at))
+            holds.append(HoldTimer(reservation_id, winner.event_id, expires_at, due_in_ms or 0))
         decisions[winner.request_id] = Decision(winner.request_id, status, None, reservation_id)
     return decisions, holds
 

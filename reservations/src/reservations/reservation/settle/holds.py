@@ -22,7 +22,6 @@ the way holds end.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -44,21 +43,24 @@ __all__ = ["BACKSTOP_LATE_S", "HoldExpirer", "end_holds", "expire_overdue", "sch
 
 log = get_logger(__name__)
 
+# A timer found early goes again at least this much later (whatever the clocks say).
+_MIN_DELAY_MS = 5
 BACKSTOP_LATE_S = 30.0
 """A hold this far past its end has lost its timer: the maintenance pass ends it."""
 _BACKSTOP_BATCH = 1000
 
 
 async def schedule(channel: Channel[HoldExpiry], timers: Sequence[HoldTimer]) -> None:
-    """Queue each hold's timer, due at its end; returns once the queue has them all."""
+    """Queue each hold's timer, due at its end; returns once the queue has them all. The delay
+    is measured by PostgreSQL's clock, so that this machine's clock cannot make a timer early (a
+    tight loop of early timers) or late."""
     if not timers:
         return
-    now_ms = time.time_ns() // 1_000_000
     await asyncio.gather(
         *(
             channel.produce(
                 HoldExpiry(reservationId=t.reservation_id, eventId=t.event_id, expiresAtMs=_ms(t)),
-                delay=f"{max(0, _ms(t) - now_ms)}ms",
+                delay=f"{max(_MIN_DELAY_MS, t.due_in_ms)}ms",
             )
             for t in timers
         )
