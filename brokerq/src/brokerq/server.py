@@ -21,7 +21,7 @@ from types import TracebackType
 
 from .errors import BrokerError
 
-__all__ = ["RedisCluster", "RedisServer", "find_redis_server", "free_port"]
+__all__ = ["RedisCluster", "RedisSentinel", "RedisServer", "find_redis_server", "free_port"]
 
 _READY_TIMEOUT_S = 20.0
 
@@ -233,6 +233,40 @@ def _config_quote(value: str) -> str:
     """``value`` as one argument of a redis.conf line, whatever characters it holds."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return '"' + escaped.replace("\n", "\\n").replace("\r", "\\r") + '"'
+
+
+class RedisSentinel(RedisServer):
+    """One Redis Sentinel process watching the primary on ``primary_port`` as ``name``, quick to
+    act (down after ``down_after_ms``): several of them, a primary and its replicas make a
+    failover set on local ports."""
+
+    def __init__(
+        self,
+        dir: str | os.PathLike[str],
+        *,
+        primary_port: int,
+        name: str = "mymaster",
+        quorum: int = 2,
+        down_after_ms: int = 500,
+        failover_timeout_ms: int = 3000,
+    ) -> None:
+        super().__init__(dir)
+        self.name = name
+        self.config = (
+            f"port {self.port}\nbind 127.0.0.1\nprotected-mode no\ndir {self.dir}\n"
+            "logfile redis.log\n"
+            f"sentinel monitor {name} 127.0.0.1 {primary_port} {quorum}\n"
+            f"sentinel down-after-milliseconds {name} {down_after_ms}\n"
+            f"sentinel failover-timeout {name} {failover_timeout_ms}\n"
+            f"sentinel parallel-syncs {name} 1\n"
+        )
+
+    def _args(self) -> list[str]:
+        # Sentinel rewrites its configuration file as it learns the set, so it gets one.
+        conf = self.dir / "sentinel.conf"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        conf.write_text(self.config)
+        return [find_redis_server(), str(conf), "--sentinel"]
 
 
 class RedisCluster:

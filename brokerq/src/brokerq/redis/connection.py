@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import ssl
 from collections import deque
@@ -266,7 +267,18 @@ class Connection:
         """Send one command and return its reply."""
         data = _packed(args)
         protocol = await self._usable()
-        return await protocol.send(data, self._timeout)
+        try:
+            return await protocol.send(data, self._timeout)
+        except ReadOnlyError:
+            self._demoted(protocol)
+            raise
+
+    def _demoted(self, protocol: _Protocol) -> None:
+        """A server named by Sentinel as the primary answers as a replica (a failover moved the
+        primary): the next call asks Sentinel again."""
+        if self._target.sentinels and self._protocol is protocol:
+            self._protocol = None
+            protocol.fail(ConnectionLostError, "the primary became a replica")
 
     async def call_many(
         self, commands: Iterable[Sequence[Any]], *, transaction: bool = False
@@ -284,7 +296,11 @@ class Connection:
             packed = [_packed(("MULTI",)), *packed, _packed(("EXEC",))]
         protocol = await self._usable()
         futures = protocol.send_many(b"".join(packed), len(packed), self._timeout)
-        replies = await _all(futures)
+        try:
+            replies = await _all(futures)
+        except ReadOnlyError:
+            self._demoted(protocol)
+            raise
         if transaction:
             replies = replies[-1]
             if replies is None:
@@ -382,6 +398,8 @@ async def _all(futures: list[asyncio.Future[Any]]) -> list[Any]:
 
 
 async def _handshake(loop: asyncio.AbstractEventLoop, target: Target) -> _Protocol:
+    if target.sentinels:
+        return await _via_sentinel(loop, target)
     protocol = _Protocol(loop, target.where, target.timeout)
     hello: list[tuple[Any, ...]] = []
     if target.password is not None:
@@ -428,6 +446,50 @@ async def _handshake(loop: asyncio.AbstractEventLoop, target: Target) -> _Protoc
         protocol.fail(ConnectionLostError, "connect abandoned")
         raise
     return protocol
+
+
+async def _via_sentinel(loop: asyncio.AbstractEventLoop, target: Target) -> _Protocol:
+    """Ask each Sentinel in turn where the primary is, connect there, and check that it is a
+    primary (a failover in progress may name one that is not yet, or no longer)."""
+    failures: list[str] = []
+    for host, port in target.sentinels:
+        sentinel = dataclasses.replace(
+            target, host=host, port=port, sentinels=(), username=target.sentinel_username,
+            password=target.sentinel_password, db=0,
+        )  # fmt: skip
+        try:
+            protocol = await _handshake(loop, sentinel)
+        except RedisError as exc:
+            failures.append(f"{sentinel.where}: {exc}")
+            continue
+        try:
+            reply = await protocol.send(
+                _packed(("SENTINEL", "GET-MASTER-ADDR-BY-NAME", target.master_name)),
+                target.connect_timeout,
+            )
+        except RedisError as exc:
+            failures.append(f"{sentinel.where}: {exc}")
+            continue
+        finally:
+            protocol.close()
+        if not reply:
+            failures.append(f"{sentinel.where}: knows no primary {target.master_name!r}")
+            continue
+        primary = dataclasses.replace(
+            target, host=reply[0].decode(), port=int(reply[1]), sentinels=()
+        )
+        connection = await _handshake(loop, primary)
+        role = await connection.send(_packed(("ROLE",)), target.connect_timeout)
+        if role[0] != b"master":
+            connection.fail(ConnectionLostError, "not a primary")
+            raise ConnectError(
+                f"Sentinel names {primary.where} as primary {target.master_name!r}, but it is a "
+                f"{role[0].decode()} (a failover in progress); try again"
+            )
+        return connection
+    raise ConnectError(
+        f"no Sentinel named the primary {target.master_name!r}: " + "; ".join(failures)
+    )
 
 
 def _check_hello(hello: list[tuple[Any, ...]], replies: list[Any], target: Target) -> None:

@@ -1,8 +1,10 @@
 """Where and how a ``Connection`` connects: a Redis URL and options, as redis-py takes them.
 
-``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` for TLS, ``unix:///path``; the
-options (``socket_timeout``, ``ssl_ca_certs``, ...) in the URL's query or as keyword arguments,
-with redis-py's names and meanings. Anything else is refused with a ``ConfigError`` that says
+``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` for TLS, ``unix:///path``,
+``redis+sentinel://[[user]:password@]host:port[,host:port...]/<master name>[/db]`` (or
+``rediss+sentinel://``) for the primary that Redis Sentinel names; the options
+(``socket_timeout``, ``ssl_ca_certs``, ...) in the URL's query or as keyword arguments, with
+redis-py's names and meanings. Anything else is refused with a ``ConfigError`` that says
 what is wrong, never with the password in it.
 """
 
@@ -85,7 +87,10 @@ _OPTIONS: dict[str, Any] = {
     "ssl_keyfile": str,
     "ssl_password": str,
     "ssl_check_hostname": _to_bool,
+    "sentinel_username": str,
+    "sentinel_password": str,
 }
+_SENTINEL_SCHEMES = {"redis+sentinel": "redis", "rediss+sentinel": "rediss"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +107,17 @@ class Target:
     client_name: str | None
     connect_timeout: float | None
     timeout: float | None
+    sentinels: tuple[tuple[str, int], ...] = ()
+    """Redis Sentinel's addresses: connect to the primary they name ``master_name``."""
+    master_name: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
 
     @property
     def where(self) -> str:
         """The server, for messages (never the password)."""
+        if self.sentinels and not self.host:
+            return f"sentinel primary {self.master_name!r}"
         if self.path is not None:
             return f"unix:{self.path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -116,10 +128,14 @@ def target_of(url: str, password: str | None, options: dict[str, Any]) -> Target
     if not isinstance(url, str):
         raise ConfigError(f"a Redis URL is a str, not {type(url).__name__}")
     parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix"):
+    scheme = parts.scheme
+    if scheme in _SENTINEL_SCHEMES:
+        return _sentinel_target(url, password, options)
+    if scheme not in ("redis", "rediss", "unix"):
         # The scheme only: the rest of the URL may hold a password.
         raise ConfigError(
-            f"a Redis URL starts with redis://, rediss:// or unix://, not {parts.scheme + ':'!r}"
+            "a Redis URL starts with redis://, rediss://, unix:// or redis+sentinel://, not "
+            f"{parts.scheme + ':'!r}"
         )
     given: dict[str, Any] = {}
     for name, values in parse_qs(parts.query).items():
@@ -173,6 +189,59 @@ def target_of(url: str, password: str | None, options: dict[str, Any]) -> Target
         connect_timeout=given.get("socket_connect_timeout", DEFAULT_CONNECT_TIMEOUT_S),
         timeout=given.get("socket_timeout", DEFAULT_TIMEOUT_S),
     )
+
+
+def _sentinel_target(url: str, password: str | None, options: dict[str, Any]) -> Target:
+    """``redis+sentinel://[[user]:password@]host:port[,host:port...]/<master>[/db][?options]``:
+    the addresses are Sentinel's; the credentials, database and options are the primary's
+    (``sentinel_password`` / ``sentinel_username`` for Sentinels that ask for their own)."""
+    scheme, _, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    path, _, query = tail.partition("?")
+    names = [p for p in unquote(path).split("/") if p] if slash else []
+    if not names:
+        raise ConfigError(
+            "a redis+sentinel:// URL names the primary after the addresses: "
+            "redis+sentinel://host:26379,host:26380/mymaster"
+        )
+    if len(names) > 2:
+        raise ConfigError("a redis+sentinel:// URL's path is /<master name>[/<db>]")
+    sentinels: list[tuple[str, int]] = []
+    for address in hosts.split(","):
+        host, colon, port = address.strip().rpartition(":")
+        if not colon:
+            host, port = address.strip(), "26379"
+        try:
+            number = int(port)
+        except ValueError:
+            raise ConfigError("a Sentinel address is host:port, with a port number") from None
+        if not host or not 0 < number < 65536:
+            raise ConfigError("a Sentinel address is host:port, with a port from 1 to 65535")
+        sentinels.append((host.strip("[]"), number))
+    # The primary's own part, as a plain URL: credentials, database and options.
+    db = f"/{names[1]}" if len(names) == 2 else ""
+    plain = f"{_SENTINEL_SCHEMES[scheme]}://{userinfo + at}sentinel{db}"
+    if query:
+        plain += f"?{query}"
+    sentinel_options: dict[str, Any] = {
+        name: options[name]
+        for name in ("sentinel_username", "sentinel_password")
+        if name in options
+    }
+    rest_options = {k: v for k, v in options.items() if k not in sentinel_options}
+    base = target_of(plain, password, rest_options)
+    given = {k: _option(k, v, "given") for k, v in sentinel_options.items() if v is not None}
+    for name, values in parse_qs(query).items():
+        if name.startswith("sentinel_"):
+            given[name] = _option(name, values[-1], "in the Redis URL")
+    return Target(
+        host="", port=0, path=None, tls=base.tls, username=base.username,
+        password=base.password, db=base.db, client_name=base.client_name,
+        connect_timeout=base.connect_timeout, timeout=base.timeout, sentinels=tuple(sentinels),
+        master_name=names[0], sentinel_username=given.get("sentinel_username"),
+        sentinel_password=given.get("sentinel_password"),
+    )  # fmt: skip
 
 
 def _option(name: str, value: Any, where: str) -> Any:

@@ -1,0 +1,68 @@
+"""A Redis failover set for tests: a primary, its replica and three Sentinels on local ports."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from brokerq.server import RedisSentinel, RedisServer
+
+
+class FailoverSet:
+    def __init__(self, primary: RedisServer, replica: RedisServer, sentinels: list[RedisSentinel]):
+        self.primary = primary
+        self.replica = replica
+        self.sentinels = sentinels
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/mymaster"
+
+
+@contextmanager
+def started_failover_set(tmp_path: Path) -> Iterator[FailoverSet]:
+    """A primary, its replica and three Sentinels watching them as ``mymaster``, on local
+    ports; all stopped afterwards."""
+    with ExitStack() as stack:
+        primary = RedisServer(tmp_path / "primary", extra_args=("--repl-diskless-sync-delay", "0"))
+        stack.enter_context(primary)
+        replica = RedisServer(
+            tmp_path / "replica",
+            extra_args=(
+                "--replicaof", "127.0.0.1", str(primary.port),
+                "--repl-diskless-sync-delay", "0",
+            ),
+        )  # fmt: skip
+        stack.enter_context(replica)
+        sentinels = [
+            stack.enter_context(RedisSentinel(tmp_path / f"s{i}", primary_port=primary.port))
+            for i in range(3)
+        ]
+        yield FailoverSet(primary, replica, sentinels)
+
+
+async def sentinels_ready(failover: FailoverSet) -> None:
+    """The Sentinels know the replica and each other: a failover can happen."""
+    clients = [aioredis.Redis(port=s.port) for s in failover.sentinels]
+    try:
+
+        async def known() -> bool:
+            for client in clients:
+                fields = await client.sentinel_master("mymaster")
+                if int(fields["num-slaves"]) < 1 or int(fields["num-other-sentinels"]) < 2:
+                    return False
+            return True
+
+        deadline = time.monotonic() + 30
+        while not await known():
+            assert time.monotonic() < deadline, "the Sentinels did not learn the set in 30 s"
+            await asyncio.sleep(0.05)  # nothing signals it: Sentinel learns by its own polling
+    finally:
+        for client in clients:
+            await client.aclose()
