@@ -26,6 +26,31 @@ class FailoverSet:
 
 
 @contextmanager
+def started_pair(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer]]:
+    """A primary and its replica on local ports (the replica still syncing: see ``linked``)."""
+    # No wait before the first full sync (5 s by default, to batch replicas that come together).
+    primary = RedisServer(tmp_path / "primary", extra_args=("--repl-diskless-sync-delay", "0"))
+    with primary:
+        replica = RedisServer(
+            tmp_path / "replica", extra_args=("--replicaof", "127.0.0.1", str(primary.port))
+        )
+        with replica:
+            yield primary, replica
+
+
+async def linked(replica: RedisServer) -> None:
+    """Until the replica is in sync with its primary."""
+    client = aioredis.Redis.from_url(replica.url)
+    try:
+        deadline = time.monotonic() + 30
+        while (await client.info("replication")).get("master_link_status") != "up":
+            assert time.monotonic() < deadline, "the replica did not sync in 30 s"
+            await asyncio.sleep(0.05)  # nothing signals it
+    finally:
+        await client.aclose()
+
+
+@contextmanager
 def started_failover_set(tmp_path: Path) -> Iterator[FailoverSet]:
     """A primary, its replica and three Sentinels watching them as ``mymaster``, on local
     ports; all stopped afterwards."""

@@ -16,32 +16,13 @@ from brokerq import BrokerQueue, ConfigError, ReplicationError
 from brokerq.redis import RedisAdapter
 from brokerq.server import RedisServer
 
-from .conftest import until
+from ..failover import linked, started_pair
 
 
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer]]:
-    # No wait before the first full sync (5 s by default, to batch replicas that come together).
-    primary = RedisServer(tmp_path / "primary", extra_args=("--repl-diskless-sync-delay", "0"))
-    with primary:
-        replica = RedisServer(
-            tmp_path / "replica", extra_args=("--replicaof", "127.0.0.1", str(primary.port))
-        )
-        with replica:
-            yield primary, replica
-
-
-async def _linked(replica: RedisServer) -> None:
-    client = aioredis.Redis.from_url(replica.url)
-    try:
-
-        async def up() -> bool:
-            info = await client.info("replication")
-            return bool(info.get("master_link_status") == "up")
-
-        await until(up, timeout=20)
-    finally:
-        await client.aclose()
+    with started_pair(tmp_path) as servers:
+        yield servers
 
 
 def _queue(url: str, **options: object) -> BrokerQueue:
@@ -58,7 +39,7 @@ async def _count(url: str, channel: str) -> int:
 
 async def test_a_produce_waits_for_its_replica(pair: tuple[RedisServer, RedisServer]) -> None:
     primary, replica = pair
-    await _linked(replica)
+    await linked(replica)
     queue = _queue(primary.url, replicas_ack=1, replicas_ack_timeout="300ms")
     try:
         channel = queue.channel("acked", bytes)
@@ -85,7 +66,7 @@ async def test_a_failover_takes_back_only_unconfirmed_produces(
     failover): what the old primary acknowledged after that is not on the new primary. Without
     ``replicas_ack`` those produces were acknowledged and vanish; with it, none is acknowledged."""
     primary, replica = pair
-    await _linked(replica)
+    await linked(replica)
     queue = _queue(primary.url, replicas_ack=replicas_ack, replicas_ack_timeout="50ms")
     acknowledged = 0
     try:

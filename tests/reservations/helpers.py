@@ -41,20 +41,41 @@ async def create_user(client: httpx.AsyncClient, n: int) -> int:
     return user_id
 
 
-async def create_event(client: httpx.AsyncClient, name: str, max_tickets: int) -> int:
-    r = await client.post(
-        "/event",
-        json={
-            "name": name,
-            "date": "2030-05-01T19:00:00Z",
-            "location": "Seoul",
-            "maxTickets": max_tickets,
-        },
-        headers=ADMIN,
-    )
+async def create_event(
+    client: httpx.AsyncClient, name: str, max_tickets: int, **options: Any
+) -> int:
+    """An event on sale; ``options`` are more fields of its body (``holdSeconds=10``, ...)."""
+    body = {
+        "name": name,
+        "date": "2030-05-01T19:00:00Z",
+        "location": "Seoul",
+        "maxTickets": max_tickets,
+        **options,
+    }
+    r = await client.post("/event", json=body, headers=ADMIN)
     assert r.status_code == 201, r.text
+    for field, value in options.items():
+        if field != "date":  # answered in its canonical form
+            assert r.json()[field] == value, (field, r.text)
     event_id: int = r.json()["id"]
     return event_id
+
+
+async def request_outcome(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
+    """``GET`` of a request's status URL."""
+    r = await client.get(f"/reservation/requests/{job_id}")
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+async def processed(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
+    """A request's outcome once a worker has processed it (no longer PENDING)."""
+    return await eventually(
+        lambda: request_outcome(client, job_id),
+        lambda body: body["status"] != "PENDING",
+        what=f"request {job_id} processed",
+    )
 
 
 async def outcomes(client: httpx.AsyncClient, event_id: int) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-import httpx
 
 from reservations.reservation.models import ReservationStatus
 from reservations.reservation.settle.batch import Incoming, process_batch
@@ -16,25 +15,7 @@ from reservations.reservation.settle.holds import end_holds, expire_overdue
 from reservations.worker import consuming
 
 from ..conftest import Api
-from ..helpers import ADMIN, create_user, eventually
-
-
-async def _hold_event(client: httpx.AsyncClient, name: str, tickets: int, hold_s: int) -> int:
-    r = await client.post(
-        "/event",
-        json={
-            "name": name,
-            "date": "2030-05-01T19:00:00Z",
-            "location": "Seoul",
-            "maxTickets": tickets,
-            "holdSeconds": hold_s,
-        },
-        headers=ADMIN,
-    )
-    assert r.status_code == 201, r.text
-    assert r.json()["holdSeconds"] == hold_s
-    event_id: int = r.json()["id"]
-    return event_id
+from ..helpers import ADMIN, create_event, create_user, eventually, processed
 
 
 async def _request(api: Api, event_id: int, user_id: int) -> dict[str, Any]:
@@ -45,20 +26,10 @@ async def _request(api: Api, event_id: int, user_id: int) -> dict[str, Any]:
     return body
 
 
-async def _final(api: Api, job_id: str) -> dict[str, Any]:
-    async def probe() -> dict[str, Any]:
-        r = await api.client.get(f"/reservation/requests/{job_id}")
-        assert r.status_code == 200, r.text
-        body: dict[str, Any] = r.json()
-        return body
-
-    return await eventually(probe, lambda b: b["status"] != "PENDING", what=f"{job_id} final")
-
-
 async def _win(api: Api, event_id: int, user_id: int) -> tuple[int, str, dict[str, Any]]:
     """A request that wins a hold: (reservation id, hold token, its outcome)."""
     accepted = await _request(api, event_id, user_id)
-    outcome = await _final(api, accepted["id"])
+    outcome = await processed(api.client, accepted["id"])
     assert outcome["status"] == "HELD", outcome
     assert outcome["reservationStatus"] == "HELD"
     assert outcome["holdExpiresAt"] is not None
@@ -76,11 +47,11 @@ async def _seats(db: asyncpg.Connection, event_id: int) -> int:
 
 
 async def test_confirm_by_the_holder_keeps_the_seat(api: Api, db: asyncpg.Connection) -> None:
-    event_id = await _hold_event(api.client, "hold-confirm", 1, 60)
+    event_id = await create_event(api.client, "hold-confirm", 1, holdSeconds=60)
     holder, other = await create_user(api.client, 1), await create_user(api.client, 2)
     async with consuming(api.resources, max_parallel=4):
         reservation_id, token, _ = await _win(api, event_id, holder)
-        late = await _final(api, (await _request(api, event_id, other))["id"])
+        late = await processed(api.client, (await _request(api, event_id, other))["id"])
         assert (late["status"], late["reason"]) == ("REJECTED", "SOLD_OUT")
 
         r = await api.client.post(
@@ -107,7 +78,7 @@ async def test_confirm_by_the_holder_keeps_the_seat(api: Api, db: asyncpg.Connec
 async def test_only_the_holder_or_an_operator_may_confirm_or_release(
     api: Api, db: asyncpg.Connection
 ) -> None:
-    event_id = await _hold_event(api.client, "hold-owner", 2, 60)
+    event_id = await create_event(api.client, "hold-owner", 2, holdSeconds=60)
     alice, mallory = await create_user(api.client, 1), await create_user(api.client, 2)
     async with consuming(api.resources, max_parallel=4):
         reservation_id, _, _ = await _win(api, event_id, alice)
@@ -130,7 +101,7 @@ async def test_only_the_holder_or_an_operator_may_confirm_or_release(
 
 
 async def test_release_puts_the_seat_back_on_sale(api: Api, db: asyncpg.Connection) -> None:
-    event_id = await _hold_event(api.client, "hold-release", 1, 60)
+    event_id = await create_event(api.client, "hold-release", 1, holdSeconds=60)
     holder, next_user = await create_user(api.client, 1), await create_user(api.client, 2)
     async with consuming(api.resources, max_parallel=4):
         reservation_id, token, _ = await _win(api, event_id, holder)
@@ -153,20 +124,16 @@ async def test_release_puts_the_seat_back_on_sale(api: Api, db: asyncpg.Connecti
         # The seat went to the next request.
         await _win(api, event_id, next_user)
         # The released request's status URL says where its hold went.
-        outcome = await _final(
-            api,
-            (
-                await db.fetchval(
-                    "SELECT request_id FROM reservations WHERE id = $1", reservation_id
-                )
-            ),
+        holder_job = await db.fetchval(
+            "SELECT request_id FROM reservations WHERE id = $1", reservation_id
         )
+        outcome = await processed(api.client, holder_job)
         assert (outcome["status"], outcome["reservationStatus"]) == ("HELD", "RELEASED")
     assert await _seats(db, event_id) == 1
 
 
 async def test_an_unconfirmed_hold_expires_on_time(api: Api, db: asyncpg.Connection) -> None:
-    event_id = await _hold_event(api.client, "hold-expiry", 1, 1)
+    event_id = await create_event(api.client, "hold-expiry", 1, holdSeconds=1)
     holder, next_user = await create_user(api.client, 1), await create_user(api.client, 2)
     async with consuming(api.resources, max_parallel=4):
         reservation_id, token, _ = await _win(api, event_id, holder)
@@ -196,7 +163,7 @@ async def test_confirm_and_expiry_at_the_same_instant(api: Api, db: asyncpg.Conn
     """Many holds, each confirmed by its holder while its expiry runs at its end: each ends one
     way or the other, never both, and the seats counted match."""
     holds = 12
-    event_id = await _hold_event(api.client, "hold-race", holds, 1)
+    event_id = await create_event(api.client, "hold-race", holds, holdSeconds=1)
     users = [await create_user(api.client, n) for n in range(holds)]
     async with consuming(api.resources, max_parallel=16):
         won = await asyncio.gather(*(_win(api, event_id, u) for u in users))
@@ -239,7 +206,7 @@ async def test_confirm_and_expiry_at_the_same_instant(api: Api, db: asyncpg.Conn
 async def test_a_hold_whose_timer_was_lost_is_ended_by_the_backstop(
     api: Api, db: asyncpg.Connection
 ) -> None:
-    event_id = await _hold_event(api.client, "hold-backstop", 1, 1)
+    event_id = await create_event(api.client, "hold-backstop", 1, holdSeconds=1)
     user_id = await create_user(api.client, 1)
     res = api.resources
     job_id = (await _request(api, event_id, user_id))["id"]

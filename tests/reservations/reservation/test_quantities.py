@@ -7,31 +7,12 @@ import asyncio
 from typing import Any
 
 import asyncpg
-import httpx
 
 from reservations.reservation.settle.reconcile import reconcile_seats
 from reservations.worker import consuming
 
 from ..conftest import Api
-from ..helpers import ADMIN, create_user, eventually
-
-
-async def _event(client: httpx.AsyncClient, name: str, tickets: int, **options: Any) -> int:
-    r = await client.post(
-        "/event",
-        json={
-            "name": name,
-            "date": "2030-05-01T19:00:00Z",
-            "location": "Seoul",
-            "maxTickets": tickets,
-            **options,
-        },
-        headers=ADMIN,
-    )
-    assert r.status_code == 201, r.text
-    assert r.json()["maxPerUser"] == options.get("maxPerUser", 1)
-    event_id: int = r.json()["id"]
-    return event_id
+from ..helpers import ADMIN, create_event, create_user, processed
 
 
 async def _send(api: Api, event_id: int, user_id: int, quantity: int) -> dict[str, Any]:
@@ -41,16 +22,8 @@ async def _send(api: Api, event_id: int, user_id: int, quantity: int) -> dict[st
     return body
 
 
-async def _final(api: Api, job_id: str) -> dict[str, Any]:
-    async def probe() -> dict[str, Any]:
-        body: dict[str, Any] = (await api.client.get(f"/reservation/requests/{job_id}")).json()
-        return body
-
-    return await eventually(probe, lambda b: b["status"] not in ("PENDING",), what="processed")
-
-
 async def _request(api: Api, event_id: int, user_id: int, quantity: int) -> dict[str, Any]:
-    return await _final(api, (await _send(api, event_id, user_id, quantity))["id"])
+    return await processed(api.client, (await _send(api, event_id, user_id, quantity))["id"])
 
 
 async def _check(api: Api, db: asyncpg.Connection, event_id: int) -> int:
@@ -80,7 +53,7 @@ async def _check(api: Api, db: asyncpg.Connection, event_id: int) -> int:
 
 
 async def test_several_seats_all_or_none(api: Api, db: asyncpg.Connection) -> None:
-    event_id = await _event(api.client, "qty-basic", 5, maxPerUser=4)
+    event_id = await create_event(api.client, "qty-basic", 5, maxPerUser=4)
     a, b, c, d = [await create_user(api.client, n) for n in range(4)]
     async with consuming(api.resources, max_parallel=4):
         first = await _request(api, event_id, a, 3)
@@ -94,7 +67,7 @@ async def test_several_seats_all_or_none(api: Api, db: asyncpg.Connection) -> No
             "/reservation", json={"userId": c, "eventId": event_id, "quantity": 2}
         )
         assert body.status_code == 202, body.text
-        assert (await _final(api, body.json()["id"]))["status"] == "RESERVED"
+        assert (await processed(api.client, body.json()["id"]))["status"] == "RESERVED"
         assert await _check(api, db, event_id) == 5
         reservation = await api.client.get(f"/reservation/{first['reservationId']}")
         assert reservation.json()["quantity"] == 3
@@ -108,7 +81,7 @@ async def test_several_seats_all_or_none(api: Api, db: asyncpg.Connection) -> No
 
 
 async def test_bad_quantities_are_refused_clearly(api: Api) -> None:
-    event_id = await _event(api.client, "qty-bad", 5, maxPerUser=4)
+    event_id = await create_event(api.client, "qty-bad", 5, maxPerUser=4)
     user = await create_user(api.client, 1)
     for bad in ("0", "101", "-1", "two", "1.5"):
         r = await api.client.post(f"/reservation/{event_id}/{user}?quantity={bad}")
@@ -130,11 +103,11 @@ async def test_bad_quantities_are_refused_clearly(api: Api) -> None:
 async def test_one_users_requests_never_exceed_the_limit(api: Api, db: asyncpg.Connection) -> None:
     """Two requests of one user at once, whose seats together exceed ``maxPerUser``: one wins,
     the other is refused, whatever their order; the same for every user of a crowd."""
-    event_id = await _event(api.client, "qty-race", 100, maxPerUser=4)
+    event_id = await create_event(api.client, "qty-race", 100, maxPerUser=4)
     users = [await create_user(api.client, n) for n in range(10)]
     async with consuming(api.resources, max_parallel=16):
         sent = await asyncio.gather(*(_send(api, event_id, u, q) for u in users for q in (3, 2)))
-        final = [await _final(api, s["id"]) for s in sent]
+        final = [await processed(api.client, s["id"]) for s in sent]
     for i, _ in enumerate(users):
         pair = final[2 * i : 2 * i + 2]
         assert sorted(o["status"] for o in pair) == ["REJECTED", "RESERVED"], pair
@@ -147,13 +120,13 @@ async def test_one_users_requests_never_exceed_the_limit(api: Api, db: asyncpg.C
 async def test_a_returned_seat_goes_to_the_first_waiting_request_it_fits(
     api: Api, db: asyncpg.Connection
 ) -> None:
-    event_id = await _event(
+    event_id = await create_event(
         api.client, "qty-waitlist", 3, maxPerUser=3, waitlist=True, holdSeconds=60
     )
     a, b, c, d = [await create_user(api.client, n) for n in range(4)]
     async with consuming(api.resources, max_parallel=4):
         accepted = await _send(api, event_id, a, 2)
-        held_a = await _final(api, accepted["id"])
+        held_a = await processed(api.client, accepted["id"])
         held_b = await _request(api, event_id, b, 1)
         assert (held_a["status"], held_b["status"]) == ("HELD", "HELD")
         waiting_c = await _request(api, event_id, c, 3)
@@ -165,8 +138,8 @@ async def test_a_returned_seat_goes_to_the_first_waiting_request_it_fits(
             headers={"Hold-Token": accepted["holdToken"]},
         )
         assert r.status_code == 200, r.text
-        c_now = await _final(api, waiting_c["jobId"])
-        d_now = await _final(api, waiting_d["jobId"])
+        c_now = await processed(api.client, waiting_c["jobId"])
+        d_now = await processed(api.client, waiting_d["jobId"])
         assert (c_now["status"], c_now["position"]) == ("WAITING", 1)
         assert d_now["status"] == "HELD"
         assert await _check(api, db, event_id) == 2

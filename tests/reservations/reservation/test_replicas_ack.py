@@ -8,28 +8,21 @@ import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-from redis.asyncio import Redis
 
 from brokerq.server import RedisServer
-from reservations.app import create_app
 from reservations.settings import Settings
 from reservations.worker import consuming
 
-from ..conftest import Api
+from ...failover import linked, started_pair
+from ..conftest import Api, running_api
 from ..helpers import ADMIN_TOKEN, create_event, create_user, eventually
 
 
 @pytest.fixture
 def replicated(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer]]:
-    primary = RedisServer(tmp_path / "primary", extra_args=("--repl-diskless-sync-delay", "0"))
-    with primary:
-        replica = RedisServer(
-            tmp_path / "replica", extra_args=("--replicaof", "127.0.0.1", str(primary.port))
-        )
-        with replica:
-            yield primary, replica
+    with started_pair(tmp_path) as servers:
+        yield servers
 
 
 @pytest.fixture
@@ -37,24 +30,13 @@ async def acked_api(
     database_url: str, clean: None, replicated: tuple[RedisServer, RedisServer]
 ) -> AsyncIterator[Api]:
     primary, replica = replicated
-    client = Redis.from_url(replica.url)
-    try:
-        await eventually(
-            lambda: client.info("replication"),
-            lambda info: info.get("master_link_status") == "up",
-            what="replica in sync",
-        )
-    finally:
-        await client.aclose()
+    await linked(replica)
     settings = Settings(
         _env_file=None, ENVIRONMENT="test", DATABASE_URL=database_url, REDIS_URL=primary.url,
         ADMIN_TOKEN=ADMIN_TOKEN, REDIS_REPLICAS_ACK=1, REDIS_REPLICAS_ACK_TIMEOUT_MS=200,
     )  # fmt: skip
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            yield Api(app, http)
+    async with running_api(settings) as api:
+        yield api
 
 
 async def test_a_request_no_replica_confirmed_is_answered_503_and_kept(

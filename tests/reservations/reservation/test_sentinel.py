@@ -12,15 +12,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from reservations.app import create_app
 from reservations.settings import Settings
 from reservations.worker import consuming
 
 from ...failover import FailoverSet, sentinels_ready, started_failover_set
-from ..conftest import Api
+from ..conftest import Api, running_api
 from ..helpers import ADMIN_TOKEN, create_event, create_user, eventually, outcomes
 
 
@@ -39,11 +37,8 @@ async def sentinel_api(
         _env_file=None, ENVIRONMENT="test", DATABASE_URL=database_url,
         REDIS_URL=failover_set.url, ADMIN_TOKEN=ADMIN_TOKEN,
     )  # fmt: skip
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            yield Api(app, http)
+    async with running_api(settings) as api:
+        yield api
 
 
 async def test_requests_accepted_before_a_failover_are_all_served(

@@ -18,7 +18,14 @@ from reservations.reservation.settle.recovery import end_past_waitlists
 from reservations.worker import consuming
 
 from ..conftest import Api
-from ..helpers import ADMIN, create_user, eventually, outcomes
+from ..helpers import (
+    ADMIN,
+    create_event,
+    create_user,
+    eventually,
+    outcomes,
+    request_outcome,
+)
 
 
 async def _event(
@@ -29,29 +36,7 @@ async def _event(
     hold_s: int | None = 60,
     date: str = "2030-05-01T19:00:00Z",
 ) -> int:
-    r = await client.post(
-        "/event",
-        json={
-            "name": name,
-            "date": date,
-            "location": "Seoul",
-            "maxTickets": tickets,
-            "holdSeconds": hold_s,
-            "waitlist": True,
-        },
-        headers=ADMIN,
-    )
-    assert r.status_code == 201, r.text
-    assert r.json()["waitlist"] is True
-    event_id: int = r.json()["id"]
-    return event_id
-
-
-async def _outcome(api: Api, job_id: str) -> dict[str, Any]:
-    r = await api.client.get(f"/reservation/requests/{job_id}")
-    assert r.status_code == 200, r.text
-    body: dict[str, Any] = r.json()
-    return body
+    return await create_event(client, name, tickets, holdSeconds=hold_s, waitlist=True, date=date)
 
 
 async def _settled(api: Api, event_id: int, user_id: int) -> tuple[str, str, dict[str, Any]]:
@@ -60,14 +45,18 @@ async def _settled(api: Api, event_id: int, user_id: int) -> tuple[str, str, dic
     assert r.status_code == 202, r.text
     job_id, token = r.json()["id"], r.json()["holdToken"]
     outcome = await eventually(
-        lambda: _outcome(api, job_id), lambda b: b["status"] != "PENDING", what="processed"
+        lambda: request_outcome(api.client, job_id),
+        lambda b: b["status"] != "PENDING",
+        what="processed",
     )
     return job_id, token, outcome
 
 
 async def _status(api: Api, job_id: str, status: str) -> dict[str, Any]:
     return await eventually(
-        lambda: _outcome(api, job_id), lambda b: b["status"] == status, what=f"{job_id} {status}"
+        lambda: request_outcome(api.client, job_id),
+        lambda b: b["status"] == status,
+        what=f"{job_id} {status}",
     )
 
 
@@ -108,10 +97,13 @@ async def test_a_released_seat_goes_to_the_head_of_the_line(
             f"/reservation/{first['reservationId']}/release", headers={"Hold-Token": sent[0][1]}
         )
         assert r.status_code == 200, r.text
-        promoted = await _outcome(api, sent[2][0])
+        promoted = await request_outcome(api.client, sent[2][0])
         assert promoted["status"] == "HELD" and promoted["reservationStatus"] == "HELD"
         assert promoted["holdExpiresAt"] is not None and promoted["position"] is None
-        assert [(await _outcome(api, j))["position"] for j, _, _ in sent[3:]] == [1, 2]
+        assert [(await request_outcome(api.client, j))["position"] for j, _, _ in sent[3:]] == [
+            1,
+            2,
+        ]
         # The promoted request's own token confirms its seat.
         r = await api.client.post(
             f"/reservation/{promoted['reservationId']}/confirm",
@@ -132,7 +124,7 @@ async def test_expired_holds_are_reassigned_in_arrival_order(
         # Nobody confirms: the seat passes down the line as each hold expires.
         await _status(api, sent[1][0], "HELD")
         await _status(api, sent[2][0], "HELD")
-        last = await _outcome(api, sent[2][0])
+        last = await request_outcome(api.client, sent[2][0])
         r = await api.client.post(
             f"/reservation/{last['reservationId']}/confirm", headers={"Hold-Token": sent[2][1]}
         )
@@ -178,8 +170,8 @@ async def test_leaving_the_line_and_duplicates(api: Api, db: asyncpg.Connection)
             f"/reservation/{sent[0][2]['reservationId']}/cancel", headers=ADMIN
         )
         assert r.status_code == 200, r.text
-        assert (await _outcome(api, sent[2][0]))["status"] == "RESERVED"
-        assert (await _outcome(api, sent[1][0]))["reason"] == "LEFT_LINE"
+        assert (await request_outcome(api.client, sent[2][0]))["status"] == "RESERVED"
+        assert (await request_outcome(api.client, sent[1][0]))["reason"] == "LEFT_LINE"
     await _check_seats(api, db, event_id, 1)
 
 
@@ -195,7 +187,7 @@ async def test_closing_ends_the_line_and_the_sale(api: Api, db: asyncpg.Connecti
         assert (r.json()["waiting"], r.json()["held"]) == (0, 1)
         assert r.json()["byReason"] == {"EVENT_CLOSED": 2}
         for job_id, _, _ in sent[1:]:
-            assert (await _outcome(api, job_id))["reason"] == "EVENT_CLOSED"
+            assert (await request_outcome(api.client, job_id))["reason"] == "EVENT_CLOSED"
         _, _, late = await _settled(api, event_id, users[3])
         assert (late["status"], late["reason"]) == ("REJECTED", "EVENT_CLOSED")
         # The hold made before the close stays, and its release gives the seat to nobody.
@@ -222,7 +214,7 @@ async def test_the_line_ends_when_the_event_takes_place(api: Api, db: asyncpg.Co
             assert sent[1][2]["status"] == "WAITING"
             waiting.append(sent[1][0])
     assert await end_past_waitlists(api.resources.session_factory) == 1
-    ended, still = [await _outcome(api, job_id) for job_id in waiting]
+    ended, still = [await request_outcome(api.client, job_id) for job_id in waiting]
     assert (ended["status"], ended["reason"]) == ("REJECTED", "EVENT_ENDED")
     assert still["status"] == "WAITING"
 
@@ -262,7 +254,9 @@ async def test_seats_coming_back_together_go_to_the_first_in_line(
     )  # fmt: skip
     # Whatever each hold's end was, all four seats came back; none of the holds' timers ran
     # (no consumer), so the four seats went to the first four in line, none twice.
-    states = [(await _outcome(api, job_id))["status"] for job_id, _, _ in sent[capacity:]]
+    states = [
+        (await request_outcome(api.client, job_id))["status"] for job_id, _, _ in sent[capacity:]
+    ]
     assert states == ["HELD"] * capacity + ["WAITING"] * 2
     await _check_seats(api, db, event_id, capacity)
 
@@ -296,16 +290,16 @@ async def test_a_later_arrival_written_first_does_not_take_an_earlier_ones_seat(
         await process_batch(res.session_factory, res.gate, [Incoming(job_id, message)])
 
     await write(job_c, c)  # C's batch commits first
-    assert (await _outcome(api, job_c))["status"] == "WAITING"
+    assert (await request_outcome(api.client, job_c))["status"] == "WAITING"
     r = await api.client.post(
         f"/reservation/{holder['reservationId']}/release", headers={"Hold-Token": holder_token}
     )
     assert r.status_code == 200, r.text
     # B, ahead of C, is still on its way: the seat waits for it.
-    assert (await _outcome(api, job_c))["status"] == "WAITING"
+    assert (await request_outcome(api.client, job_c))["status"] == "WAITING"
     assert await db.fetchval("SELECT reserved FROM events WHERE id = $1", event_id) == 0
     await write(job_b, b)
-    assert (await _outcome(api, job_b))["status"] == "HELD"
-    c_now = await _outcome(api, job_c)
+    assert (await request_outcome(api.client, job_b))["status"] == "HELD"
+    c_now = await request_outcome(api.client, job_c)
     assert (c_now["status"], c_now["position"]) == ("WAITING", 1)
     await _check_seats(api, db, event_id, 1)
