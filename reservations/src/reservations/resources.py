@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from brokerq.redis import Connection
 
-from .middleware.rate_limit import RateLimiter
+from .middleware.rate_limit import Limiter, RateLimiter, SharedRateLimiter
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -37,13 +37,20 @@ class Resources:
     channel: Channel[ReserveEvent]
     gate: AdmissionGate
     holds: Channel[HoldExpiry]
-    limiter: RateLimiter | None = field(init=False)
+    limiter: Limiter | None = field(init=False)
     _request_ids: RequestIds | None = field(init=False, default=None)
     _request_ids_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         limit = self.settings.rate_limit()
-        self.limiter = None if limit is None else RateLimiter(limit)
+        if limit is None:
+            self.limiter = None
+        elif self.settings.reservation_rate_limit_scope == "process":
+            self.limiter = RateLimiter(limit)
+        else:
+            url = self.settings.effective_redis_url
+            assert url is not None
+            self.limiter = SharedRateLimiter(limit, url)
 
     async def request_ids(self) -> RequestIds:
         """The signer of request ids, its key read from PostgreSQL on first use."""
@@ -83,6 +90,7 @@ async def open_resources(
             replicas_ack_timeout_ms=settings.redis_replicas_ack_timeout_ms,
         )
     )
+    resources: Resources | None = None
     try:
         resources = Resources(
             settings=settings,
@@ -96,6 +104,8 @@ async def open_resources(
         )
         yield resources
     finally:
+        if resources is not None and resources.limiter is not None:
+            await resources.limiter.close()
         await queue.close()
         await redis.close()
         await engine.dispose()

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
         validation_alias="RESERVATION_RATE_LIMIT",
         description="per-client limit on reservation POSTs, e.g. '20/s' or '600/min'; unset: none",
     )
+    reservation_rate_limit_scope: Literal["shared", "process"] = Field(
+        default="shared",
+        validation_alias="RESERVATION_RATE_LIMIT_SCOPE",
+        description="'shared': the limit is kept in Redis and holds across every API process; "
+        "'process': each API process keeps its own (no Redis round trip; N processes let a "
+        "client through N times the rate)",
+    )
     reservation_rate_burst: int | None = Field(
         default=None,
         validation_alias="RESERVATION_RATE_BURST",

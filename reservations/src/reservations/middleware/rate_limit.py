@@ -1,10 +1,17 @@
-"""A per-client rate limit for reservation requests (GCRA, in the API process).
+"""A per-client rate limit for reservation requests, shared by every API process or per process.
 
-GCRA keeps one number per client, the theoretical arrival time of its next request, so a check
-is a dictionary look-up and no Redis round trip on the hot path. The limit is per API process:
-with N processes behind a balancer a client gets up to N times the rate. The client is the peer
-address uvicorn reports, which is the ``X-Forwarded-For`` address for requests from a proxy
-listed in ``FORWARDED_ALLOW_IPS``.
+Shared (the default, ``SharedRateLimiter``): the ``limits`` library's moving window, kept in
+Redis, so that a client over its limit is refused by whichever API process it reaches. A window
+of ``burst`` requests over the time the rate takes to send that many: the long-run rate and the
+burst are the configured ones. One Redis round trip per reservation POST, on a connection of its
+own. If Redis does not answer, the request goes on (the gate's own Redis call then answers 503).
+
+Per process (``RESERVATION_RATE_LIMIT_SCOPE=process``, ``RateLimiter``): GCRA in the API
+process, one number per client, the theoretical arrival time of its next request; no Redis round
+trip, but with N processes behind a balancer a client gets up to N times the rate.
+
+The client is the peer address uvicorn reports, which is the ``X-Forwarded-For`` address for
+requests from a proxy listed in ``FORWARDED_ALLOW_IPS``.
 """
 
 from __future__ import annotations
@@ -14,8 +21,13 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-__all__ = ["RateLimit", "RateLimiter", "parse_rate"]
+from reservations.log import get_logger
+
+log = get_logger(__name__)
+
+__all__ = ["Limiter", "RateLimit", "RateLimiter", "SharedRateLimiter", "parse_rate"]
 
 _RATE = re.compile(r"\s*(\d+)\s*/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hour)s?\s*", re.I)
 _UNIT_S = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
@@ -54,6 +66,16 @@ def parse_rate(text: str, burst: int | None = None) -> RateLimit:
     return RateLimit(count=count, period_s=float(period), burst=burst or count)
 
 
+class Limiter(Protocol):
+    limit: RateLimit
+
+    async def acquire(self, client: str) -> float | None:
+        """None when the client's request may go (and is counted), else the seconds to wait."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 class RateLimiter:
     """``check(client)`` answers None when the request may go, else the seconds to wait."""
 
@@ -75,6 +97,12 @@ class RateLimiter:
         self._tat[client] = tat + self._interval
         return None
 
+    async def acquire(self, client: str) -> float | None:
+        return self.check(client)
+
+    async def close(self) -> None:
+        pass
+
     def _forget_idle(self, now: float) -> None:
         # A client whose arrival time has passed has its whole burst back: nothing to remember.
         self._tat = {c: t for c, t in self._tat.items() if t > now}
@@ -85,3 +113,54 @@ class RateLimiter:
     def retry_after(wait_s: float) -> int:
         """Whole seconds for the ``Retry-After`` header, never 0."""
         return max(1, math.ceil(wait_s))
+
+
+_NAMESPACE = "rsv-rate"
+
+
+class SharedRateLimiter:
+    """The limit in Redis, for every API process at once (``limits``' moving window)."""
+
+    def __init__(self, limit: RateLimit, redis_url: str) -> None:
+        from limits import RateLimitItemPerSecond
+        from limits.aio.strategies import MovingWindowRateLimiter
+
+        self.limit = limit
+        # ``burst`` requests in any window of the time ``burst`` requests take at the rate.
+        window_s = max(1, math.ceil(limit.burst * limit.interval_s))
+        self._item = RateLimitItemPerSecond(limit.burst, window_s, namespace=_NAMESPACE)
+        self._storage = _storage(redis_url)
+        self._limiter = MovingWindowRateLimiter(self._storage)
+
+    async def acquire(self, client: str) -> float | None:
+        try:
+            if await self._limiter.hit(self._item, client):
+                return None
+            stats = await self._limiter.get_window_stats(self._item, client)
+        except Exception as exc:
+            # Redis is the gate's too: its call answers 503 if Redis is gone.
+            log.warning("rate_limit_unavailable", error=type(exc).__name__)
+            return None
+        return max(0.0, stats.reset_time - time.time())
+
+    async def close(self) -> None:
+        # The client's connections belong to its storage; nothing else holds them.
+        client: Any = getattr(self._storage, "storage", None)
+        if client is not None and hasattr(client, "aclose"):
+            await client.aclose()
+
+
+def _storage(redis_url: str) -> Any:
+    """``limits``' asynchronous Redis storage, through redis-py, for a service Redis URL."""
+    from limits.aio.storage import RedisSentinelStorage, RedisStorage
+
+    scheme, sep, rest = redis_url.partition("://")
+    if scheme in ("redis+sentinel", "rediss+sentinel"):
+        if scheme == "rediss+sentinel":
+            raise ValueError("a shared rate limit over Sentinel with TLS is not supported")
+        return RedisSentinelStorage(
+            f"async+redis+sentinel://{rest}", implementation="redispy", key_prefix=_NAMESPACE
+        )
+    return RedisStorage(
+        f"async+{scheme}{sep}{rest}", implementation="redispy", key_prefix=_NAMESPACE
+    )

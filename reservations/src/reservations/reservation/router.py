@@ -73,7 +73,7 @@ async def accept_reservation(
     """Queue one request and answer 202 (shared by the routes below and the fast lane)."""
     if res.limiter is not None:
         # Keyed by peer address; a request without one (a test transport) shares one bucket.
-        wait = res.limiter.check(client or "")
+        wait = await res.limiter.acquire(client or "")
         if wait is not None:
             raise TooManyRequests(
                 f"too many reservation requests from this client: the limit is "
