@@ -216,7 +216,7 @@ _WAITING = text(
     SELECT q.event_id, q.user_id FROM reservation_requests q
     JOIN unnest(CAST(:event_ids AS int[]), CAST(:user_ids AS int[])) AS p(event_id, user_id)
       ON q.event_id = p.event_id AND q.user_id = p.user_id
-    WHERE q.status = 'WAITING'
+    WHERE q.status = 'WAITING' AND q.id <> ALL(CAST(:excluding AS varchar[]))
     """
 )
 
@@ -661,13 +661,20 @@ class ReservationRepository:
 
     # -- waitlists -----------------------------------------------------------------------------
 
-    async def waiting(self, pairs: Sequence[tuple[int, int]]) -> set[tuple[int, int]]:
-        """Which (event id, user id) pairs have a request in the event's waitlist."""
+    async def waiting(
+        self, pairs: Sequence[tuple[int, int]], *, excluding: Sequence[str] = ()
+    ) -> set[tuple[int, int]]:
+        """Which (event id, user id) pairs have a request in the event's waitlist, other than
+        the requests ``excluding``."""
         if not pairs:
             return set()
         result = await self.session.execute(
             _WAITING,
-            {"event_ids": [e for e, _ in pairs], "user_ids": [u for _, u in pairs]},
+            {
+                "event_ids": [e for e, _ in pairs],
+                "user_ids": [u for _, u in pairs],
+                "excluding": list(excluding),
+            },
         )
         return {(row[0], row[1]) for row in result}
 

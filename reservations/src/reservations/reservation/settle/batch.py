@@ -70,9 +70,16 @@ async def process_batch(
         claimed = await repository.claim([_claim_row(item) for item in items])
         fresh = [item for item in items if item.data.requestId in claimed]
         decisions, holds = await _decide(repository, fresh)
-        # Gate rejections were claimed with their final outcome; only the others changed.
+        # Gate rejections were claimed with their final outcome, and requests for the line
+        # claimed WAITING: only what differs from the claim is written again.
         await repository.record(
-            [decisions[i.data.requestId] for i in fresh if i.data.admission in _DECIDED_HERE]
+            [
+                decision
+                for i in fresh
+                if i.data.admission in _DECIDED_HERE
+                and (decision := decisions[i.data.requestId]).status
+                is not _claimed_status(i.data.admission, None)
+            ]
         )
         waiting = sorted(
             {i.data.eventId for i in fresh if decisions[i.data.requestId].status is WAITING}
@@ -101,6 +108,14 @@ async def process_batch(
     return decisions
 
 
+def _claimed_status(admission: Admission, reason: RejectReason | None) -> RequestStatus:
+    if reason is not None:
+        return RequestStatus.REJECTED
+    # Nearly every request of a sold-out event with a waitlist ends up in line: written so at
+    # once, it needs no second write (the few that do not are recorded below).
+    return WAITING if admission is Admission.WAITLISTED else RequestStatus.PENDING
+
+
 def _claim_row(item: Incoming) -> ClaimRow:
     data = item.data
     reason = _ADMISSION_REASON.get(data.admission)
@@ -110,7 +125,7 @@ def _claim_row(item: Incoming) -> ClaimRow:
         event_id=data.eventId,
         user_id=data.userId,
         seq=data.seq,
-        status=RequestStatus.REJECTED if reason else RequestStatus.PENDING,
+        status=_claimed_status(data.admission, reason),
         reason=reason,
         accepted_at=datetime.fromtimestamp(data.acceptedAtMs / 1000, tz=UTC),
         quantity=data.quantity,
@@ -141,7 +156,9 @@ async def _decide(
     held = await repository.held(pairs)
     lines = [p for p in pairs if p[0] in events and events[p[0]].waitlist]
     # In line already counts as holding: one place per user, in a seat or in line.
-    held |= await repository.waiting(lines) if lines else set()
+    if lines:
+        # Requests for the line were claimed WAITING just now: only others count.
+        held |= await repository.waiting(lines, excluding=[i.data.requestId for i in admitted])
 
     winners: list[Winner] = []
     for item in sorted(admitted, key=lambda i: (i.data.eventId, i.data.seq)):
