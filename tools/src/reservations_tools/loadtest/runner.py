@@ -20,6 +20,7 @@ import json
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -206,9 +207,11 @@ async def _fire(
     sequence: list[tuple[int, int]],
     t0: float,
     progress: Progress,
+    on_answer: Callable[[int, int, bytes | None], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[bytes | None], float, float]:
     """POST every (event id, user id) of ``sequence``; starts, latencies, statuses, bodies,
-    the sending's duration and the load generator's CPU while sending."""
+    the sending's duration and the load generator's CPU while sending. ``on_answer(i, status,
+    body)`` is called as each answer arrives (status 0: none)."""
     host, port, prefix = parse_base_url(base_url)
     n = len(sequence)
     starts = [0.0] * n
@@ -239,6 +242,8 @@ async def _fire(
                 statuses[i] = status
                 bodies[i] = body
                 done += 1
+                if on_answer is not None:
+                    on_answer(i, status, body)
         finally:
             conn.close()
 
