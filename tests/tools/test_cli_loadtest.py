@@ -258,6 +258,7 @@ def _holds_result(seats: list[dict[str, Any]]) -> HoldsResult:
         statuses=np.full(n, 202, dtype=np.int32), fire_duration_s=0.06, last_response_s=0.07,
         client_cpu_s=0.01, setup_s=0.1, samples=[Sample(0.4, 0.5, 0, 4, live, 1, 1)],
         look_times_s=np.array([0.2, 0.4]), confirm_times_s=np.array([0.6]), look_errors=0,
+        retried=0, lost_seen=0, fault_at_s=None,
         first_seen={"WAITING": 4, "HELD": 2}, look_ms={"WAITING": np.array([5.0])},
         end_reason="every seat confirmed", ended_s=2.0, all_processed_s=0.5, closed={},
         outcomes={"accepted": n, "final": n, "pending": 0, "waiting": 0, "rejected": closed,
@@ -299,6 +300,17 @@ def test_holds_checks_pass_on_a_correct_run_and_catch_each_broken_promise() -> N
         _seat(4, 3, "RESERVED", 1.10, confirmed=1.6),
     ])  # fmt: skip
     assert _failed(swapped) == {"seats came back to the line in arrival order"}
+
+    # The same seats handed on in line order (reservation ids), by two transactions whose
+    # times (their starts) are the other way round: in order.
+    crossed = _holds_result([
+        _seat(1, 1, "EXPIRED", 0.0, cancelled=1.05),
+        _seat(2, 2, "EXPIRED", 0.0, cancelled=1.10),
+        _seat(3, 3, "RESERVED", 1.10, confirmed=1.5),
+        _seat(4, 4, "RESERVED", 1.05, confirmed=1.6),
+    ])  # fmt: skip
+    assert _failed(crossed) == set()
+    assert analyse(crossed).stamps_inverted == 1
 
     passed_over = _holds_result([
         _seat(1, 1, "RESERVED", 0.0, confirmed=0.5),

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import itertools
 import json
@@ -68,6 +69,7 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -94,6 +96,7 @@ _MONITOR_INTERVAL_S = 0.25
 _MONITOR_DUTY = 0.2
 _MONITOR_PATIENCE_S = 30.0
 _RETRY_S = 0.2
+_GIVE_UP_S = 120.0  # with ``retry``: how long a POST is sent again after its first failure
 _SAMPLE = 2_000
 _PAGE = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -170,6 +173,9 @@ class HoldsResult:
     look_times_s: np.ndarray  # every status look, s since the first POST
     confirm_times_s: np.ndarray
     look_errors: int
+    retried: int  # POSTs sent again (``retry``)
+    fault_at_s: float | None  # when the fault was injected (s since the first POST)
+    lost_seen: int  # requests whose status URL answered 410 (lost with Redis's data)
     first_seen: dict[str, int]  # what the clients' first looks found, by status
     look_ms: dict[str, np.ndarray]  # the looks' latencies, by the status they found
     end_reason: str
@@ -222,7 +228,14 @@ class _Run:
     """The clients of one run: their scheduled looks and confirmations, on a few connections."""
 
     def __init__(
-        self, base_url: str, scenario: Scenario, event_id: int, clients: list[Client], t0: float
+        self,
+        base_url: str,
+        scenario: Scenario,
+        event_id: int,
+        clients: list[Client],
+        t0: float,
+        *,
+        retry: bool = False,
     ) -> None:
         self.host, self.port, self.prefix = parse_base_url(base_url)
         self.scenario = scenario
@@ -242,6 +255,10 @@ class _Run:
         self.look_times: list[float] = []
         self.confirm_times: list[float] = []
         self.look_errors = 0
+        self.retry = retry
+        self._failing: dict[int, float] = {}  # when each POST sent again first failed
+        self.retried = 0  # POSTs sent again
+        self.lost_seen = 0  # requests whose status URL answered 410 (lost with Redis's data)
         self.first_looks = 0  # clients that have looked at least once
         self.first_seen: Counter[str] = Counter()  # what the clients' first looks found
         self.look_ms: dict[str, list[float]] = {}  # each look's latency, by the status it found
@@ -258,19 +275,26 @@ class _Run:
     def _earliest(self) -> float:
         return min(h[0][0] if h else math.inf for h in (self._urgent, self._routine))
 
-    def answered(self, index: int, status: int, body: bytes | None) -> None:
-        """The 202 of a client's POST: note its job and look at once."""
+    def answered(self, index: int, status: int, body: bytes | None) -> bool:
+        """The answer to a client's POST: note its job and look at once. True: send it again
+        (with ``retry``, a request that got no answer or a 5xx was not accepted)."""
+        if self.retry and (status == 0 or status >= 500):
+            now = time.perf_counter()
+            if now - self._failing.setdefault(index, now) < _GIVE_UP_S:
+                self.retried += 1
+                return True
         if not 200 <= status < 300 or body is None:
-            return
+            return False
         try:
             data = _decode(body)
         except msgspec.DecodeError:
-            return
+            return False
         client = self.clients[index]
         client.job_id = str(data.get("id") or data.get("jobId"))
         client.token = data.get("holdToken")
         client.status = "PENDING"
         self.at(time.perf_counter(), index, _POLL, urgent=False)
+        return False
 
     def start(self, lanes: int) -> None:
         self._tasks.append(asyncio.create_task(self._dispatch()))
@@ -336,6 +360,12 @@ class _Run:
             resp = None
         now = time.perf_counter()
         self.look_times.append(now - self.t0)
+        if resp is not None and resp.status == 410:
+            # Accepted, then lost with Redis's data: it holds no place (the client would send it
+            # again; this one counts it).
+            client.status = "LOST"
+            self.lost_seen += 1
+            return
         if resp is None or resp.status != 200:
             self.look_errors += 1
             self.at(now + _RETRY_S, index, _POLL, urgent=client.urgent)
@@ -393,6 +423,9 @@ class _Run:
             return
         now = time.perf_counter()
         self.confirm_times.append(now - self.t0)
+        if self.retry and resp.status >= 500:
+            self.at(now + _RETRY_S, index, _CONFIRM, urgent=True)
+            return
         client.confirm = resp.status
         if resp.status == 200:
             client.confirmed_s = now - self.t0
@@ -520,27 +553,54 @@ async def _create_event(pool: Pool, scenario: Scenario, run_id: str, token: str 
     return event_id
 
 
-async def _all_reservations(pool: Pool, event_id: int) -> list[dict[str, Any]]:
+_Ask = Callable[..., Awaitable[Any]]
+
+
+async def _ask(
+    pool: Pool,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    *,
+    retry: bool,
+    lost_ok: bool = False,
+) -> Any:
+    """The JSON of a 200 answer; with ``retry``, no answer or a 5xx is asked again for a while
+    (a part of the service may still be coming back after a fault). ``lost_ok``: a 410 (a
+    request lost with Redis's data) answers ``{"status": "LOST"}``."""
+    deadline = time.monotonic() + _GIVE_UP_S
+    while True:
+        try:
+            resp = await pool.request(method, path, None, headers)
+        except (OSError, HttpError):
+            if not retry or time.monotonic() > deadline:
+                raise
+        else:
+            if lost_ok and resp.status == 410:
+                return {"status": "LOST"}
+            if not (retry and resp.status >= 500 and time.monotonic() < deadline):
+                return await expect(resp, f"{method} {path}", 200)
+        await asyncio.sleep(_RETRY_S)
+
+
+async def _all_reservations(ask: _Ask, event_id: int) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     while True:
-        path = f"/event/{event_id}/reservations?limit={_PAGE}&offset={len(items)}"
-        page = await expect(await pool.get(path), "GET /event/{id}/reservations", 200)
+        page = await ask("GET", f"/event/{event_id}/reservations?limit={_PAGE}&offset={len(items)}")
         items.extend(page["items"])
         if len(page["items"]) < _PAGE:
             return items
 
 
 async def _read_back(
-    pool: Pool, clients: list[Client], indexes: list[int], progress: Progress
+    pool: Pool, ask: _Ask, clients: list[Client], indexes: list[int], progress: Progress
 ) -> dict[int, dict[str, Any]]:
     """The status of each of the clients' requests, as a client reads it after the close."""
     progress.phase(f"reading {len(indexes):,} requests back", len(indexes))
 
     async def read(i: int) -> dict[str, Any]:
         job = clients[indexes[i]].job_id
-        data = await expect(
-            await pool.get(f"/reservation/requests/{job}"), "GET /reservation/requests/{jobId}", 200
-        )
+        data = await ask("GET", f"/reservation/requests/{job}", lost_ok=True)
         return data if isinstance(data, dict) else {}
 
     answers = await bounded(pool, len(indexes), read, progress)
@@ -556,10 +616,19 @@ async def run_holds(
     admin_token: str | None = None,
     *,
     sample: int = _SAMPLE,
+    user_ids: list[int] | None = None,
+    fault: Callable[[int], Awaitable[None]] | None = None,
+    fault_at_s: float | None = None,
+    retry: bool = False,
 ) -> HoldsResult:
     """Run the holds ``scenario`` against the service at ``base_url``; see the module doc.
+
     ``sample``: how many of the requests that got no seat are read back after the close (all
-    those that got one are)."""
+    those that got one are). ``user_ids``: the users to send the requests for (default: made or
+    reused through ``users_cache``). The fault harness passes ``fault``, run (given the event's
+    id) once ``fault_at_s`` after the first POST (default: the hold, when the first holds end) and
+    awaited before the close, and ``retry``: requests that get no answer or a 5xx are sent
+    again, as a client would while a part of the service is down."""
     from .holds_checks import holds_checks
 
     if scenario.hold_seconds is None:
@@ -575,7 +644,11 @@ async def run_holds(
             f"event {event_id}: {scenario.tickets:,} seats held {scenario.hold_seconds} s, "
             "with a waitlist"
         )
-        user_ids = await _users(pool, users_cache, scenario.requests, rng, progress, f"lt-{run_id}")
+        if user_ids is None:
+            prefix = f"lt-{run_id}"
+            user_ids = await _users(pool, users_cache, scenario.requests, rng, progress, prefix)
+        else:
+            user_ids = list(user_ids[: scenario.requests])
     setup_s = time.perf_counter() - setup_started
 
     rng.shuffle(user_ids)
@@ -590,14 +663,27 @@ async def run_holds(
 
     t0 = time.perf_counter()
     wall0 = time.time()
-    run = _Run(base_url, scenario, event_id, clients, t0)
+    run = _Run(base_url, scenario, event_id, clients, t0, retry=retry)
     monitor = _Monitor(base_url, event_id, t0)
     end_reason = "timeout"
     all_processed: float | None = None
+    faulted: asyncio.Task[None] | None = None
+    fault_s = float(scenario.hold_seconds) if fault_at_s is None else fault_at_s
+    fault_at: float | None = None
+
+    async def inject(fault: Callable[[int], Awaitable[None]]) -> None:
+        nonlocal fault_at
+        await asyncio.sleep(max(0.0, t0 + fault_s - time.perf_counter()))
+        fault_at = time.perf_counter() - t0
+        progress.note(f"fault at {fault_at:.1f} s")
+        await fault(event_id)
+
     try:
         await monitor.sample()
         monitor.start()
         run.start(_LOOK_CONNECTIONS)
+        if fault is not None:
+            faulted = asyncio.create_task(inject(fault))
         starts, latencies, statuses, _, duration, client_cpu_s = await _fire(
             base_url, scenario, sequence, t0, progress, on_answer=run.answered
         )
@@ -621,7 +707,12 @@ async def run_holds(
                 break
         ended_s = time.perf_counter() - t0
         progress.measure("end")
+        if faulted is not None:
+            await faulted
+            faulted = None
     finally:
+        if faulted is not None:
+            faulted.cancel()
         await run.stop()
         await monitor.stop()
     if monitor.error:
@@ -629,15 +720,13 @@ async def run_holds(
     last_response = float(np.max(starts + latencies)) if len(starts) else 0.0
 
     async with Pool(base_url, _SETUP_CONNECTIONS) as pool:
+        ask = functools.partial(_ask, pool, retry=retry)
         progress.phase("closing the sale", None)
-        resp = await pool.post(f"/event/{event_id}/close", None, bearer(admin_token))
-        closed = await expect(resp, "POST /event/{id}/close", 200)
-        outcomes = await expect(
-            await pool.get(f"/event/{event_id}/outcomes"), "GET /event/{id}/outcomes", 200
-        )
-        event = await expect(await pool.get(f"/event/{event_id}"), "GET /event/{id}", 200)
+        closed = await ask("POST", f"/event/{event_id}/close", bearer(admin_token))
+        outcomes = await ask("GET", f"/event/{event_id}/outcomes")
+        event = await ask("GET", f"/event/{event_id}")
         progress.phase("listing reservations", None)
-        reservations = await _all_reservations(pool, event_id)
+        reservations = await _all_reservations(ask, event_id)
         by_user = {c.user_id: i for i, c in enumerate(clients) if c.job_id}
         seated = {by_user[int(r["userId"])] for r in reservations if int(r["userId"]) in by_user}
         others = [i for i, c in enumerate(clients) if c.job_id and i not in seated]
@@ -646,7 +735,7 @@ async def run_holds(
         chosen = set(seated) | set(others[:100])
         rest = others[100:]
         chosen |= set(rng.sample(rest, min(sample, len(rest))))
-        read_back = await _read_back(pool, clients, sorted(chosen), progress)
+        read_back = await _read_back(pool, ask, clients, sorted(chosen), progress)
     for i, data in read_back.items():
         if clients[i].seq < 0 and isinstance(data.get("seq"), int):
             clients[i].seq = int(data["seq"])
@@ -668,6 +757,9 @@ async def run_holds(
         look_times_s=np.asarray(run.look_times),
         confirm_times_s=np.asarray(run.confirm_times),
         look_errors=run.look_errors,
+        retried=run.retried,
+        fault_at_s=fault_at,
+        lost_seen=run.lost_seen,
         first_seen=dict(run.first_seen),
         look_ms={k: np.asarray(v) for k, v in run.look_ms.items()},
         end_reason=end_reason,

@@ -7,6 +7,11 @@ became RESERVED, ``expiresAt`` when the hold was due to end), the request each b
 user's; every user sends one request) and that request's arrival number ``seq``, as its client
 saw it. A seat that comes back goes to the line in the transaction that freed it, so a promoted
 reservation is one whose ``reservedAt`` is another's ``cancelledAt``, to the microsecond.
+
+Those times are PostgreSQL's ``now()``, the start of the transaction that wrote them, not the
+moment it took the event's lock to hand the seat on: two expiries running side by side can hand
+their seats on in the order opposite to their times. The order in which the seats were handed on
+is the reservations' ids, drawn under that lock; the line's order is checked against those.
 """
 
 from __future__ import annotations
@@ -49,12 +54,14 @@ class Analysis:
     live_max: int  # most reservations taking a seat at one instant
     live_max_at_s: float
     sampled_max: int  # most ``reservedTickets`` the monitor saw
-    promoted: list[Seat]  # in order of their ``reservedAt``, then seq
+    promoted: list[Seat]  # in the order they were given (reservation ids)
+    stamps_inverted: int  # promotions whose ``reservedAt`` is before the one given before
     expired: list[Seat]
     expired_matched: int  # expired holds whose seat went to the line at that very instant
     expiry_to_seat_s: np.ndarray  # per expired hold: cancelledAt - expiresAt
     out_of_order: int  # promotions given to a later arrival than the one before
-    closed_out: list[int]  # the client indexes of the accepted requests that got no seat
+    closed_out: list[int]  # the client indexes of the accepted requests that got no seat (and
+    # were not found lost with Redis's data)
     passed_over: int  # requests closed out of the line that arrived before a promoted one
     first_closed_seq: int  # the earliest arrival closed out of the line
     bad_seqs: int  # arrival numbers seen twice, outside 1..accepted, or seats of unknown number
@@ -137,10 +144,9 @@ def analyse(r: HoldsResult) -> Analysis:
         if count > live_max:
             live_max, live_max_at = count, t
     cancelled = {s.cancelled_us for s in seats if s.cancelled_us is not None}
-    promoted = sorted(
-        (s for s in seats if s.reserved_us in cancelled), key=lambda s: (s.reserved_us, s.seq)
-    )
+    promoted = sorted((s for s in seats if s.reserved_us in cancelled), key=lambda s: s.id)
     out_of_order = sum(1 for a, b in itertools.pairwise(promoted) if b.seq <= a.seq)
+    inverted = sum(1 for a, b in itertools.pairwise(promoted) if b.reserved_us < a.reserved_us)
     expired = [s for s in seats if s.status == "EXPIRED"]
     given = Counter(s.reserved_us for s in promoted)
     matched = 0
@@ -157,7 +163,9 @@ def analyse(r: HoldsResult) -> Analysis:
     )
 
     seated = {s.client for s in seats if s.client is not None}
-    closed_out = [i for i, c in enumerate(r.clients) if c.job_id and i not in seated]
+    closed_out = [
+        i for i, c in enumerate(r.clients) if c.job_id and i not in seated and c.status != "LOST"
+    ]
     # Arrival numbers are the event's counter at the gate: the accepted requests are 1..N, one
     # each. So the requests closed out before the last promoted one are the numbers up to it
     # without a seat, whether their clients looked at them or not (far back, most never do).
@@ -165,7 +173,8 @@ def analyse(r: HoldsResult) -> Analysis:
     last_promoted = max((s.seq for s in promoted), default=0)
     passed_over = last_promoted - sum(1 for q in seated_seqs if q <= last_promoted)
     first_closed = next(q for q in itertools.count(1) if q not in seated_seqs)
-    known = [c.seq for c in r.clients if c.seq >= 0]
+    # A request lost with Redis's data gave its number back with the gate's counter.
+    known = [c.seq for c in r.clients if c.seq >= 0 and c.status != "LOST"]
     bad_seqs = (
         len(known)
         - len(set(known))
@@ -204,6 +213,7 @@ def analyse(r: HoldsResult) -> Analysis:
         live_max_at_s=r.server_s(live_max_at) if live_max_at else math.nan,
         sampled_max=max((s.reserved_tickets for s in r.samples), default=0),
         promoted=promoted,
+        stamps_inverted=inverted,
         expired=expired,
         expired_matched=matched,
         expiry_to_seat_s=delays,
@@ -231,7 +241,7 @@ def _read_back_bad(r: HoldsResult, seats: list[Seat]) -> list[str]:
         seat = mine.get(i)
         status, reason, seq = data.get("status"), data.get("reason"), data.get("seq")
         if seat is None:
-            if (status, reason) != ("REJECTED", "EVENT_CLOSED"):
+            if (status, reason) != ("REJECTED", "EVENT_CLOSED") and status != "LOST":
                 bad.append(f"seq {seq}: {status} {reason or ''}, no seat")
         elif status not in _LIVE or data.get("reservationId") != seat.id:
             bad.append(f"seq {seq}: {status} {data.get('reservationId')}, seat {seat.id}")
@@ -265,22 +275,27 @@ def holds_checks(r: HoldsResult, a: Analysis | None = None) -> list[Check]:
         )
     )
     not_final = sum(
-        1 for d in r.read_back.values() if d.get("status") not in ("HELD", "RESERVED", "REJECTED")
+        1
+        for d in r.read_back.values()
+        if d.get("status") not in ("HELD", "RESERVED", "REJECTED", "LOST")
     )
+    final, lost = _int(o, "final"), max(_int(o, "lost"), 0)
     checks.append(
         Check(
             "every request final after the close",
             _int(o, "pending") == 0
             and _int(o, "waiting") == 0
-            and _int(o, "final") == _int(o, "accepted") == r.accepted
+            and final + lost == _int(o, "accepted")
+            and final + lost >= r.accepted
             and not_final == 0,
-            f"{_int(o, 'final'):,} final of {_int(o, 'accepted'):,} accepted (the run saw "
+            f"{final:,} final and {lost:,} lost of {_int(o, 'accepted'):,} accepted (the run saw "
             f"{r.accepted:,}), pending {_int(o, 'pending')}, waiting {_int(o, 'waiting')}; "
             f"{not_final} of {len(r.read_back):,} read back not final",
         )
     )
     reasons = o.get("byReason") or {}
-    closed = len(a.closed_out)
+    # Lost requests no client asked about are among the clients' requests without a seat.
+    closed = len(a.closed_out) - max(0, lost - r.lost_seen)
     checks.append(
         Check(
             f"the {closed:,} requests without a seat ended EVENT_CLOSED",
@@ -301,8 +316,8 @@ def holds_checks(r: HoldsResult, a: Analysis | None = None) -> list[Check]:
         Check(
             "seats came back to the line in arrival order",
             a.out_of_order == 0,
-            f"{len(a.promoted):,} promotions, {a.out_of_order} to a later arrival than the one "
-            "before",
+            f"{len(a.promoted):,} promotions, {a.out_of_order} to an earlier arrival than the one "
+            f"before ({a.stamps_inverted} timed before the one before)",
         )
     )
     last = max((p.seq for p in a.promoted), default=None)

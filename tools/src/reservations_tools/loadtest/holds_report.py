@@ -60,7 +60,9 @@ def holds_summary_table(r: HoldsResult, a: Analysis | None = None) -> Table:
          "; ".join(f"{k} {_spread(v / 1000.0)}" for k, v in sorted(r.look_ms.items()))),
         ("run ended", f"{r.end_reason}, {r.ended_s:.1f} s after the first POST"),
         ("holds won at first / promotions from the line",
-         f"{len(a.seats) - len(a.promoted):,} / {len(a.promoted):,}"),
+         f"{len(a.seats) - len(a.promoted):,} / {len(a.promoted):,}"
+         + (f" ({a.stamps_inverted} timed before the one handed on before them)"
+            if a.stamps_inverted else "")),
         ("reservations by status at the end",
          ", ".join(f"{k} {v:,}" for k, v in sorted(a.by_status.items())) or "-"),
         ("confirmed / refused (hold ended)", f"{a.confirmed:,} / {a.confirm_late:,}"),
@@ -124,6 +126,9 @@ def holds_figures(r: HoldsResult, a: Analysis | None = None) -> dict[str, Any]:
         "end_reason": r.end_reason,
         "ended_s": round(r.ended_s, 3),
         "promotions": len(a.promoted),
+        "promotions_timed_before_the_previous": a.stamps_inverted,
+        "retried": r.retried,
+        "lost_seen": r.lost_seen,
         "reservations": a.by_status,
         "confirmed": a.confirmed,
         "confirm_refused": a.confirm_late,
