@@ -339,6 +339,23 @@ def test_holds_checks_pass_on_a_correct_run_and_catch_each_broken_promise() -> N
     }  # fmt: skip
 
 
+def test_holds_checks_take_a_retry_that_ends_duplicate_after_a_5xx() -> None:
+    """A client whose POST got a 503 sends it again; its first attempt had been admitted after
+    all, so the service has one request more, and the retry ends DUPLICATE."""
+    r = _holds_result([
+        _seat(1, 1, "RESERVED", 0.0, confirmed=0.5),
+        _seat(2, 2, "EXPIRED", 0.0, cancelled=1.05),
+        _seat(3, 3, "RESERVED", 1.05, confirmed=1.5),
+    ])  # fmt: skip
+    r.outcomes.update(accepted=7, final=7, rejected=4, byReason={"EVENT_CLOSED": 3, "DUPLICATE": 1})
+    r.read_back[5] = {"status": "REJECTED", "reason": "DUPLICATE", "seq": 7}
+    r.clients[5].seq = 7
+    assert "requests read back agree (6)" in _failed(r)  # nobody sent it again: a real DUPLICATE
+    r.clients[5].retries = 1
+    r.retried = 1
+    assert _failed(r) == set()
+
+
 def test_a_client_looks_more_often_the_nearer_it_is_to_a_seat() -> None:
     seats, hold = 1000, 10.0
     assert look_after(1, seats, hold) == FAST_POLL_S

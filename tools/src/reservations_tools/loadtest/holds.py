@@ -137,6 +137,7 @@ class Client:
     reservation_id: int | None = None
     hold_status: str | None = None  # the hold's state when its client first saw it
     looks: int = 0
+    retries: int = 0  # times its POST was sent again (no answer or a 5xx)
     urgent: bool = False  # at the head of the line as last seen: its looks go first
     saw_waiting: bool = False
     held_seen_s: float = math.nan  # when its client first saw the hold (s since the first POST)
@@ -282,6 +283,7 @@ class _Run:
             now = time.perf_counter()
             if now - self._failing.setdefault(index, now) < _GIVE_UP_S:
                 self.retried += 1
+                self.clients[index].retries += 1
                 return True
         if not 200 <= status < 300 or body is None:
             return False

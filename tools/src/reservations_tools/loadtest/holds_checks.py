@@ -79,12 +79,23 @@ class Analysis:
         return sum(self.by_status.get(s, 0) for s in _LIVE)
 
 
+def _first_attempt_seated(r: HoldsResult, client: int | None) -> bool:
+    """The client's POST was sent again after a 5xx and its own request ended DUPLICATE: the
+    first attempt was accepted after all (admitted before Redis or the API failed) and is the
+    request that holds the user's place; its arrival number is not the client's."""
+    if client is None or r.clients[client].retries == 0:
+        return False
+    data = r.read_back.get(client, {})
+    return (data.get("status"), data.get("reason")) == ("REJECTED", "DUPLICATE")
+
+
 def _seats(r: HoldsResult) -> list[Seat]:
     by_user = {c.user_id: i for i, c in enumerate(r.clients) if c.job_id}
     seats: list[Seat] = []
     for item in r.reservations:
         user = int(item["userId"])
         client = by_user.get(user)
+        unknown = client is None or _first_attempt_seated(r, client)
         reserved = micros(item.get("reservedAt"))
         seats.append(
             Seat(
@@ -95,7 +106,7 @@ def _seats(r: HoldsResult) -> list[Seat]:
                 cancelled_us=micros(item.get("cancelledAt")),
                 expires_us=micros(item.get("expiresAt")),
                 confirmed_us=micros(item.get("confirmedAt")),
-                seq=-1 if client is None else r.clients[client].seq,
+                seq=-1 if unknown or client is None else r.clients[client].seq,
                 client=client,
             )
         )
@@ -145,7 +156,9 @@ def analyse(r: HoldsResult) -> Analysis:
             live_max, live_max_at = count, t
     cancelled = {s.cancelled_us for s in seats if s.cancelled_us is not None}
     promoted = sorted((s for s in seats if s.reserved_us in cancelled), key=lambda s: s.id)
-    out_of_order = sum(1 for a, b in itertools.pairwise(promoted) if b.seq <= a.seq)
+    # (Seats held by a first attempt the client sent again have no known number: left out.)
+    numbered = [s for s in promoted if s.seq > 0]
+    out_of_order = sum(1 for a, b in itertools.pairwise(numbered) if b.seq <= a.seq)
     inverted = sum(1 for a, b in itertools.pairwise(promoted) if b.reserved_us < a.reserved_us)
     expired = [s for s in seats if s.status == "EXPIRED"]
     given = Counter(s.reserved_us for s in promoted)
@@ -175,11 +188,16 @@ def analyse(r: HoldsResult) -> Analysis:
     first_closed = next(q for q in itertools.count(1) if q not in seated_seqs)
     # A request lost with Redis's data gave its number back with the gate's counter.
     known = [c.seq for c in r.clients if c.seq >= 0 and c.status != "LOST"]
+    accepted = max(r.accepted, _int(r.outcomes, "accepted"))
     bad_seqs = (
         len(known)
         - len(set(known))
-        + sum(1 for q in known if not 1 <= q <= r.accepted)
-        + sum(1 for s in seats if s.client is not None and s.seq < 0)
+        + sum(1 for q in known if not 1 <= q <= accepted)
+        + sum(
+            1
+            for s in seats
+            if s.client is not None and s.seq < 0 and not _first_attempt_seated(r, s.client)
+        )
     )
 
     idle: float | None = None
@@ -241,8 +259,11 @@ def _read_back_bad(r: HoldsResult, seats: list[Seat]) -> list[str]:
         seat = mine.get(i)
         status, reason, seq = data.get("status"), data.get("reason"), data.get("seq")
         if seat is None:
-            if (status, reason) != ("REJECTED", "EVENT_CLOSED") and status != "LOST":
+            closed = (status, reason) == ("REJECTED", "EVENT_CLOSED")
+            if not closed and status != "LOST" and not _first_attempt_seated(r, i):
                 bad.append(f"seq {seq}: {status} {reason or ''}, no seat")
+        elif _first_attempt_seated(r, i):
+            continue
         elif status not in _LIVE or data.get("reservationId") != seat.id:
             bad.append(f"seq {seq}: {status} {data.get('reservationId')}, seat {seat.id}")
         elif status == "HELD" and data.get("reservationStatus") != seat.status:
@@ -294,16 +315,30 @@ def holds_checks(r: HoldsResult, a: Analysis | None = None) -> list[Check]:
         )
     )
     reasons = o.get("byReason") or {}
-    # Lost requests no client asked about are among the clients' requests without a seat.
-    closed = len(a.closed_out) - max(0, lost - r.lost_seen)
-    checks.append(
-        Check(
-            f"the {closed:,} requests without a seat ended EVENT_CLOSED",
-            reasons == ({"EVENT_CLOSED": closed} if closed else {})
-            and _int(o, "rejected") == closed,
-            ", ".join(f"{k} {v:,}" for k, v in sorted(reasons.items())) or "none rejected",
+    detail = ", ".join(f"{k} {v:,}" for k, v in sorted(reasons.items())) or "none rejected"
+    if r.retried:
+        # A POST sent again after a 5xx whose first attempt was accepted after all ends
+        # DUPLICATE (the first attempt holds the user's place), as for a user who pressed twice.
+        duplicates = int(reasons.get("DUPLICATE", 0))
+        checks.append(
+            Check(
+                "no request rejected but by the close (or as a retry's DUPLICATE)",
+                set(reasons) <= {"EVENT_CLOSED", "DUPLICATE"}
+                and duplicates <= sum(1 for c in r.clients if c.retries),
+                f"{detail}; {r.retried:,} POSTs sent again",
+            )
         )
-    )
+    else:
+        # Lost requests no client asked about are among the clients' requests without a seat.
+        closed = len(a.closed_out) - max(0, lost - r.lost_seen)
+        checks.append(
+            Check(
+                f"the {closed:,} requests without a seat ended EVENT_CLOSED",
+                reasons == ({"EVENT_CLOSED": closed} if closed else {})
+                and _int(o, "rejected") == closed,
+                detail,
+            )
+        )
     checks.append(
         Check(
             f"never more than {r.seats:,} seats taken at once",
