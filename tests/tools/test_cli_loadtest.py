@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ import pytest
 from brokerq.server import free_port
 from reservations_tools.loadtest import Outcomes, RunResult, scenario
 from reservations_tools.loadtest.checks import checks
+from reservations_tools.loadtest.holds import FAST_POLL_S, Client, HoldsResult, Sample, look_after
+from reservations_tools.loadtest.holds_checks import analyse, holds_checks
 from reservations_tools.loadtest.runner import _answered
 
 from ._ops_fixtures import UpProcess, make_data_dir, service_env
@@ -180,3 +183,183 @@ def test_answers_are_the_outcomes_of_a_system_that_decides_in_the_request() -> N
     r.statuses = statuses
     r.final_on_answer = True
     assert r.accepted == 4 and r.errors == 2  # a 409 is an outcome; no answer or a 503 is not
+
+
+def test_holds_in_small_keeps_every_invariant(up: UpProcess) -> None:
+    """Seats held 1 s, half the holders never confirm: the seats pass down the line as holds
+    expire, until every seat is confirmed; then the close ends the line."""
+    plot = up.data_dir / "holds.png"
+    result, figures = _loadtest(
+        up, "--scenario", "holds", "--requests", "300", "--tickets", "20",
+        "--hold-seconds", "1", "--never-confirm", "0.5", "--connections", "20",
+        "--final-timeout", "60", "--plot", str(plot), "--seed", "7",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "all invariants hold" in result.stdout
+    assert figures["ok"] is True
+    assert [c["name"] for c in figures["checks"] if not c["ok"] and not c["target"]] == []
+    assert (figures["accepted"], figures["failed"]) == (300, 0)
+    assert figures["end_reason"] == "every seat confirmed"
+    assert figures["reservations"]["RESERVED"] == figures["confirmed"] == 20
+    # Holds expired, and each seat went to the line in the transaction that freed it.
+    assert figures["expired"] > 0
+    assert figures["promotions"] == figures["expired_given_at_once"] == figures["expired"]
+    assert figures["closed_out"] == 300 - 20 - figures["promotions"]
+    assert figures["outcomes"]["byReason"] == {"EVENT_CLOSED": figures["closed_out"]}
+    assert figures["live_max"] == figures["sampled_reserved_tickets_max"] == 20
+    assert figures["expiry_to_seat_ms"]["max"] is not None
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+_T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def _at(seconds: float | None) -> str | None:
+    return None if seconds is None else (_T0 + timedelta(seconds=seconds)).isoformat()
+
+
+def _seat(
+    reservation_id: int, user: int, status: str, reserved: float,
+    cancelled: float | None = None, confirmed: float | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "id": reservation_id, "userId": user, "eventId": 1, "status": status,
+        "reservedAt": _at(reserved), "cancelledAt": _at(cancelled),
+        "expiresAt": _at(reserved + 1.0), "confirmedAt": _at(confirmed),
+    }  # fmt: skip
+
+
+def _holds_result(seats: list[dict[str, Any]]) -> HoldsResult:
+    """A finished holds run over 2 seats and 6 requests (user n sent the n-th, seq n), with
+    the reservations given; the requests without a seat were closed out of the line."""
+    n = 6
+    scenario_ = scenario("holds").with_overrides(requests=n, tickets=2, hold_seconds=1)
+    seated = {s["userId"]: s for s in seats}
+    clients = [
+        Client(user_id=u, never_confirm=u not in seated or seated[u]["status"] != "RESERVED",
+               think_s=0.1, job_id=f"job-{u}", token="t", seq=u,
+               confirm=200 if u in seated and seated[u]["status"] == "RESERVED" else 0)
+        for u in range(1, n + 1)
+    ]  # fmt: skip
+    live = sum(1 for s in seats if s["status"] in ("HELD", "RESERVED"))
+    closed = n - len(seated)
+    read_back = {
+        u - 1: (
+            {"status": "HELD", "seq": u, "reservationId": seated[u]["id"],
+             "reservationStatus": seated[u]["status"]}
+            if u in seated else {"status": "REJECTED", "reason": "EVENT_CLOSED", "seq": u}
+        )
+        for u in range(1, n + 1)
+    }  # fmt: skip
+    return HoldsResult(
+        scenario=scenario_, base_url="http://127.0.0.1:1", event_id=1,
+        wall0=_T0.timestamp() - 0.1, clients=clients,
+        starts_s=np.linspace(0, 0.05, n), latencies_s=np.full(n, 0.01),
+        statuses=np.full(n, 202, dtype=np.int32), fire_duration_s=0.06, last_response_s=0.07,
+        client_cpu_s=0.01, setup_s=0.1, samples=[Sample(0.4, 0.5, 0, 4, live, 1, 1)],
+        look_times_s=np.array([0.2, 0.4]), confirm_times_s=np.array([0.6]), look_errors=0,
+        retried=0, lost_seen=0, fault_at_s=None,
+        first_seen={"WAITING": 4, "HELD": 2}, look_ms={"WAITING": np.array([5.0])},
+        end_reason="every seat confirmed", ended_s=2.0, all_processed_s=0.5, closed={},
+        outcomes={"accepted": n, "final": n, "pending": 0, "waiting": 0, "rejected": closed,
+                  "byReason": {"EVENT_CLOSED": closed} if closed else {}},
+        event={"reservedTickets": live, "remainingTickets": 2 - live, "closedAt": _at(3.0)},
+        reservations=seats, read_back=read_back,
+    )  # fmt: skip
+
+
+def _failed(r: HoldsResult) -> set[str]:
+    return {c.name for c in holds_checks(r) if not c.ok}
+
+
+def test_holds_checks_pass_on_a_correct_run_and_catch_each_broken_promise() -> None:
+    good = _holds_result([
+        _seat(1, 1, "RESERVED", 0.0, confirmed=0.5),
+        _seat(2, 2, "EXPIRED", 0.0, cancelled=1.05),
+        _seat(3, 3, "RESERVED", 1.05, confirmed=1.5),  # the seat, handed on at once
+    ])  # fmt: skip
+    assert _failed(good) == set()
+    a = analyse(good)
+    assert [p.seq for p in a.promoted] == [3] and a.expired_matched == 1
+    assert a.expiry_to_seat_s.tolist() == pytest.approx([0.05])
+    assert (a.idle_seat_s, a.first_closed_seq, len(a.closed_out)) == (0.0, 4, 3)
+
+    oversold = _holds_result([
+        _seat(1, 1, "RESERVED", 0.0, confirmed=0.5),
+        _seat(2, 2, "EXPIRED", 0.0, cancelled=1.05),
+        _seat(3, 3, "RESERVED", 1.05, confirmed=1.5),
+        _seat(4, 4, "HELD", 0.2),
+    ])  # fmt: skip
+    assert "never more than 2 seats taken at once" in _failed(oversold)
+
+    # Both seats come back; the later one goes to an earlier arrival than the first one did.
+    swapped = _holds_result([
+        _seat(1, 1, "EXPIRED", 0.0, cancelled=1.05),
+        _seat(2, 2, "EXPIRED", 0.0, cancelled=1.10),
+        _seat(3, 4, "RESERVED", 1.05, confirmed=1.5),
+        _seat(4, 3, "RESERVED", 1.10, confirmed=1.6),
+    ])  # fmt: skip
+    assert _failed(swapped) == {"seats came back to the line in arrival order"}
+
+    # The same seats handed on in line order (reservation ids), by two transactions whose
+    # times (their starts) are the other way round: in order.
+    crossed = _holds_result([
+        _seat(1, 1, "EXPIRED", 0.0, cancelled=1.05),
+        _seat(2, 2, "EXPIRED", 0.0, cancelled=1.10),
+        _seat(3, 3, "RESERVED", 1.10, confirmed=1.5),
+        _seat(4, 4, "RESERVED", 1.05, confirmed=1.6),
+    ])  # fmt: skip
+    assert _failed(crossed) == set()
+    assert analyse(crossed).stamps_inverted == 1
+
+    passed_over = _holds_result([
+        _seat(1, 1, "RESERVED", 0.0, confirmed=0.5),
+        _seat(2, 2, "EXPIRED", 0.0, cancelled=1.05),
+        _seat(3, 4, "RESERVED", 1.05, confirmed=1.5),  # seq 3 waited, seq 4 got the seat
+    ])  # fmt: skip
+    assert _failed(passed_over) == {"the requests closed out all came after every promoted one"}
+
+    idle = _holds_result([
+        _seat(1, 1, "RESERVED", 0.0, confirmed=0.5),
+        _seat(2, 2, "EXPIRED", 0.0, cancelled=1.05),
+        _seat(3, 3, "RESERVED", 1.25, confirmed=1.5),  # a fifth of a second late
+    ])  # fmt: skip
+    assert analyse(idle).idle_seat_s == pytest.approx(0.2)
+    assert _failed(idle) == {"no seat left free while requests waited"}
+
+    unconfirmed = _holds_result([
+        _seat(1, 1, "RESERVED", 0.0, confirmed=0.5),
+        _seat(2, 2, "EXPIRED", 0.0, cancelled=1.05),
+        _seat(3, 3, "RESERVED", 1.05, confirmed=1.5),
+    ])  # fmt: skip
+    unconfirmed.clients[2].confirm = 409
+    unconfirmed.event["reservedTickets"] = 1
+    assert _failed(unconfirmed) == {
+        "RESERVED seats = confirmations", "the event's reservedTickets = live reservations"
+    }  # fmt: skip
+
+
+def test_holds_checks_take_a_retry_that_ends_duplicate_after_a_5xx() -> None:
+    """A client whose POST got a 503 sends it again; its first attempt had been admitted after
+    all, so the service has one request more, and the retry ends DUPLICATE."""
+    r = _holds_result([
+        _seat(1, 1, "RESERVED", 0.0, confirmed=0.5),
+        _seat(2, 2, "EXPIRED", 0.0, cancelled=1.05),
+        _seat(3, 3, "RESERVED", 1.05, confirmed=1.5),
+    ])  # fmt: skip
+    r.outcomes.update(accepted=7, final=7, rejected=4, byReason={"EVENT_CLOSED": 3, "DUPLICATE": 1})
+    r.read_back[5] = {"status": "REJECTED", "reason": "DUPLICATE", "seq": 7}
+    r.clients[5].seq = 7
+    assert "requests read back agree (6)" in _failed(r)  # nobody sent it again: a real DUPLICATE
+    r.clients[5].retries = 1
+    r.retried = 1
+    assert _failed(r) == set()
+
+
+def test_a_client_looks_more_often_the_nearer_it_is_to_a_seat() -> None:
+    seats, hold = 1000, 10.0
+    assert look_after(1, seats, hold) == FAST_POLL_S
+    assert look_after(100, seats, hold) == pytest.approx(2.0)
+    assert look_after(1000, seats, hold) == hold / 4  # the head notices within a quarter hold
+    assert look_after(1001, seats, hold) == hold  # one full house back: not before one hold
+    assert look_after(5500, seats, hold) == 5 * hold

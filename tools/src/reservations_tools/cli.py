@@ -174,7 +174,13 @@ def status(
 @app.command()
 def loadtest(
     scenario: Annotated[
-        str, typer.Option("--scenario", "-s", help="'seed' (the k6 bar) or 'burst'.")
+        str,
+        typer.Option(
+            "--scenario",
+            "-s",
+            help="'seed' (the k6 bar), 'burst' or 'holds' (seats held, a waitlist, clients "
+            "that confirm or let their holds expire).",
+        ),
     ] = "seed",
     base_url: Annotated[str, typer.Option(help="The running service.")] = "http://127.0.0.1:8080",
     requests: Annotated[int | None, typer.Option(help="Override: number of POSTs.")] = None,
@@ -186,7 +192,27 @@ def loadtest(
         int | None, typer.Option(help="Override: keep-alive connections (closed loop).")
     ] = None,
     final_timeout: Annotated[
-        float | None, typer.Option(help="Seconds to wait for every outcome to be final.")
+        float | None,
+        typer.Option(
+            help="Seconds to wait for every outcome to be final (holds: for the run to end "
+            "after the sending)."
+        ),
+    ] = None,
+    hold_seconds: Annotated[
+        int | None,
+        typer.Option(help="Override (holds): seconds a won seat is held.", min=1, max=86_400),
+    ] = None,
+    never_confirm: Annotated[
+        float | None,
+        typer.Option(help="Override (holds): share of holders that never confirm.", min=0, max=1),
+    ] = None,
+    think_max: Annotated[
+        float | None,
+        typer.Option(
+            help="Override (holds): longest think time before a holder confirms, in seconds "
+            "(default: half the hold).",
+            min=0,
+        ),
     ] = None,
     plot: Annotated[
         Path | None, typer.Option(help="PNG to write (default: data/loadtest/<scenario>.png).")
@@ -227,6 +253,9 @@ def loadtest(
             "repeat_fraction": repeat_fraction,
             "connections": connections,
             "final_timeout_s": final_timeout,
+            "hold_seconds": hold_seconds,
+            "never_confirm": never_confirm,
+            "think_max_s": think_max,
         },
         plot_path=plot,
         json_path=json_out,

@@ -16,13 +16,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from brokerq import BrokerQueue
+from brokerq import BrokerQueue, ChannelStats
 from brokerq.redis import RedisAdapter
 from reservations.channels import QUEUE_NAME
 from reservations_tools.loadtest.http import Connection, HttpError, Pool
 from reservations_tools.loadtest.setup import Check, create_event
 
-__all__ = ["BurstResult", "FaultContext", "run_burst"]
+__all__ = ["BurstResult", "FaultContext", "drained", "gate_agrees", "run_burst"]
 
 _RETRY_PAUSE_S = 0.05
 _GIVE_UP_S = 120.0
@@ -49,6 +49,8 @@ class BurstResult:
     all_final_s: float | None = None
     seconds: float = 0.0
     checks: list[Check] = field(default_factory=list)
+    note: str = ""
+    """What else the report says of the run."""
 
     @property
     def ok(self) -> bool:
@@ -178,29 +180,14 @@ async def run_burst(
             outcomes = await _get_json(pool, f"/event/{event_id}/outcomes")
             result.lost = int(outcomes.get("lost", 0))
         live = await _live_reservations(pool, event_id)
-        gate_agrees, gate_detail = await _gate_agrees(redis_url, event_id, live)
+        agrees, gate_detail = await gate_agrees(redis_url, event_id, live)
         remaining = tickets - len(live)
-        sold_after = await _sell(pool, event_id, remaining) if gate_agrees else 0
+        sold_after = await _sell(pool, event_id, remaining) if agrees else 0
         event = await _get_json(pool, f"/event/{event_id}")
         live_after = await _live_reservations(pool, event_id)
     result.seconds = time.perf_counter() - started
 
-    # A killed worker's last messages may be final in the database but unacknowledged: they
-    # stay in flight until their lease runs out, are delivered again and acknowledged without
-    # effect. So "nothing stuck" means the queue drains, within a few leases.
-    queue = BrokerQueue(RedisAdapter(redis_url()))
-    try:
-        channel = queue.channel(QUEUE_NAME, dict)
-        deadline = time.monotonic() + _DRAIN_TIMEOUT_S
-        while True:
-            stats = await channel.stats()
-            if stats.waiting + stats.in_flight + stats.delayed == 0:
-                break
-            if time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.1)
-    finally:
-        await queue.close()
+    stats = await drained(redis_url)
 
     want = min(tickets, len(set(distinct)))
     final = outcomes["final"]
@@ -235,7 +222,7 @@ async def run_burst(
             f"waiting {stats.waiting}, in flight {stats.in_flight}, delayed {stats.delayed}, "
             f"dead {stats.dead}",
         ),
-        Check("gate agrees with PostgreSQL", gate_agrees, gate_detail),
+        Check("gate agrees with PostgreSQL", agrees, gate_detail),
         Check(
             "lost requests counted",
             not poll_every_job or result.lost == result.lost_seen,
@@ -244,6 +231,27 @@ async def run_burst(
         Check("no request refused", result.refused == 0, f"{result.refused} refused"),
     ]
     return result
+
+
+async def drained(redis_url: Callable[[], str]) -> ChannelStats:
+    """The reservation queue's counts once it has drained, or after ``_DRAIN_TIMEOUT_S``.
+
+    A killed worker's last messages may be final in the database but unacknowledged: they stay
+    in flight until their lease runs out, are delivered again and acknowledged without effect.
+    So "nothing stuck" means the queue drains, within a few leases."""
+    queue = BrokerQueue(RedisAdapter(redis_url()))
+    try:
+        channel = queue.channel(QUEUE_NAME, dict)
+        deadline = time.monotonic() + _DRAIN_TIMEOUT_S
+        while True:
+            stats = await channel.stats()
+            if stats.waiting + stats.in_flight + stats.delayed == 0:
+                return stats
+            if time.monotonic() > deadline:
+                return stats
+            await asyncio.sleep(0.1)
+    finally:
+        await queue.close()
 
 
 async def _job_status(pool: Pool, job: str) -> str:
@@ -276,7 +284,7 @@ async def _live_reservations(pool: Pool, event_id: int) -> list[int]:
             return users
 
 
-async def _gate_agrees(
+async def gate_agrees(
     redis_url: Callable[[], str], event_id: int, live: list[int]
 ) -> tuple[bool, str]:
     """Wait (a few maintenance passes at most) for the gate's seats to be the live

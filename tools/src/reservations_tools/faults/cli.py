@@ -19,6 +19,7 @@ from reservations_tools.loadtest.setup import create_users
 
 from .burst import BurstResult, run_burst
 from .deployment import Deployment
+from .holds import run_holds_burst
 from .scenarios import SCENARIOS, Scenario
 
 app = typer.Typer(add_completion=False)
@@ -32,6 +33,7 @@ async def run_scenarios(
     tickets: int,
     data_dir: Path,
     worker_concurrency: int | None = None,
+    hold_seconds: int = 10,
 ) -> list[tuple[Scenario, BurstResult]]:
     results: list[tuple[Scenario, BurstResult]] = []
     deployment = Deployment(data_dir, worker_concurrency=worker_concurrency)
@@ -43,6 +45,23 @@ async def run_scenarios(
             console.print(f"[bold]{scenario.name}[/]: {scenario.fault}")
             await deployment.set_appendfsync(scenario.appendfsync)
             fault = scenario.run
+            if scenario.holds:
+                results.append(
+                    (
+                        scenario,
+                        await run_holds_burst(
+                            deployment.base_url,
+                            lambda: deployment.redis.url,
+                            users,
+                            tickets=tickets,
+                            hold_seconds=hold_seconds,
+                            fault=None if fault is None else functools.partial(fault, deployment),
+                            admin_token=deployment.admin_token,
+                        ),
+                    )
+                )
+                console.print(table(results[-1:]))
+                continue
             result = await run_burst(
                 deployment.base_url,
                 lambda: deployment.redis.url,
@@ -73,7 +92,8 @@ def table(results: list[tuple[Scenario, BurstResult]]) -> Table:
             f"{r.retried:,}",
             f"{r.lost:,}",
             "-" if r.all_final_s is None else f"{r.all_final_s:.1f} s",
-            "[green]all invariants hold[/]" if r.ok else "[red]" + "; ".join(failed) + "[/]",
+            ("[green]all invariants hold[/]" if r.ok else "[red]" + "; ".join(failed) + "[/]")
+            + (f" ({r.note})" if r.note else ""),
         )
     return t
 
@@ -96,7 +116,7 @@ def markdown(results: list[tuple[Scenario, BurstResult]], command: str) -> str:
             + ("never" if r.all_final_s is None else f"{r.all_final_s:.1f} s")
             + f" | {r.checks[0].detail} | "
             + " | ".join(marks[1:])
-            + f" | {'pass' if r.ok else 'FAIL'} |"
+            + f" | {'pass' if r.ok else 'FAIL'}{f' ({r.note})' if r.note else ''} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -107,6 +127,9 @@ def main(
     tickets: Annotated[int, typer.Option(help="tickets of each scenario's event")] = 1_000,
     only: Annotated[list[str] | None, typer.Option(help="scenario names (default: all)")] = None,
     report: Annotated[Path | None, typer.Option(help="write the Markdown table here")] = None,
+    hold_seconds: Annotated[
+        int, typer.Option(help="seconds a seat is held in the holds scenarios", min=1)
+    ] = 10,
 ) -> None:
     """Run every fault scenario during a burst of reservations and check the invariants."""
     chosen = [s for s in SCENARIOS if not only or s.name in only]
@@ -114,13 +137,22 @@ def main(
     data_dir.chmod(0o755)  # PostgreSQL runs as an unprivileged user when we are root
     try:
         results = uvloop.run(
-            run_scenarios(chosen, requests=requests, tickets=tickets, data_dir=data_dir)
+            run_scenarios(
+                chosen,
+                requests=requests,
+                tickets=tickets,
+                data_dir=data_dir,
+                hold_seconds=hold_seconds,
+            )
         )
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
     console.print(table(results))
     if report is not None:
-        command = f"uv run reservations-tools faults --requests {requests} --tickets {tickets}"
+        command = (
+            f"uv run reservations-tools faults --requests {requests} --tickets {tickets} "
+            f"--hold-seconds {hold_seconds}"
+        )
         report.write_text(markdown(results, command))
     if not all(r.ok for _, r in results):
         raise typer.Exit(1)

@@ -22,6 +22,9 @@ class Scenario:
     appendfsync: str = "always"
     loses_data: bool = False
     """Redis loses accepted requests: the harness asks about every one of them."""
+    holds: bool = False
+    """The event is sold with holds and a waitlist (``holds.py``), the fault hits as the first
+    holds end."""
 
 
 # Reservations cancelled by the cancellation faults, while Redis cannot confirm their release.
@@ -139,5 +142,26 @@ SCENARIOS = [
         "SIGKILL Redis, restart it without its append-only file",
         _lose_redis_data,
         loses_data=True,
+    ),
+    Scenario("holds-baseline", "none (seats held, a waitlist)", None, holds=True),
+    Scenario(
+        "holds-worker-killed",
+        "seats held: SIGKILL one worker as the first holds end, restart it",
+        _kill_one_worker,
+        holds=True,
+    ),
+    Scenario(
+        "holds-redis-killed-always",
+        "seats held: SIGKILL Redis (appendfsync always) as the first holds end, restart it",
+        _kill_redis,
+        appendfsync="always",
+        holds=True,
+    ),
+    Scenario(
+        "holds-redis-killed-everysec",
+        "seats held: SIGKILL Redis (appendfsync everysec) as the first holds end, restart it",
+        _kill_redis,
+        appendfsync="everysec",
+        holds=True,
     ),
 ]

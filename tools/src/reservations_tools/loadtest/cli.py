@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.progress import (
@@ -22,11 +23,16 @@ from rich.progress import (
 from reservations_tools.admin_token import read_admin_token
 
 from . import runner
+from .holds import HoldsResult, run_holds
+from .holds_checks import analyse
+from .holds_report import holds_figures, holds_plot, holds_summary_table
 from .http import parse_base_url
 from .report import plot, summary_table
 from .scenario import scenario as get_scenario
 
 __all__ = ["run_loadtest_command"]
+
+T = TypeVar("T")
 
 
 class RichProgress(runner.Progress):
@@ -106,11 +112,21 @@ def run_loadtest_command(
     except ValueError as exc:
         console.print(f"[bold red]error:[/] {exc}")
         return 2
-    console.print(
-        f"[bold]{chosen.name}[/]: {chosen.requests:,} reservation requests "
-        f"({chosen.users:,} users, {chosen.repeats:,} repeats) for {chosen.tickets:,} tickets, "
-        f"{min(chosen.connections, chosen.requests):,} connections, against {base_url}"
-    )
+    if chosen.holds:
+        console.print(
+            f"[bold]{chosen.name}[/]: {chosen.requests:,} reservation requests from as many "
+            f"users for {chosen.tickets:,} seats held {chosen.hold_seconds} s, with a waitlist; "
+            f"{chosen.never_confirm:.0%} of the holders never confirm, the others within "
+            f"{chosen.think_s:g} s; {min(chosen.connections, chosen.requests):,} connections, "
+            f"against {base_url}"
+        )
+    else:
+        console.print(
+            f"[bold]{chosen.name}[/]: {chosen.requests:,} reservation requests "
+            f"({chosen.users:,} users, {chosen.repeats:,} repeats) for {chosen.tickets:,} "
+            f"tickets, {min(chosen.connections, chosen.requests):,} connections, against "
+            f"{base_url}"
+        )
     columns = (
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),
@@ -122,20 +138,34 @@ def run_loadtest_command(
         with Progress(*columns, console=console, transient=False) as progress:
             cache = _users_cache(data_dir, base_url) if reuse_users else None
             token = admin_token or read_admin_token(data_dir)
-            result = _run(base_url, chosen, RichProgress(progress, console), seed, cache, token)
+            shown = RichProgress(progress, console)
+            result: runner.RunResult | HoldsResult
+            if chosen.holds:
+                result = _on_uvloop(run_holds(base_url, chosen, shown, seed, cache, token))
+            else:
+                result = _on_uvloop(
+                    runner.run_loadtest(base_url, chosen, shown, seed, cache, token)
+                )
     except runner.LoadTestError as exc:
         console.print(f"[bold red]load test aborted:[/] {exc}")
         return 1
     except OSError as exc:
         console.print(f"[bold red]load test aborted:[/] cannot talk to {base_url}: {exc}")
         return 1
-    console.print(summary_table(result))
     path = plot_path or data_dir / "loadtest" / f"{chosen.name}.png"
-    plot(result, path)
+    if isinstance(result, HoldsResult):
+        analysis = analyse(result)
+        console.print(holds_summary_table(result, analysis))
+        holds_plot(result, path, analysis)
+        figures = holds_figures(result, analysis)
+    else:
+        console.print(summary_table(result))
+        plot(result, path)
+        figures = _figures(result)
     console.print(f"plot: {path}")
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(_figures(result), indent=2) + "\n")
+        json_path.write_text(json.dumps(figures, indent=2) + "\n")
         console.print(f"figures: {json_path}")
     if not result.ok:
         console.print("[bold red]FAILED: an invariant does not hold[/]")
@@ -152,15 +182,7 @@ def _users_cache(data_dir: Path, base_url: str) -> Path:
     return data_dir / "loadtest" / f"users-{host}-{port}.json"
 
 
-def _run(
-    base_url: str,
-    chosen: Any,
-    progress: runner.Progress,
-    seed: int | None,
-    users_cache: Path | None,
-    admin_token: str | None,
-) -> runner.RunResult:
-    main = runner.run_loadtest(base_url, chosen, progress, seed, users_cache, admin_token)
+def _on_uvloop(main: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency of uvicorn[standard]

@@ -20,6 +20,7 @@ import json
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -60,6 +61,7 @@ _JOB_SAMPLE = 2_000
 # after the pause above, or after up to 5% of the wait so far when rounds are slow (many events
 # on a system that takes minutes): "all final" is then seen to within 5%.
 _MONITOR_CONNECTIONS = 8
+_RESEND_PAUSE_S = 0.05
 _MONITOR_WAIT_SHARE = 0.05
 
 
@@ -206,9 +208,13 @@ async def _fire(
     sequence: list[tuple[int, int]],
     t0: float,
     progress: Progress,
+    on_answer: Callable[[int, int, bytes | None], bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[bytes | None], float, float]:
     """POST every (event id, user id) of ``sequence``; starts, latencies, statuses, bodies,
-    the sending's duration and the load generator's CPU while sending."""
+    the sending's duration and the load generator's CPU while sending. ``on_answer(i, status,
+    body)`` is called as each answer arrives (status 0: none); when it returns True the request
+    is sent again after a pause (a client retrying a request that got no answer), and only the
+    last attempt is recorded."""
     host, port, prefix = parse_base_url(base_url)
     n = len(sequence)
     starts = [0.0] * n
@@ -226,14 +232,18 @@ async def _fire(
             while next_i < n:
                 i = next_i
                 next_i += 1
-                begin = perf()
-                try:
-                    resp = await conn.request("POST", paths[i])
-                except (OSError, HttpError):
-                    status, body = 0, None
-                else:
-                    status, body = resp.status, resp.body
-                end = perf()
+                while True:
+                    begin = perf()
+                    try:
+                        resp = await conn.request("POST", paths[i])
+                    except (OSError, HttpError):
+                        status, body = 0, None
+                    else:
+                        status, body = resp.status, resp.body
+                    end = perf()
+                    if on_answer is None or not on_answer(i, status, body):
+                        break
+                    await asyncio.sleep(_RESEND_PAUSE_S)
                 starts[i] = begin - t0
                 latencies[i] = end - begin
                 statuses[i] = status

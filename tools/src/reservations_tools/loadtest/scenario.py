@@ -19,6 +19,13 @@ class Scenario:
 
     The bars: correctness invariants always fail the run; ``post_p95_max_ms`` (the seed's k6
     threshold) also does; the throughput targets fail it only with ``strict``.
+
+    With ``hold_seconds`` the event is sold with holds and a waitlist, and the run follows each
+    request as its client would (``holds.py``): a winner holds its seat ``hold_seconds``, and
+    confirms it after a think time drawn from 0 to ``think_max_s`` (default: half the hold),
+    unless it is among the ``never_confirm`` share of holders; requests that find the event sold
+    out wait in line for the seats that come back. ``final_timeout_s`` then bounds the whole
+    run after the sending.
     """
 
     name: str
@@ -32,6 +39,10 @@ class Scenario:
     target_final_after_last_s: float | None = None
     final_timeout_s: float = 120.0
     events: int = 1
+    hold_seconds: int | None = None
+    never_confirm: float = 0.3
+    think_max_s: float | None = None
+    target_expiry_to_seat_p99_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.requests < 1:
@@ -44,6 +55,27 @@ class Scenario:
             raise ValueError("connections must be at least 1")
         if self.events < 1:
             raise ValueError("events must be at least 1")
+        if self.hold_seconds is not None:
+            if not 1 <= self.hold_seconds <= 86_400:
+                raise ValueError("hold_seconds must be in [1, 86400]")
+            if self.repeat_fraction or self.events != 1:
+                raise ValueError("a holds run sends one request per user to one event")
+        if not 0.0 <= self.never_confirm <= 1.0:
+            raise ValueError("never_confirm must be in [0, 1]")
+        if self.think_max_s is not None and self.think_max_s < 0:
+            raise ValueError("think_max_s must not be negative")
+
+    @property
+    def holds(self) -> bool:
+        """The event is sold with holds and a waitlist (see ``holds.py``)."""
+        return self.hold_seconds is not None
+
+    @property
+    def think_s(self) -> float:
+        """The longest think time of a holder that confirms."""
+        if self.think_max_s is not None:
+            return self.think_max_s
+        return (self.hold_seconds or 0) / 2
 
     @property
     def repeats(self) -> int:
@@ -76,6 +108,18 @@ SCENARIOS: dict[str, Scenario] = {
         target_accepted_rps=5_000.0,
         target_post_p99_ms=50.0,
         target_final_after_last_s=5.0,
+    ),
+    # 100,000 users for 1,000 seats held 10 s each: 30% of the holders never confirm, the others
+    # confirm within 5 s; the sold-out requests wait in line for the seats that come back.
+    "holds": Scenario(
+        name="holds",
+        requests=100_000,
+        tickets=1_000,
+        connections=64,
+        final_timeout_s=300.0,
+        hold_seconds=10,
+        never_confirm=0.3,
+        target_expiry_to_seat_p99_s=1.0,
     ),
 }
 
