@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .holds import HoldsResult, micros
+from .holds_result import HoldsResult, micros
 from .setup import Check
 
 __all__ = ["Analysis", "analyse", "holds_checks"]

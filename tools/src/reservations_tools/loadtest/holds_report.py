@@ -11,8 +11,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from .holds import HoldsResult
 from .holds_checks import Analysis, Seat, analyse, percentiles
+from .holds_result import HoldsResult
 
 __all__ = ["holds_figures", "holds_plot", "holds_summary_table", "holds_summary_text"]
 
