@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
 from rich.table import Table
 
 from .holds_checks import Analysis, Seat, analyse, percentiles
 from .holds_result import HoldsResult
+from .report import add_checks, table_text
 
 __all__ = ["holds_figures", "holds_plot", "holds_summary_table", "holds_summary_text"]
 
@@ -77,24 +76,12 @@ def holds_summary_table(r: HoldsResult, a: Analysis | None = None) -> Table:
     ]  # fmt: skip
     for name, value in rows:
         table.add_row(name, value)
-    table.add_section()
-    for check in r.checks:
-        mark = (
-            "[green]PASS[/]"
-            if check.ok
-            else ("[yellow]MISS[/]" if check.target else "[red]FAIL[/]")
-        )
-        kind = "target: " if check.target else ""
-        table.add_row(f"{mark} {kind}{check.name}", check.detail)
+    add_checks(table, r.checks)
     return table
 
 
 def holds_summary_text(r: HoldsResult) -> str:
-    console = Console(width=140, file=io.StringIO(), color_system=None)
-    console.print(holds_summary_table(r))
-    out = console.file
-    assert isinstance(out, io.StringIO)
-    return out.getvalue()
+    return table_text(holds_summary_table(r), width=140)
 
 
 def _clean(d: dict[str, float], scale: float = 1.0) -> dict[str, float | None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from .runner import RunResult
+from .setup import Check
 
-__all__ = ["plot", "summary_table", "summary_text"]
+__all__ = ["add_checks", "plot", "summary_table", "summary_text", "table_text"]
 
 
 def _ms(value: float) -> str:
@@ -59,8 +61,18 @@ def summary_table(r: RunResult) -> Table:
     ]  # fmt: skip
     for name, value in rows:
         table.add_row(name, value)
+    add_checks(table, r.checks)
+    return table
+
+
+def summary_text(r: RunResult) -> str:
+    return table_text(summary_table(r), width=120)
+
+
+def add_checks(table: Table, checks: Iterable[Check]) -> None:
+    """The checks below the figures: PASS, FAIL, or MISS for a target."""
     table.add_section()
-    for check in r.checks:
+    for check in checks:
         mark = (
             "[green]PASS[/]"
             if check.ok
@@ -68,12 +80,12 @@ def summary_table(r: RunResult) -> Table:
         )
         kind = "target: " if check.target else ""
         table.add_row(f"{mark} {kind}{check.name}", check.detail)
-    return table
 
 
-def summary_text(r: RunResult) -> str:
-    console = Console(width=120, file=io.StringIO(), color_system=None)
-    console.print(summary_table(r))
+def table_text(table: Table, *, width: int) -> str:
+    """The table as plain text (no colours)."""
+    console = Console(width=width, file=io.StringIO(), color_system=None)
+    console.print(table)
     out = console.file
     assert isinstance(out, io.StringIO)
     return out.getvalue()
