@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
@@ -18,7 +19,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .middleware.rate_limit import RateLimit, parse_rate
 
-__all__ = ["Settings", "env_file_for"]
+__all__ = ["RETENTION_MIN_DAYS", "Settings", "env_file_for"]
+
+# A request's message can come back to a worker up to 15 minutes after its outcome was written
+# (the queue's retries and leases: ``settle.recovery.DELIVERED_HOLD_MS``); its row must still be
+# there then, or it would be decided a second time.
+RETENTION_MIN_DAYS = 15 / (24 * 60)
 
 
 def env_file_for(environment: str) -> Path:
@@ -140,6 +146,23 @@ class Settings(BaseSettings):
         description="seconds between the workers' maintenance passes: the admission gate "
         "converges to PostgreSQL within one pass of Redis answering",
     )
+    reservation_retention_days: float = Field(
+        default=30.0,
+        validation_alias="RESERVATION_RETENTION_DAYS",
+        ge=RETENTION_MIN_DAYS,
+        le=36_500,
+        description="days after an event took place that its outcomes (request rows, "
+        "reservations, failed requests' dead letters) are kept; then the workers delete them. "
+        "At least 15 minutes (0.0105 days), the longest a request's message can come back",
+    )
+    retention_interval_s: float = Field(
+        default=60.0,
+        validation_alias="RETENTION_INTERVAL",
+        gt=0,
+        le=86_400,
+        description="seconds between the workers' retention passes: the gates of events that "
+        "took place are dropped from Redis, outcomes past RESERVATION_RETENTION_DAYS deleted",
+    )
     redis_socket_timeout_s: float = Field(
         default=15.0,
         validation_alias="REDIS_SOCKET_TIMEOUT",
@@ -225,6 +248,10 @@ class Settings(BaseSettings):
         from .db import async_database_url
 
         return async_database_url(self.database_url.get_secret_value())
+
+    @property
+    def retention(self) -> timedelta:
+        return timedelta(days=self.reservation_retention_days)
 
     @property
     def json_logs(self) -> bool:

@@ -40,6 +40,7 @@ from .reservation.settle.batch import Incoming, process_batch
 from .reservation.settle.failed import Failure, record_failures
 from .reservation.settle.holds import HoldExpirer
 from .reservation.settle.recovery import DELIVERED_HOLD_MS, maintenance_loop
+from .reservation.settle.retention import retention_loop
 from .resources import Resources, open_resources
 from .runtime import freeze_startup_objects
 from .settings import Settings
@@ -235,13 +236,24 @@ async def run_worker(settings: Settings) -> None:
             ),
             name="reservation-maintenance",
         )
+        retention = asyncio.create_task(
+            retention_loop(
+                resources.gate,
+                resources.channel,
+                resources.session_factory,
+                retention=settings.retention,
+                interval_s=settings.retention_interval_s,
+            ),
+            name="reservation-retention",
+        )
         log.info("worker_started", max_parallel=settings.worker_concurrency, max_batch=max_batch)
         try:
             await worker.run()
         finally:
-            recovery.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await recovery
+            for task in (recovery, retention):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             log.info("worker_stopped")
 
 

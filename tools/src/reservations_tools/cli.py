@@ -2,7 +2,8 @@
 
 ``up`` runs the whole service in the foreground with its own PostgreSQL and Redis (see
 ``reservations_tools.up``); ``status`` shows the queue and the events; ``loadtest`` drives a
-running service over HTTP; ``faults`` runs the fault scenarios against a deployment it owns.
+running service over HTTP; ``fill`` writes a long history into its database; ``faults``
+runs the fault scenarios against a deployment it owns.
 The service itself (``reservations api|worker|migrate``) never imports this package.
 """
 
@@ -12,6 +13,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -169,6 +171,28 @@ def status(
         render_status(report, console)
     if report["errors"]:
         raise typer.Exit(1)
+
+
+@app.command()
+def fill(
+    requests: Annotated[int, typer.Option(help="Request rows to write.", min=1)] = 5_000_000,
+    per_event: Annotated[int, typer.Option(help="Requests of each past event.", min=1)] = 1_000,
+    tickets: Annotated[int, typer.Option(help="Seats of each past event.", min=1)] = 100,
+    users: Annotated[int, typer.Option(help="Users the requests come from.", min=1)] = 100_000,
+) -> None:
+    """Write the history of a deployment that has lived straight into PostgreSQL: past, sold
+    out events with their request rows and reservations (see ``fill.py``), then VACUUM ANALYZE."""
+    from .fill import FillPlan, fill_database
+
+    database_url = _database_url(_settings())
+    if database_url is None:
+        raise _fail("no database: set DATABASE_URL or run `reservations-tools up` first")
+    plan = FillPlan(requests=requests, per_event=per_event, tickets=tickets, users=users)
+    started = time.monotonic()
+    written = asyncio.run(
+        fill_database(database_url, plan, lambda n: console.print(f"{n:,} request rows"))
+    )
+    console.print(f"{written:,} request rows in {time.monotonic() - started:.0f} s")
 
 
 @app.command()

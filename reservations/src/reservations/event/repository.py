@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .models import Event
@@ -26,11 +26,17 @@ class EventRepository:
         result = await self.session.execute(select(Event.id).where(Event.name == name))
         return result.first() is not None
 
-    async def capacities(self, *, after_id: int, limit: int) -> list[tuple[int, int, int]]:
-        """(id, capacity, reserved) of live events with ids above ``after_id``, by id."""
+    async def capacities(
+        self, *, after_id: int, limit: int, upcoming: bool = False
+    ) -> list[tuple[int, int, int]]:
+        """(id, capacity, reserved) of live events with ids above ``after_id``, by id; with
+        ``upcoming``, only those that have not taken place yet."""
+        conditions = [Event.id > after_id, Event.deleted_at.is_(None)]
+        if upcoming:
+            conditions.append(Event.date >= func.now())
         rows = await self.session.execute(
             select(Event.id, Event.max_tickets, Event.reserved)
-            .where(Event.id > after_id, Event.deleted_at.is_(None))
+            .where(*conditions)
             .order_by(Event.id)
             .limit(limit)
         )

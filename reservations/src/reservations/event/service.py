@@ -46,9 +46,12 @@ class EventService:
     async def find(self, event_id: int) -> Event | None:
         return await self.repository.get(event_id)
 
-    async def capacities(self, *, after_id: int, limit: int) -> list[tuple[int, int, int]]:
-        """(id, capacity, reserved) of live events, a page at a time."""
-        return await self.repository.capacities(after_id=after_id, limit=limit)
+    async def capacities(
+        self, *, after_id: int, limit: int, upcoming: bool = False
+    ) -> list[tuple[int, int, int]]:
+        """(id, capacity, reserved) of live events (``upcoming``: not taken place yet), a page
+        at a time."""
+        return await self.repository.capacities(after_id=after_id, limit=limit, upcoming=upcoming)
 
     @staticmethod
     def to_read(event: Event) -> EventRead:

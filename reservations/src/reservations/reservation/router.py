@@ -240,7 +240,9 @@ async def find_reservation(
         410: {
             "model": RequestLostBody,
             "description": "Accepted, then lost with the queue's Redis data before it was "
-            "processed: it holds no place; send the request again",
+            "processed: it holds no place; send the request again (`REQUEST_LOST`). Or its "
+            "event took place longer ago than outcomes are kept, and its outcome was deleted "
+            "(`OUTCOME_DELETED`)",
         },
     },
 )
@@ -250,9 +252,12 @@ async def request_outcome(
     res: ResourcesDep,
 ) -> RequestOutcome:
     """The outcome of one accepted request: PENDING while queued, then RESERVED or REJECTED;
-    410 if it was lost. A request whose processing fails on every attempt the queue gives it is
-    REJECTED with reason FAILED and `error`, the class of the error; it holds no place."""
-    service = ReservationService(session, res.gate, await res.request_ids())
+    410 if it was lost, or if its event took place longer ago than RESERVATION_RETENTION_DAYS
+    (its outcome was deleted). A request whose processing fails on every attempt the queue gives
+    it is REJECTED with reason FAILED and `error`, the class of the error; it holds no place."""
+    service = ReservationService(
+        session, res.gate, await res.request_ids(), retention=res.settings.retention
+    )
     try:
         return await service.outcome(job_id)
     except RequestLost:

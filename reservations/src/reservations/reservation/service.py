@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from reservations.channels import HoldExpiry
 
 __all__ = [
+    "OutcomeDeleted",
     "RequestLost",
     "ReservationService",
     "SeatBack",
@@ -46,8 +47,11 @@ class ReservationService:
         request_ids: RequestIds | None = None,
         *,
         timers: Channel[HoldExpiry] | None = None,
+        retention: timedelta | None = None,
     ) -> None:
         self.session = session
+        # How long after its event an outcome is kept (``settle/retention.py``); None: for ever.
+        self.retention = retention
         self.gate = gate
         self.request_ids = request_ids
         # Where the timers of holds given from a waitlist go (a seat freed here may make one).
@@ -100,6 +104,7 @@ class ReservationService:
             issued = None if self.request_ids is None else self.request_ids.verify(request_id)
             if issued is None:
                 raise NotFound(f"no reservation request with job id {request_id!r}")
+            await self._check_not_deleted(request_id, issued.event_id)
             # Ours, accepted, and neither queued nor final: Redis lost it. Recorded, so that the
             # answer stays the same and the loss is counted.
             row = await self.repository.record_lost(
@@ -127,6 +132,15 @@ class ReservationService:
             reservation_status=None if hold is None else ReservationStatus(hold.status),
             hold_expires_at=None if hold is None else hold.expires_at,
         )  # fmt: skip
+
+    async def _check_not_deleted(self, request_id: str, event_id: int) -> None:
+        """Raise ``OutcomeDeleted`` when the request's event took place longer ago than outcomes
+        are kept: its outcome was deleted, not lost (nor recorded lost now)."""
+        if self.retention is None:
+            return
+        event = await EventService(self.session).find(event_id)
+        if event is not None and event.date < datetime.now(UTC) - self.retention:
+            raise OutcomeDeleted(request_id, event_id, self.retention)
 
     async def outcomes(self, event_id: int) -> EventOutcomes:
         await EventService(self.session).get(event_id)
@@ -321,6 +335,21 @@ class RequestLost(Gone):
             "status": RequestStatus.LOST.value,
             "acceptedAt": accepted_at,
         }
+
+
+class OutcomeDeleted(Gone):
+    """A request of an event that took place longer ago than outcomes are kept: its outcome
+    was deleted with the event's other outcomes."""
+
+    code = "OUTCOME_DELETED"
+
+    def __init__(self, request_id: str, event_id: int, retention: timedelta) -> None:
+        days = retention / timedelta(days=1)
+        super().__init__(
+            f"reservation request {request_id} was for event {event_id}, which took place more "
+            f"than {days:g} days ago: its outcome is no longer kept (RESERVATION_RETENTION_DAYS)"
+        )
+        self.details = {"jobId": request_id, "eventId": event_id}
 
 
 def event_outcomes(

@@ -8,7 +8,8 @@ PostgreSQL again within one interval of Redis answering:
 
 - ``apply_releases``: seats freed in PostgreSQL wait in an outbox (``gate_releases``), written in
   the same transaction, until the gate confirms their release.
-- ``reconcile_events``: every live event's gate is compared with PostgreSQL. A missing gate is
+- ``reconcile_events``: every live event's gate (of an event still to take place) is compared
+  with PostgreSQL. A missing gate is
   rebuilt (counting on from its checkpoint, so that requests lost with Redis show as lost); the
   gate's counters are checkpointed; where the number of seats the gate counts differs from the
   tickets PostgreSQL has reserved, the event's seats are corrected user by user in that pass. A
@@ -108,7 +109,12 @@ async def reconcile_events(
     after = 0
     while True:
         async with session_factory() as session:
-            events = await EventService(session).capacities(after_id=after, limit=_EVENT_PAGE)
+            # Events that took place are left to the retention pass, which drops their gates
+            # (``retention.py``): checking them here would rebuild every gate it drops, and make
+            # each pass cost more as the deployment's past grows.
+            events = await EventService(session).capacities(
+                after_id=after, limit=_EVENT_PAGE, upcoming=True
+            )
         if not events:
             break
         after = events[-1][0]
