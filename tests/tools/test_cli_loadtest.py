@@ -21,6 +21,17 @@ from reservations_tools.loadtest.checks import checks
 from reservations_tools.loadtest.holds import FAST_POLL_S, Client, HoldsResult, Sample, look_after
 from reservations_tools.loadtest.holds_checks import analyse, holds_checks
 from reservations_tools.loadtest.runner import _answered
+from reservations_tools.loadtest.setup import Progress
+from reservations_tools.loadtest.soak import (
+    Sample as SoakSample,
+)
+from reservations_tools.loadtest.soak import (
+    SoakPlan,
+    SoakResult,
+    run_soak,
+    soak_checks,
+)
+from reservations_tools.loadtest.soak_report import soak_plot
 
 from ._ops_fixtures import UpProcess, make_data_dir, service_env
 
@@ -363,3 +374,48 @@ def test_a_client_looks_more_often_the_nearer_it_is_to_a_seat() -> None:
     assert look_after(1000, seats, hold) == hold / 4  # the head notices within a quarter hold
     assert look_after(1001, seats, hold) == hold  # one full house back: not before one hold
     assert look_after(5500, seats, hold) == 5 * hold
+
+
+def _soak(redis_mb: list[float], rps: list[float]) -> SoakResult:
+    plan = SoakPlan(minutes=1, rate=100, sample_every_s=1, warmup=0)
+    samples = [
+        SoakSample(float(i), int(m * 2**20), 100, 2**30, 1000, r, 3)
+        for i, (m, r) in enumerate(zip(redis_mb, rps, strict=True))
+    ]
+    return SoakResult(plan, "http://test", samples, accepted=6000, failed=0, events=4)
+
+
+def test_soak_checks_pass_when_flat_and_catch_growth_and_slowdown() -> None:
+    steady = _soak([10, 10.5, 10.2, 10.4, 10.1, 10.6, 10.3, 10.2, 10.5], [100] * 9)
+    assert all(c.ok for c in soak_checks(steady) if not c.target)
+    leaking = _soak([10, 10.2, 10.4, 11, 11.5, 12, 12.5, 13, 13.5], [100] * 9)
+    failed = [c.name for c in soak_checks(leaking) if not c.ok and not c.target]
+    assert failed == ["Redis memory flat: last third's median within 10% of the first's"]
+    slowing = _soak([10] * 9, [100, 100, 100, 95, 90, 85, 80, 80, 80])
+    failed = [c.name for c in soak_checks(slowing) if not c.ok and not c.target]
+    assert failed == ["accepted req/s flat: last third's median within 10% of the first's"]
+    refused = _soak([10] * 9, [100] * 9)
+    refused.failed = 1
+    assert not all(c.ok for c in soak_checks(refused) if not c.target)
+
+
+async def test_soak_in_small_samples_the_servers_and_keeps_the_rate(up: UpProcess) -> None:
+    run = json.loads((up.data_dir / "run.json").read_text())
+    database_url, redis_url = run["database_url"], run["redis_url"]
+    plan = SoakPlan(
+        minutes=0.2, rate=50, users=50, tickets=5, event_every_s=2, event_life_s=4,
+        sample_every_s=0.5, connections=4, warmup=2,
+    )  # fmt: skip
+    result = await run_soak(
+        up.base_url, plan, Progress(), database_url=database_url, redis_url=redis_url, seed=3,
+        admin_token=(up.data_dir / "admin-token").read_text().strip(),
+    )  # fmt: skip
+    assert result.failed == 0 and 500 <= result.accepted <= 600, result
+    assert result.events >= 5
+    assert len(result.samples) >= 20
+    assert all(s.redis_bytes > 0 and s.pg_bytes > 0 for s in result.samples)
+    assert result.samples[-1].request_rows >= 0
+    first, last = result.thirds()
+    assert first and last and first[0].t_s >= 2
+    plot = soak_plot(result, up.data_dir / "soak.png")
+    assert plot.stat().st_size > 10_000

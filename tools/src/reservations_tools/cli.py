@@ -202,8 +202,9 @@ def loadtest(
         typer.Option(
             "--scenario",
             "-s",
-            help="'seed' (the k6 bar), 'burst' or 'holds' (seats held, a waitlist, clients "
-            "that confirm or let their holds expire).",
+            help="'seed' (the k6 bar), 'burst', 'holds' (seats held, a waitlist, clients "
+            "that confirm or let their holds expire) or 'soak' (a steady rate for --minutes over "
+            "events that open and take place; Redis memory, PostgreSQL size, accepted/s).",
         ),
     ] = "seed",
     base_url: Annotated[str, typer.Option(help="The running service.")] = "http://127.0.0.1:8080",
@@ -262,6 +263,12 @@ def loadtest(
             help="Reuse the users an earlier run created on the same service (checked first)."
         ),
     ] = True,
+    minutes: Annotated[
+        float | None, typer.Option(help="Soak: how long to run, in minutes (30).", min=0.5)
+    ] = None,
+    rate: Annotated[
+        float | None, typer.Option(help="Soak: requests sent per second (1000).", min=1)
+    ] = None,
 ) -> None:
     """Drive a RUNNING service over HTTP: create an event and users, fire the reservations,
     wait for every outcome, check the invariants; exit 1 if one fails."""
@@ -281,6 +288,7 @@ def loadtest(
             "never_confirm": never_confirm,
             "think_max_s": think_max,
         },
+        soak={"minutes": minutes, "rate": rate},
         plot_path=plot,
         json_path=json_out,
         strict=strict,

@@ -105,8 +105,14 @@ def run_loadtest_command(
     data_dir: Path,
     reuse_users: bool = True,
     admin_token: str | None = None,
+    soak: dict[str, Any] | None = None,
 ) -> int:
     """Run one scenario; 0 when every invariant holds (and, with ``strict``, every target)."""
+    if scenario_name == "soak":
+        return _run_soak(
+            console, base_url, soak or {}, plot_path, json_path, strict, seed, data_dir,
+            reuse_users, admin_token,
+        )  # fmt: skip
     try:
         chosen = get_scenario(scenario_name).with_overrides(**overrides)
     except ValueError as exc:
@@ -188,3 +194,63 @@ def _on_uvloop(main: Coroutine[Any, Any, T]) -> T:
     except ImportError:  # pragma: no cover - uvloop is a dependency of uvicorn[standard]
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+def _run_soak(
+    console: Console,
+    base_url: str,
+    options: dict[str, Any],
+    plot_path: Path | None,
+    json_path: Path | None,
+    strict: bool,
+    seed: int | None,
+    data_dir: Path,
+    reuse_users: bool,
+    admin_token: str | None,
+) -> int:
+    from .setup import LoadTestError
+    from .soak import SoakPlan, run_soak, servers_of, soak_figures
+    from .soak_report import soak_plot, soak_table
+
+    plan = SoakPlan(**{k: v for k, v in options.items() if v is not None})
+    console.print(
+        f"[bold]soak[/]: {plan.rate:,.0f} requests/s for {plan.minutes:g} min, a new event of "
+        f"{plan.tickets:,} seats every {plan.event_every_s:g} s, each taking place "
+        f"{plan.event_life_s:g} s later, against {base_url}. Run the service with a short "
+        "retention (RESERVATION_RETENTION_DAYS=0.0105 RETENTION_INTERVAL=10) to see it at work."
+    )
+    columns = (SpinnerColumn(), TextColumn("[progress.description]{task.description}"),
+               BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())  # fmt: skip
+    try:
+        database_url, redis_url = servers_of(data_dir)
+        with Progress(*columns, console=console, transient=False) as progress:
+            result = _on_uvloop(
+                run_soak(
+                    base_url,
+                    plan,
+                    RichProgress(progress, console),
+                    database_url=database_url,
+                    redis_url=redis_url,
+                    seed=seed,
+                    users_cache=_users_cache(data_dir, base_url) if reuse_users else None,
+                    admin_token=admin_token or read_admin_token(data_dir),
+                )
+            )
+    except (LoadTestError, OSError) as exc:
+        console.print(f"[bold red]soak aborted:[/] {exc}")
+        return 1
+    console.print(soak_table(result))
+    path = soak_plot(result, plot_path or data_dir / "loadtest" / "soak.png")
+    console.print(f"plot: {path}")
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(soak_figures(result), indent=2) + "\n")
+        console.print(f"figures: {json_path}")
+    if not result.ok:
+        console.print("[bold red]FAILED: the deployment grew or slowed[/]")
+        return 1
+    if strict and not result.targets_ok:
+        console.print("[bold yellow]a target was missed (--strict)[/]")
+        return 2
+    console.print("[bold green]steady: memory and throughput flat[/]")
+    return 0
