@@ -28,6 +28,7 @@ def soak_table(r: SoakResult) -> Table:
             f"{p.event_life_s:g} s",
         ),
         ("accepted / failed", f"{r.accepted:,} / {r.failed:,}"),
+        ("sent again after a connection reset", f"{r.resent:,}"),
         ("warm-up left out", f"{p.warmup_s:,.0f} s"),
     ]
     for label, name, unit in (
