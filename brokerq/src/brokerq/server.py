@@ -282,7 +282,9 @@ class RedisCluster:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.nodes[0].port}"
+        """``redis+cluster://`` with every node as a seed."""
+        seeds = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+        return f"redis+cluster://{seeds}/"
 
     def start_sync(self) -> None:
         try:

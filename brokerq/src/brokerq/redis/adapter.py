@@ -41,8 +41,9 @@ class RedisAdapter:
 
     ``RedisAdapter("redis://:password@host:6379/0")``, ``"rediss://..."`` for TLS, with the
     options of ``brokerq.redis.Connection`` (``socket_timeout``, ``ssl_ca_certs``, ...) as
-    keyword arguments or in the URL's query; ``cluster=True`` for Redis Cluster (through
-    redis-py's cluster client, options passed on to it), or ``RedisAdapter(client=...)`` with a
+    keyword arguments or in the URL's query; ``"redis+cluster://host:port[,host:port...]/"``
+    (or ``cluster=True`` with a plain URL of one node) for Redis Cluster (through redis-py's
+    cluster client, options passed on to it), or ``RedisAdapter(client=...)`` with a
     ``redis.asyncio`` client of your own (it must not decode responses). Nothing connects until
     the first command.
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import redis.exceptions as rx
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from ..errors import (
     AuthenticationError,
@@ -29,7 +29,7 @@ from ..errors import (
     ServerError,
 )
 from .connection import server_error
-from .url import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_TIMEOUT_S
+from .url import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_TIMEOUT_S, cluster_of, is_cluster_url
 
 __all__ = ["RedisPyCommands", "error_from"]
 
@@ -94,6 +94,10 @@ class RedisPyCommands:
         options.setdefault("socket_timeout", DEFAULT_TIMEOUT_S)
         if password is not None:
             options["password"] = password
+        if is_cluster_url(url):
+            seeds = cluster_of(url)
+            url = seeds.url
+            options["startup_nodes"] = [ClusterNode(host, port) for host, port in seeds.nodes[1:]]
         try:
             client = RedisCluster.from_url(url, **options)
         except (TypeError, ValueError, rx.RedisError, rx.RedisClusterException) as exc:
