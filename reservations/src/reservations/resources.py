@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from brokerq.redis import Connection
+from brokerq.redis import Commands
 
 from .middleware.rate_limit import Limiter, RateLimiter, SharedRateLimiter
 from .settings import Settings
@@ -32,7 +32,7 @@ class Resources:
     settings: Settings
     engine: AsyncEngine
     session_factory: async_sessionmaker[AsyncSession]
-    redis: Connection
+    redis: Commands
     queue: BrokerQueue
     channel: Channel[ReserveEvent]
     gate: AdmissionGate
@@ -69,6 +69,7 @@ async def open_resources(
 ) -> AsyncIterator[Resources]:
     """What the API and the workers share: database engine, Redis, the queue and its channel."""
     from brokerq import BrokerQueue
+    from brokerq.redis import open_commands
 
     from .channels import hold_channel, queue_adapter, reservation_channel
     from .db import create_engine, create_session_factory
@@ -79,9 +80,10 @@ async def open_resources(
         raise RuntimeError("DATABASE_URL is not set")
     engine = create_engine(database_url, pool_size=pool_size or settings.db_pool_size)
     redis_url = settings.effective_redis_url
-    # brokerq's pipelined connection: every request's gate calls share it, many in flight; a
-    # reply that does not come fails its call after the timeout instead of holding it for ever.
-    redis = Connection(redis_url, socket_timeout=settings.redis_socket_timeout_s)
+    # brokerq's pipelined connection (or redis-py's cluster client on Redis Cluster): every
+    # request's gate calls share it, many in flight; a reply that does not come fails its call
+    # after the timeout instead of holding it for ever.
+    redis = open_commands(redis_url, socket_timeout=settings.redis_socket_timeout_s)
     queue = BrokerQueue(
         queue_adapter(
             settings.queue_engine,

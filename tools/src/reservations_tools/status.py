@@ -42,14 +42,14 @@ async def _events(
 ) -> list[dict[str, Any]]:
     from sqlalchemy import select
 
-    from brokerq.redis import Connection
+    from brokerq.redis import open_commands
     from reservations.db import create_engine, create_session_factory
     from reservations.event.models import Event
     from reservations.reservation.gate import AdmissionGate
     from reservations.reservation.service import ReservationService
 
     engine = create_engine(database_url, pool_size=1)
-    redis = Connection(redis_url, socket_timeout=10)
+    redis = open_commands(redis_url, socket_timeout=10)
     try:
         query = select(Event.id, Event.name, Event.max_tickets, Event.reserved)
         if event_ids:

@@ -44,6 +44,16 @@ _REPLIES: tuple[tuple[type[Exception], type[ServerError], str], ...] = (
 )
 
 
+def _closed_under(exc: AttributeError) -> ConnectionLostError:
+    """redis-py's cluster client closes every connection when it refreshes its view of the
+    cluster (a failover, CLUSTERDOWN, repeated MOVED), those in use by other commands too, which
+    then fail inside redis-py with an AttributeError on the closed socket: a lost connection,
+    and the command's fate unknown, as for any connection lost mid-command."""
+    return ConnectionLostError(
+        f"the cluster client closed the connection under the command ({exc})"
+    )
+
+
 def error_from(exc: BaseException) -> BrokerError:
     """The brokerq error for an error redis-py raised."""
     message = str(exc)
@@ -87,6 +97,14 @@ class RedisPyCommands:
             # Message bodies would come back as str and binary arguments would not survive.
             raise ConfigError("brokerq needs a redis-py client without decode_responses=True")
         self.client = client
+        self._cluster = isinstance(client, RedisCluster)
+
+    async def _ready(self) -> None:
+        # A cluster client that has not read the slot map yet sends keyed commands to any node
+        # (each then answers MOVED, and enough MOVEDs make the client drop every connection,
+        # in-flight ones too): the map first, once (a no-op after).
+        if self._cluster:
+            await self.client.initialize()
 
     @classmethod
     def cluster(cls, url: str, *, password: str | None = None, **options: Any) -> RedisPyCommands:
@@ -106,20 +124,26 @@ class RedisPyCommands:
 
     async def call(self, *args: Any) -> Any:
         try:
+            await self._ready()
             return await self.client.execute_command(*args)
         except FAILURES as exc:
             raise error_from(exc) from exc
+        except AttributeError as exc:
+            raise _closed_under(exc) from exc
 
     async def call_many(
         self, commands: Iterable[Sequence[Any]], *, transaction: bool = False
     ) -> list[Any]:
-        pipe = self.client.pipeline(transaction=transaction)
-        for command in commands:
-            pipe.execute_command(*command)
         try:
+            await self._ready()
+            pipe = self.client.pipeline(transaction=transaction)
+            for command in commands:
+                pipe.execute_command(*command)
             return list(await pipe.execute())
         except FAILURES as exc:
             raise error_from(exc) from exc
+        except AttributeError as exc:
+            raise _closed_under(exc) from exc
 
     async def block(self, block_s: float, *args: Any) -> Any:
         # redis-py gives each call a connection of its pool; the wait stays under socket_timeout.

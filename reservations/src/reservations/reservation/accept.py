@@ -23,7 +23,7 @@ from reservations.observability.tracing import produce_span
 from reservations.outage import outage_of
 from reservations.user.service import UserService
 
-from .gate import AdmissionGate, GateResult, Verdict, event_snapshot, remember_user
+from .gate import AdmissionGate, GateResult, Verdict, event_snapshot
 from .request_ids import RequestIds
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ async def _admit(
         if result.verdict is Verdict.NO_USER:
             if not await UserService(session).exists(user_id):
                 raise NotFound(f"user {user_id} does not exist")
-            await remember_user(gate.redis, user_id)
+            await gate.users.remember(user_id)
         elif result.verdict is Verdict.NO_EVENT:
             if not await gate.seed_once(event_id, lambda: event_snapshot(session, event_id)):
                 raise NotFound(f"event {event_id} does not exist")

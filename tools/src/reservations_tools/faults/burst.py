@@ -19,6 +19,7 @@ from typing import Any
 from brokerq import BrokerQueue, ChannelStats
 from brokerq.redis import RedisAdapter
 from reservations.channels import QUEUE_NAME
+from reservations.reservation.gate import event_keys
 from reservations_tools.loadtest.http import Connection, HttpError, Pool
 from reservations_tools.loadtest.setup import Check, create_event
 
@@ -297,7 +298,7 @@ async def gate_agrees(
     while True:
         client = aioredis.Redis.from_url(redis_url(), socket_timeout=5)
         try:
-            raw = await client.hkeys(f"rsv:event:{event_id}:admitted")
+            raw = await client.hkeys(event_keys(event_id).admitted)
             seats = {int(user) for user in raw}
         except (OSError, aioredis.RedisError):
             pass

@@ -5,9 +5,9 @@ holds whose timers were lost, and delete idempotency keys past their 24 h.
 The API admits a request (one Redis call) and then queues it (another). An API process that dies
 between the two leaves a request that was never answered with 202 but holds a gate place, and
 would stay PENDING for ever. The gate records every accepted request until a worker has written
-its outcome (the ``unfinished`` set); a worker takes those older than any normal delay and queues
-them again. A request that was in fact queued is then delivered twice, which the request id makes
-harmless.
+its outcome (each event's ``unfinished`` set, found through the gate's registry of events); a
+worker takes those older than any normal delay and queues them again. A request that was in fact
+queued is then delivered twice, which the request id makes harmless.
 
 Only requests no worker has seen are queued again: a worker that receives a request holds it
 away from recovery for ``DELIVERED_HOLD_MS``, far longer than the queue keeps retrying it, so a
@@ -84,16 +84,17 @@ async def requeue_unfinished(
     worker holds; returns how many were queued. Ones already final only have their leftovers
     cleared."""
     now_ms = _now_ms()
-    ids = await gate.unfinished_before(now_ms - older_than_ms, limit=_BATCH)
-    if not ids:
+    unfinished = await gate.unfinished_before(now_ms - older_than_ms, limit=_BATCH)
+    if not unfinished:
         return 0
-    markers = await gate.pending_many(ids)
+    markers = await gate.pending_many(unfinished)
+    ids = [request_id for request_id, _ in unfinished]
     async with session_factory() as session:
         final = {row.id: row for row in await ReservationRepository(session).requests(ids)}
     cleared: list[tuple[str, int]] = []
-    gone: list[str] = []
+    gone: list[tuple[str, int]] = []
     again = []
-    for request_id in ids:
+    for request_id, event_id in unfinished:
         pending = markers.get(request_id)
         row = final.get(request_id)
         if row is not None:
@@ -108,14 +109,14 @@ async def requeue_unfinished(
                 )
             cleared.append((request_id, row.event_id))
         elif pending is None:
-            gone.append(request_id)  # the marker expired; nothing is left to rebuild it from
+            gone.append((request_id, event_id))  # the marker expired: nothing to rebuild it
         else:
             again.append(pending)
     await gate.finished(cleared)
     await gate.forget_unfinished(gone)
     if again:
         dead = await _dead_request_ids(channel)
-        held = [p.request_id for p in again if p.request_id in dead]
+        held = [(p.request_id, p.event_id) for p in again if p.request_id in dead]
         again = [p for p in again if p.request_id not in dead]
         # In the dead letters and not final: FAILED could not be written yet, and the dead
         # letters step goes on trying; a copy would only fail again.
@@ -136,7 +137,7 @@ async def requeue_unfinished(
             ]
         )
         # Back of the line: looked at again only if no worker has received the copy by then.
-        await gate.hold_unfinished([p.request_id for p in again], now_ms)
+        await gate.hold_unfinished([(p.request_id, p.event_id) for p in again], now_ms)
         log.warning(
             "unfinished_requests_requeued",
             count=len(again),
