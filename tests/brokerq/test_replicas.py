@@ -93,8 +93,16 @@ async def test_a_failover_takes_back_only_unconfirmed_produces(
     assert vanished == (20 if replicas_ack == 0 else 0)
 
 
-def test_replicas_ack_needs_a_single_server() -> None:
-    with pytest.raises(ConfigError, match="replicas_ack"):
-        RedisAdapter("redis://127.0.0.1:1/0", cluster=True, replicas_ack=1)
+def test_replicas_ack_needs_brokerqs_own_connection() -> None:
+    # WAIT must run on the connection that wrote: a redis-py client's pool cannot promise it.
+    client = aioredis.Redis(port=1)
+    with pytest.raises(ConfigError, match="replicas_ack needs a Redis URL"):
+        RedisAdapter(client=client, replicas_ack=1)
     with pytest.raises(ConfigError, match="replicas_ack"):
         RedisAdapter("redis://127.0.0.1:1/0", replicas_ack=-1)
+    # Redis Cluster: brokerq's own connection to the node of each channel, with the options
+    # a connection has (the cluster client's own are its alone).
+    RedisAdapter("redis://127.0.0.1:1/0", cluster=True, replicas_ack=1)
+    RedisAdapter("redis+cluster://a:1,b:2/?socket_timeout=5", replicas_ack=1, reinitialize_steps=5)
+    with pytest.raises(ConfigError, match="socket_timeout"):
+        RedisAdapter("redis+cluster://a:1/?socket_timeout=-1", replicas_ack=1)

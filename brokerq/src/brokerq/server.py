@@ -349,8 +349,9 @@ class RedisCluster:
         self.wait_ready_sync()
 
     def wait_ready_sync(self, timeout: float = _READY_TIMEOUT_S) -> None:
-        """Until every running node sees the cluster ok with all the nodes, and every replica
-        is in sync with its primary (also after a node restarts)."""
+        """Until every running node sees the cluster ok with all the nodes, each slot's primary
+        with a running replica in sync (also after a node restarts and after a takeover, once
+        the old primary has become a replica), and every node sees the same roles."""
         running = [n for n in self.nodes if n.process is not None]
         with _clients(running) as clients:
 
@@ -358,7 +359,7 @@ class RedisCluster:
                 return (
                     all(_cluster_ok(c, len(self.nodes)) for c in clients)
                     and all(_linked(c) for c in clients)
-                    and _same_roles(clients)
+                    and _settled_roles(clients, len(self.primaries))
                 )
 
             _until(ready, "the Redis Cluster became ready", timeout)
@@ -521,9 +522,12 @@ def _linked(client: Any) -> bool:
     return bool(info["role"] == "master" or info.get("master_link_status") == "up")
 
 
-def _same_roles(clients: list[Any]) -> bool:
-    """Every node sees each replica following the primary the replica itself follows (a
-    primary only votes for a replica it knows as its failed primary's)."""
+def _settled_roles(clients: list[Any], primaries: int) -> bool:
+    """Every running node but one per slot range is a replica, and every node sees each
+    replica following the primary the replica itself follows (a primary only votes for a
+    replica it knows as its failed primary's)."""
     views = [_nodes(c) for c in clients]
     truth = {line.id: line.primary_id for view in views for line in view if "myself" in line.flags}
+    if sum(primary_id is not None for primary_id in truth.values()) != len(clients) - primaries:
+        return False  # a primary that lost its slots has not turned into a replica yet
     return all(truth.get(line.id, line.primary_id) == line.primary_id for v in views for line in v)

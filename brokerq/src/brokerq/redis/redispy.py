@@ -7,6 +7,7 @@ Imported only then: brokerq's single-server path does not use redis-py.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
@@ -103,6 +104,23 @@ class RedisPyCommands:
         except (TypeError, ValueError, rx.RedisError, rx.RedisClusterException) as exc:
             raise ConfigError(f"invalid Redis Cluster URL or options: {exc}") from exc
         return cls(client)
+
+    async def node_for(self, key: str) -> tuple[str, int]:
+        """Host and port of the primary that holds ``key``'s slot, in the cluster client's slot
+        map (learnt on first use)."""
+        try:
+            await self.client.initialize()
+            node = self.client.get_node_from_key(key)
+        except FAILURES as exc:
+            raise error_from(exc) from exc
+        return node.host, node.port
+
+    async def refresh(self, key: str) -> None:
+        """Have the cluster client check where ``key``'s slot is, after its node failed: a
+        command for that slot makes redis-py follow ``MOVED`` or learn the slot map again
+        when the node does not answer (it may well fail too, while a failover is under way)."""
+        with contextlib.suppress(RedisError):
+            await self.call("EXISTS", key)
 
     async def call(self, *args: Any) -> Any:
         try:
