@@ -86,10 +86,12 @@ def test_a_killed_primary_is_replaced_by_its_replica(whole: RedisCluster) -> Non
 async def test_a_produce_waits_for_the_replica_of_its_slot(whole: RedisCluster) -> None:
     name = "acked"
     replica = whole.replica_of(whole.primary_for(f"{{{name}}}"))
-    queue = _queue(whole.url, replicas_ack=1, replicas_ack_timeout="300ms")
+    patient = _queue(whole.url, replicas_ack=1, replicas_ack_timeout="5s")
+    hasty = _queue(whole.url, replicas_ack=1, replicas_ack_timeout="300ms")
     try:
-        channel = queue.channel(name, bytes)
-        await channel.produce(b"replicated")
+        await patient.channel(name, bytes).produce(b"replicated")
+        channel = hasty.channel(name, bytes)
+        assert (await channel.stats()).waiting == 1  # the cluster client knows the slot map
         assert replica.process is not None
         # Stopped, still connected: only a WAIT after this produce's own write can tell.
         os.kill(replica.process.pid, signal.SIGSTOP)
@@ -99,10 +101,11 @@ async def test_a_produce_waits_for_the_replica_of_its_slot(whole: RedisCluster) 
             assert (caught.value.acknowledged, caught.value.wanted) == (0, 1)
         finally:
             os.kill(replica.process.pid, signal.SIGCONT)
-        await channel.produce(b"replicated again")
+        await patient.channel(name, bytes).produce(b"replicated again")
         assert (await channel.stats()).waiting == 3  # the primary has all three
     finally:
-        await queue.close()
+        await patient.close()
+        await hasty.close()
 
 
 @pytest.mark.parametrize("replicas_ack", [0, 1])
@@ -129,6 +132,8 @@ async def test_a_takeover_takes_back_only_unconfirmed_produces(
     unconfirmed: list[tuple[int, int]] = []  # (replicas that confirmed, replicas wanted)
     try:
         channel = queue.channel(name, bytes)
+        # The cluster client learns the slot map now: from any node, maybe the one stopped next.
+        assert (await channel.stats()).waiting == 20
         assert replica.process is not None
         os.kill(replica.process.pid, signal.SIGSTOP)
         try:

@@ -40,22 +40,25 @@ async def _count(url: str, channel: str) -> int:
 async def test_a_produce_waits_for_its_replica(pair: tuple[RedisServer, RedisServer]) -> None:
     primary, replica = pair
     await linked(replica)
-    queue = _queue(primary.url, replicas_ack=1, replicas_ack_timeout="300ms")
+    # A confirmation may take long on a loaded machine; a stopped replica never confirms.
+    patient = _queue(primary.url, replicas_ack=1, replicas_ack_timeout="10s")
+    hasty = _queue(primary.url, replicas_ack=1, replicas_ack_timeout="300ms")
     try:
-        channel = queue.channel("acked", bytes)
-        await channel.produce(b"replicated")
+        await patient.channel("acked", bytes).produce(b"replicated")
         assert replica.process is not None
         os.kill(replica.process.pid, signal.SIGSTOP)
         try:
             with pytest.raises(ReplicationError) as caught:
-                await channel.produce(b"not confirmed")
+                await hasty.channel("acked", bytes).produce(b"not confirmed")
             assert (caught.value.acknowledged, caught.value.wanted) == (0, 1)
         finally:
             os.kill(replica.process.pid, signal.SIGCONT)
+        channel = patient.channel("acked", bytes)
         await channel.produce(b"replicated again")
         assert (await channel.stats()).waiting == 3  # the primary has all three
     finally:
-        await queue.close()
+        await patient.close()
+        await hasty.close()
 
 
 @pytest.mark.parametrize("replicas_ack", [0, 1])
@@ -67,13 +70,18 @@ async def test_a_failover_takes_back_only_unconfirmed_produces(
     ``replicas_ack`` those produces were acknowledged and vanish; with it, none is acknowledged."""
     primary, replica = pair
     await linked(replica)
-    queue = _queue(primary.url, replicas_ack=replicas_ack, replicas_ack_timeout="50ms")
     acknowledged = 0
+    # On the replica before the failover, however slow a loaded machine makes it.
+    patient = _queue(primary.url, replicas_ack=1, replicas_ack_timeout="10s")
+    try:
+        for i in range(20):
+            await patient.channel("failover", bytes).produce(b"before %d" % i)
+            acknowledged += 1
+    finally:
+        await patient.close()
+    queue = _queue(primary.url, replicas_ack=replicas_ack, replicas_ack_timeout="50ms")
     try:
         channel = queue.channel("failover", bytes)
-        for i in range(20):
-            await channel.produce(b"before %d" % i)
-            acknowledged += 1
         promoted = aioredis.Redis.from_url(replica.url)
         try:
             await promoted.execute_command("REPLICAOF", "NO", "ONE")

@@ -329,8 +329,9 @@ class RedisCluster:
             raise
 
     def _form(self) -> None:
+        taken: set[int] = set()
         for node in self.nodes:
-            node.start_sync()
+            _start_node(node, taken)
         slots_per_node = 16384 // len(self.primaries)
         with _clients(self.nodes) as clients:
             for i, client in enumerate(clients[: len(self.primaries)]):
@@ -433,6 +434,35 @@ class RedisCluster:
         tb: TracebackType | None,
     ) -> None:
         self.stop_sync()
+
+
+def _start_node(node: RedisServer, taken: set[int]) -> None:
+    """Start a cluster node on a port free with its bus port (``port + 10000``), clear of the
+    other nodes' ports; again on another one if something took it in the meantime."""
+    for attempt in range(5):
+        node.port = _cluster_port(taken)
+        try:
+            node.start_sync()
+        except BrokerError as exc:
+            if "Address already in use" not in str(exc) or attempt == 4:
+                raise
+            continue
+        taken.update((node.port, node.port + 10000))
+        return
+
+
+def _cluster_port(taken: set[int]) -> int:
+    for _ in range(100):
+        port = free_port()
+        if {port, port + 10000} & taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise BrokerError("no free pair of ports for a cluster node")
 
 
 def _cluster_ok(client: object, size: int) -> bool:

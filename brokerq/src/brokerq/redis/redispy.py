@@ -118,8 +118,10 @@ class RedisPyCommands:
     async def refresh(self, key: str) -> None:
         """Have the cluster client check where ``key``'s slot is, after its node failed: a
         command for that slot makes redis-py follow ``MOVED`` or learn the slot map again
-        when the node does not answer (it may well fail too, while a failover is under way)."""
-        with contextlib.suppress(RedisError):
+        when the node does not answer. It may well fail too while a failover is under way, and
+        only to learn: the caller raises its own error. (redis-py has been seen to raise
+        AttributeError here, when another task dropped the node's connections mid-send.)"""
+        with contextlib.suppress(Exception):
             await self.call("EXISTS", key)
 
     async def call(self, *args: Any) -> Any:
