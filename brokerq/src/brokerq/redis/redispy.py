@@ -88,11 +88,15 @@ class RedisPyCommands:
             # Message bodies would come back as str and binary arguments would not survive.
             raise ConfigError("brokerq needs a redis-py client without decode_responses=True")
         self.client = client
+        self.is_cluster = isinstance(client, RedisCluster)
 
     @classmethod
     def cluster(cls, url: str, *, password: str | None = None, **options: Any) -> RedisPyCommands:
         options.setdefault("socket_connect_timeout", DEFAULT_CONNECT_TIMEOUT_S)
         options.setdefault("socket_timeout", DEFAULT_TIMEOUT_S)
+        # Replies shaped as on brokerq's own connection (RESP2: ZRANGE ... WITHSCORES is one
+        # flat list), not RESP3's that redis-py 8 speaks unless told otherwise.
+        options.setdefault("protocol", 2)
         if password is not None:
             options["password"] = password
         if is_cluster_url(url):
