@@ -19,6 +19,11 @@ __all__ = ["Commands", "ServerCommands", "commands_for", "open_commands"]
 
 
 class Commands(Protocol):
+    @property
+    def is_cluster(self) -> bool:
+        """Redis Cluster: each command goes to the node of its keys, which must share a slot."""
+        ...
+
     async def call(self, *args: Any) -> Any:
         """One command that answers at once; its reply as hiredis gives it."""
         ...
@@ -42,6 +47,8 @@ class Commands(Protocol):
 
 class ServerCommands:
     """Commands to one Redis server over brokerq's own connections."""
+
+    is_cluster = False
 
     def __init__(self, url: str, password: str | None, options: dict[str, Any]) -> None:
         self._url = url

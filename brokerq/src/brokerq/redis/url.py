@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from ..errors import ConfigError
 
 __all__ = [
+    "CONNECTION_OPTIONS",
     "DEFAULT_CONNECT_TIMEOUT_S",
     "DEFAULT_TIMEOUT_S",
     "DEFAULT_URL",
@@ -101,6 +102,8 @@ _OPTIONS: dict[str, Any] = {
     "sentinel_username": str,
     "sentinel_password": str,
 }
+CONNECTION_OPTIONS = frozenset(_OPTIONS)
+"""The names of the options a ``Connection`` takes."""
 _SENTINEL_SCHEMES = {"redis+sentinel": "redis", "rediss+sentinel": "rediss"}
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
