@@ -69,7 +69,7 @@ async def open_resources(
 ) -> AsyncIterator[Resources]:
     """What the API and the workers share: database engine, Redis, the queue and its channel."""
     from brokerq import BrokerQueue
-    from brokerq.redis import open_commands
+    from brokerq.redis import acknowledged_by, is_cluster_url, open_commands
 
     from .channels import hold_channel, queue_adapter, reservation_channel
     from .db import create_engine, create_session_factory
@@ -84,6 +84,15 @@ async def open_resources(
     # request's gate calls share it, many in flight; a reply that does not come fails its call
     # after the timeout instead of holding it for ever.
     redis = open_commands(redis_url, socket_timeout=settings.redis_socket_timeout_s)
+    replicated = None
+    if settings.redis_replicas_ack and is_cluster_url(redis_url):
+        # On one server the queue's WAIT, after the admission, covers it too (replication is
+        # in write order); on a Cluster the event's primary is another node: its own WAIT.
+        replicated = acknowledged_by(
+            redis, url=redis_url, password=None,
+            options={"socket_timeout": settings.redis_socket_timeout_s},
+            wanted=settings.redis_replicas_ack, timeout_ms=settings.redis_replicas_ack_timeout_ms,
+        )  # fmt: skip
     queue = BrokerQueue(
         queue_adapter(
             settings.queue_engine,
@@ -101,7 +110,7 @@ async def open_resources(
             redis=redis,
             queue=queue,
             channel=reservation_channel(queue),
-            gate=AdmissionGate(redis),
+            gate=AdmissionGate(redis, replicated=replicated),
             holds=hold_channel(queue),
         )
         yield resources
@@ -109,5 +118,7 @@ async def open_resources(
         if resources is not None and resources.limiter is not None:
             await resources.limiter.close()
         await queue.close()
+        if replicated is not None:
+            await replicated.close()
         await redis.close()
         await engine.dispose()

@@ -50,7 +50,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from brokerq.redis import Commands, Script
+from brokerq.redis import Acknowledged, Commands, Script
 from reservations.channels import Admission
 
 from .users import KEY_PREFIX, KnownUsers
@@ -214,9 +214,13 @@ class AdmissionGate:
     """The gate on Redis (one server, Sentinel's primary or a Cluster), through brokerq's
     ``Commands``: every API request's admission shares them, many in flight at once."""
 
-    def __init__(self, redis: Commands) -> None:
+    def __init__(self, redis: Commands, *, replicated: Acknowledged | None = None) -> None:
+        """``replicated``: admissions run through it, answered only once replicas hold them
+        (``brokerq.redis.acknowledged_by``), for Redis Cluster, where the event's primary is
+        not the queue's and the queue's ``WAIT`` does not speak for it."""
         self.redis = redis
         self.users = KnownUsers(redis)
+        self._replicated = replicated
         self._seeding: dict[int, asyncio.Future[bool]] = {}
 
     async def admit(
@@ -240,7 +244,10 @@ class AdmissionGate:
                 user_id, request_id, accepted_at_ms, event_id, PENDING_TTL_S, quantity,
                 registration,
             ]  # fmt: skip
-            verdict, seq = await _ADMIT.run(self.redis, keys, args)
+            if self._replicated is None:
+                verdict, seq = await _ADMIT.run(self.redis, keys, args)
+            else:
+                verdict, seq = await self._replicated.run(_ADMIT, keys, args)
             if verdict not in (b"UNREGISTERED", "UNREGISTERED") or registration:
                 return GateResult(Verdict(_text(verdict)), int(seq))
             # The event's first request since recovery last found it idle: into the registry
