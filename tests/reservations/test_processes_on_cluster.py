@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,6 +125,10 @@ async def test_a_burst_over_api_processes_and_workers_on_a_cluster(
 
         outcomes = [await final(j) for j in jobs]
         assert len(outcomes) == EVENTS * USERS + LIMIT
+        # The dashboard reads the queue and the gates on the cluster too.
+        r = await clients[1].get("/admin/queue/api/overview", headers=ADMIN)
+        assert r.status_code == 200, r.text
+        assert "reservation-queue" in r.text
     finally:
         for client in clients:
             await client.aclose()
@@ -149,3 +157,15 @@ async def test_a_burst_over_api_processes_and_workers_on_a_cluster(
         await db.close()
     for process in [*apis, *workers]:
         assert process.popen.poll() is None, f"{process.name} exited:\n{service.logs()}"
+    # And the operator's status command, from outside.
+    env = {**os.environ, "REDIS_URL": cluster.url, "DATABASE_URL": database_url}
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "reservations_tools", "status", "--json", "--limit", "10"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["errors"] == []
+    assert {e["id"]: e["reserved"] for e in report["events"]} == dict.fromkeys(events, SEATS)
+    assert [c["channel"] for c in report["channels"]] == ["reservation-queue"]
