@@ -19,8 +19,9 @@ import redis.asyncio as aioredis
 
 from brokerq import BrokerQueue, RedisError, ReplicationError
 from brokerq.redis import RedisAdapter
-from brokerq.server import RedisCluster, RedisServer
+from brokerq.server import RedisCluster
 
+from ..failover import caught_up, whole_cluster
 from .conftest import until
 
 
@@ -34,13 +35,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
 
 @pytest.fixture
 def whole(cluster: RedisCluster) -> RedisCluster:
-    """The cluster with all six nodes running and in sync: a node an earlier test killed is
-    started again and rejoins as a replica of the node that took its place."""
-    for node in cluster.nodes:
-        if node.process is None:
-            node.start_sync()
-    cluster.wait_ready_sync()
-    return cluster
+    return whole_cluster(cluster)
 
 
 def _queue(url: str, **options: object) -> BrokerQueue:
@@ -53,22 +48,6 @@ async def _waiting(url: str, channel: str) -> int:
         return (await queue.channel(channel, bytes).stats()).waiting
     finally:
         await queue.close()
-
-
-async def _caught_up(primary: RedisServer, replica: RedisServer) -> None:
-    """Until the replica has every write of its primary so far (WAIT would only speak for the
-    writes of its own connection)."""
-    clients = [aioredis.Redis(port=primary.port), aioredis.Redis(port=replica.port)]
-    try:
-        target = (await clients[0].info("replication"))["master_repl_offset"]
-
-        async def there() -> bool:
-            return int((await clients[1].info("replication"))["slave_repl_offset"]) >= target
-
-        await until(there, what="the replica caught up")
-    finally:
-        for client in clients:
-            await client.aclose()
 
 
 def test_a_killed_primary_is_replaced_by_its_replica(whole: RedisCluster) -> None:
@@ -127,7 +106,7 @@ async def test_a_takeover_takes_back_only_unconfirmed_produces(
             acknowledged += 1
     finally:
         await before.close()
-    await _caught_up(primary, replica)
+    await caught_up(primary, replica)
     queue = _queue(whole.url, replicas_ack=replicas_ack, replicas_ack_timeout="50ms")
     unconfirmed: list[tuple[int, int]] = []  # (replicas that confirmed, replicas wanted)
     try:

@@ -10,22 +10,21 @@ waits for the queue's. These tests make the failover happen and count what it ta
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
+import redis
 import redis.asyncio as aioredis
 
-from brokerq.server import RedisCluster, RedisServer
+from brokerq.server import RedisCluster
 from reservations.reservation.gate import event_keys
 from reservations.settings import Settings
 from reservations.worker import consuming
 
+from ...failover import caught_up, whole_cluster
 from ..conftest import Api, running_api
 from ..helpers import ADMIN_TOKEN, create_event, create_user, eventually, outcomes
 
@@ -42,15 +41,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
 
 @pytest.fixture
 def whole(cluster: RedisCluster) -> RedisCluster:
-    """All six nodes running and in sync, nothing in them: a node an earlier test killed is
-    started again and rejoins as a replica of the node that took its place."""
+    """The whole cluster (see ``whole_cluster``), nothing in it."""
+    whole_cluster(cluster)
     for node in cluster.nodes:
-        if node.process is None:
-            node.start_sync()
-    cluster.wait_ready_sync()
-    for node in cluster.nodes:
-        import redis
-
         client = redis.Redis(port=node.port)
         try:
             if client.execute_command("ROLE")[0] == b"master":
@@ -92,21 +85,6 @@ async def _final(api: Api, job_id: str) -> dict[str, Any]:
     return await eventually(probe, lambda b: b.get("status") not in (None, "PENDING"))
 
 
-async def _caught_up(primary: RedisServer, replica: RedisServer) -> None:
-    """Until the replica has every write of its primary so far."""
-    source, copy = aioredis.Redis(port=primary.port), aioredis.Redis(port=replica.port)
-    try:
-
-        async def there() -> bool:
-            wrote = (await source.info("replication"))["master_repl_offset"]
-            return bool((await copy.info("replication"))["master_repl_offset"] >= wrote)
-
-        await eventually(there, bool, what="the replica caught up")
-    finally:
-        await source.aclose()
-        await copy.aclose()
-
-
 async def _check_seats(db: asyncpg.Connection, event_id: int) -> None:
     reserved = await db.fetchval(
         "SELECT count(*) FROM reservations WHERE event_id = $1 AND status = 'RESERVED'", event_id
@@ -135,24 +113,23 @@ async def test_a_takeover_takes_back_only_unconfirmed_admissions(
     assert [code for code, _ in before] == [202] * 4
     primary = whole.primary_for(event_keys(event_id).state)
     replica = whole.replica_of(primary)
-    await _caught_up(primary, replica)
-    assert replica.process is not None
-    os.kill(replica.process.pid, signal.SIGSTOP)
+    await caught_up(primary, replica)
+    admin = aioredis.Redis(port=primary.port)
     try:
-        admin = aioredis.Redis(port=primary.port)
-        try:
-            assert await admin.execute_command("CLIENT", "KILL", "TYPE", "replica") == 1
-        finally:
-            await admin.aclose()
+        # The cut: the primary refuses to replicate (a replica's PSYNC is refused by ACL, the
+        # service's commands are not) and its replica's link is closed.
+        await admin.execute_command("ACL", "SETUSER", "default", "-psync", "-sync", "-replconf")
+        assert await admin.execute_command("CLIENT", "KILL", "TYPE", "replica") == 1
         after = [await _post(api, event_id, u) for u in users[4:8]]
-        takeover = socket.create_connection(("127.0.0.1", replica.port))
-        takeover.sendall(b"CLUSTER FAILOVER TAKEOVER\r\n")
+        replica_client = aioredis.Redis(port=replica.port)
+        try:
+            assert await replica_client.execute_command("CLUSTER", "FAILOVER", "TAKEOVER")
+        finally:
+            await replica_client.aclose()
+        await whole.wait_failover(replica)
     finally:
-        os.kill(replica.process.pid, signal.SIGCONT)
-    with takeover:
-        takeover.settimeout(10)
-        assert takeover.recv(64) == b"+OK\r\n"
-    await whole.wait_failover(replica)
+        await admin.execute_command("ACL", "SETUSER", "default", "+@all")
+        await admin.aclose()
     await asyncio.to_thread(whole.wait_ready_sync)
     accepted_after = [job for code, job in after if job is not None]
     gate = api.resources.gate

@@ -225,18 +225,7 @@ def _sentinel_target(url: str, password: str | None, options: dict[str, Any]) ->
         )
     if len(names) > 2:
         raise ConfigError("a redis+sentinel:// URL's path is /<master name>[/<db>]")
-    sentinels: list[tuple[str, int]] = []
-    for address in hosts.split(","):
-        host, colon, port = address.strip().rpartition(":")
-        if not colon:
-            host, port = address.strip(), "26379"
-        try:
-            number = int(port)
-        except ValueError:
-            raise ConfigError("a Sentinel address is host:port, with a port number") from None
-        if not host or not 0 < number < 65536:
-            raise ConfigError("a Sentinel address is host:port, with a port from 1 to 65535")
-        sentinels.append((host.strip("[]"), number))
+    sentinels = _addresses(hosts, 26379, "a Sentinel address")
     # The primary's own part, as a plain URL: credentials, database and options.
     db = f"/{names[1]}" if len(names) == 2 else ""
     plain = f"{_SENTINEL_SCHEMES[scheme]}://{userinfo + at}sentinel{db}"
@@ -331,21 +320,27 @@ def cluster_of(url: str) -> ClusterSeeds:
     userinfo, at, hosts = netloc.rpartition("@")
     if path.strip("/") not in ("", "0"):
         raise ConfigError("Redis Cluster has one database: its URL's path is / or /0")
-    nodes: list[tuple[str, int]] = []
-    for address in hosts.split(","):
-        host, colon, port = address.strip().rpartition(":")
-        if not colon:
-            host, port = address.strip(), "6379"
-        try:
-            number = int(port)
-        except ValueError:
-            raise ConfigError("a Redis Cluster node is host:port, with a port number") from None
-        if not host or not 0 < number < 65536:
-            raise ConfigError("a Redis Cluster node is host:port, with a port from 1 to 65535")
-        nodes.append((host.strip("[]"), number))
+    nodes = _addresses(hosts, 6379, "a Redis Cluster node")
     first_host, first_port = nodes[0]
     shown = f"[{first_host}]" if ":" in first_host else first_host
     plain = f"{_CLUSTER_SCHEMES[scheme]}://{userinfo + at}{shown}:{first_port}/0"
     if query:
         plain += f"?{query}"
     return ClusterSeeds(plain, tuple(nodes))
+
+
+def _addresses(hosts: str, default_port: int, what: str) -> list[tuple[str, int]]:
+    """``host:port[,host:port...]`` (IPv6 hosts in brackets) as (host, port) pairs."""
+    found: list[tuple[str, int]] = []
+    for address in hosts.split(","):
+        host, colon, port = address.strip().rpartition(":")
+        if not colon:
+            host, port = address.strip(), str(default_port)
+        try:
+            number = int(port)
+        except ValueError:
+            raise ConfigError(f"{what} is host:port, with a port number") from None
+        if not host or not 0 < number < 65536:
+            raise ConfigError(f"{what} is host:port, with a port from 1 to 65535")
+        found.append((host.strip("[]"), number))
+    return found
