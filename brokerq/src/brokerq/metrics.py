@@ -153,10 +153,10 @@ _EVENTS = ("produced", "processed", "retried", "redelivered", "dead_lettered")
 
 
 async def export_channel_stats(queue: QueueHandle, channels: Iterable[str] | None = None) -> None:
-    """Read every channel's counts from the broker into the gauges above."""
-    names = list(channels) if channels is not None else await queue.channels()
-    for name in names:
-        stats = await queue.adapter.stats(name)
+    """Read every channel's counts from the broker into the gauges above (a sharded channel's
+    added up over its shards)."""
+    for stats in await queue.channel_stats(channels):
+        name = stats.channel
         for state in _STATES:
             CHANNEL_MESSAGES.labels(name, state).set(getattr(stats, state))
         for event in _EVENTS:
