@@ -92,8 +92,8 @@ class Exchange:
     wait_hint_ms: int
     """Milliseconds until a delayed message is due or a lease expires; -1 when neither."""
     unsent: Settlement | None = None
-    """On a sharded channel whose shards did not all answer: the part of the settlement that
-    went to those that failed, for the consumer to send again (``error`` says why)."""
+    """On a sharded channel: the part of the settlement not sent, for the consumer to send with
+    a later exchange: that of shards this fetch did not reach, or that failed (``error``)."""
     error: Exception | None = None
     """Why some shards did not answer; the deliveries and ``lost`` are those of the others."""
 

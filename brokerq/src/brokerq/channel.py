@@ -216,16 +216,10 @@ class Channel(Generic[T]):
     def _flush(self) -> None:
         self._flush_scheduled = False
         pending, self._pending = self._pending, []
-        if self.options.shards == 1:
-            self._send(pending)
+        if self.options.shards > 1:
+            task = asyncio.ensure_future(self._store_shards(pending))
+            self.queue.track(task)
             return
-        by_shard: dict[int, list[tuple[Outgoing, asyncio.Future[ProduceResult]]]] = {}
-        for entry in pending:
-            by_shard.setdefault(entry[0].shard, []).append(entry)
-        for batch in by_shard.values():
-            self._send(batch)
-
-    def _send(self, pending: list[tuple[Outgoing, asyncio.Future[ProduceResult]]]) -> None:
         size = MAX_BATCH
         if len(pending) >= 2 * SPLIT_MIN:
             # Two round trips instead of one: Redis runs the first half while this process packs
@@ -241,18 +235,54 @@ class Channel(Generic[T]):
         try:
             results = await self._adapter.produce(self.name, [item for item, _ in batch])
         except BaseException as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            self._answer(batch, exc)
             if not isinstance(exc, Exception):
                 raise
             return
+        self._answer(batch, results)
+
+    async def _store_shards(
+        self, pending: list[tuple[Outgoing, asyncio.Future[ProduceResult]]]
+    ) -> None:
+        """A tick's produces, a call per shard, all at once and answered together.
+
+        Answered shard by shard, the producers would go on in different ticks, and their next
+        produces would travel in ever smaller batches. A shard that fails fails only its own.
+        """
+        by_shard: dict[int, list[tuple[Outgoing, asyncio.Future[ProduceResult]]]] = {}
+        for entry in pending:
+            by_shard.setdefault(entry[0].shard, []).append(entry)
+        batches = [
+            entries[start : start + MAX_BATCH]
+            for entries in by_shard.values()
+            for start in range(0, len(entries), MAX_BATCH)
+        ]
+        outcomes = await asyncio.gather(
+            *(self._adapter.produce(self.name, [item for item, _ in b]) for b in batches),
+            return_exceptions=True,
+        )
+        for batch, outcome in zip(batches, outcomes, strict=True):
+            self._answer(batch, outcome)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                raise outcome
+
+    def _answer(
+        self,
+        batch: list[tuple[Outgoing, asyncio.Future[ProduceResult]]],
+        outcome: list[tuple[str, bool]] | BaseException,
+    ) -> None:
+        if isinstance(outcome, BaseException):
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(outcome)
+            return
         duplicates = 0
-        for (_, future), (id_, duplicate) in zip(batch, results, strict=True):
+        for (_, future), (id_, duplicate) in zip(batch, outcome, strict=True):
             duplicates += duplicate
             if not future.done():
                 future.set_result(ProduceResult(id_, duplicate))
-        self._count(len(results), duplicates)
+        self._count(len(outcome), duplicates)
 
     def _count(self, total: int, duplicates: int) -> None:
         if total > duplicates:

@@ -346,11 +346,12 @@ class Consumer(Generic[T]):
             )  # fmt: skip
 
     def _keep_unsent(self, ex: Exchange, *, warn: bool = True) -> bool:
-        """Keep what some shards of a sharded channel did not take, to send it again."""
-        if ex.error is None:
-            return False
+        """Keep what a sharded channel's exchange did not send, to send it with the next one;
+        True when a shard failed."""
         if ex.unsent:
             self._settle.extend(ex.unsent)
+        if ex.error is None:
+            return False
         if warn:
             log.warning("channel %s: a shard failed: %r", self.channel.name, ex.error)
         return True

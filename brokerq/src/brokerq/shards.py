@@ -181,6 +181,10 @@ class ShardedAdapter:
 
     async def produce(self, channel: str, items: Sequence[Outgoing]) -> list[tuple[str, bool]]:
         """Each message to its ``shard``, one call per shard, all at once; in order per shard."""
+        shard = items[0].shard if items else 0
+        if all(item.shard == shard for item in items):  # a channel's tick: one shard a call
+            reply = await self.base.produce(self.names[shard], items)
+            return [(f"{id_}{ID_MARK}{shard}", duplicate) for id_, duplicate in reply]
         groups: dict[int, list[int]] = {}
         for i, item in enumerate(items):
             groups.setdefault(item.shard, []).append(i)
@@ -207,49 +211,51 @@ class ShardedAdapter:
         lease_ms: int,
         max_attempts: int,
     ) -> Exchange:
-        """Settle on every shard concerned and fetch from the first shard at once, then fetch what
-        is still missing from the next shards in turn. The first shard moves on by one with every
-        fetch, so a busy shard cannot starve another: each is first once every K fetches.
+        """Fetch from the first shard, then from the next shards in turn for what is still
+        missing, each call carrying that shard's part of ``settle``. The first shard moves on by
+        one with every fetch, so a busy shard cannot starve another: each is first once every K
+        fetches. The parts of shards this fetch did not reach come back as ``unsent``, for the
+        consumer's next exchange, which comes at once: a fetch that delivered is followed by
+        another, and one that did not reached every shard; with its slots full, the consumer
+        exchanges without a fetch, and then every part goes at once.
 
-        Shards that fail are left out (their part of ``settle`` comes back as ``unsent``) unless
-        all fail, which raises.
+        Shards that fail are left out (their part comes back as ``unsent``, with ``error``)
+        unless every shard called fails, which raises.
         """
-        count = len(self.names)
-        first = self._first
-        if fetch > 0:
-            self._first = (first + 1) % count
         parts = self._split_settlement(settle)
-        calls = {shard for shard, (given, _) in parts.items() if given}
-        if fetch > 0:
-            calls.add(first)
-        order = sorted(calls)
-        empty = (Settlement(), Settlement())
-        replies = await asyncio.gather(
-            *(
-                self.base.exchange(
-                    self.names[shard], consumer, parts.get(shard, empty)[1],
-                    fetch if shard == first else 0, lease_ms, max_attempts,
-                )
-                for shard in order
-            ),
-            return_exceptions=True,
-        )  # fmt: skip
         result = _Gathered()
-        for shard, reply in zip(order, replies, strict=True):
-            result.add(shard, reply, parts.get(shard, empty)[0])
-        for step in range(1, count):
+        if fetch <= 0:
+            shards = sorted(parts)
+            replies = await asyncio.gather(
+                *(
+                    self.base.exchange(
+                        self.names[s], consumer, parts[s][1], 0, lease_ms, max_attempts
+                    )
+                    for s in shards
+                ),
+                return_exceptions=True,
+            )
+            for shard, reply in zip(shards, replies, strict=True):
+                result.add(shard, reply, parts[shard][0])
+            return result.exchange()
+        count = len(self.names)
+        first, self._first = self._first, (self._first + 1) % count
+        for step in range(count):
             wanted = fetch - len(result.deliveries)
             if wanted <= 0:
                 break
             shard = (first + step) % count
+            given, engine = parts.pop(shard, (Settlement(), Settlement()))
             try:
                 reply = await self.base.exchange(
-                    self.names[shard], consumer, Settlement(), wanted, lease_ms, max_attempts
+                    self.names[shard], consumer, engine, wanted, lease_ms, max_attempts
                 )
             except Exception as exc:
-                result.add(shard, exc, Settlement())
+                result.add(shard, exc, given)
             else:
-                result.add(shard, reply, Settlement())
+                result.add(shard, reply, given)
+        for given, _ in parts.values():
+            result.unsent.extend(given)
         return result.exchange()
 
     async def renew(
@@ -395,8 +401,7 @@ class _Gathered:
             self.hint = reply.wait_hint_ms
 
     def exchange(self) -> Exchange:
-        if not self.errors:
-            return Exchange(self.deliveries, self.lost, self.hint)
-        if not self.answered:
+        if self.errors and not self.answered:
             raise self.errors[0]
-        return Exchange(self.deliveries, self.lost, self.hint, self.unsent or None, self.errors[0])
+        error = self.errors[0] if self.errors else None
+        return Exchange(self.deliveries, self.lost, self.hint, self.unsent or None, error)
