@@ -1,8 +1,9 @@
 """Prometheus metrics: per-process counters and handler durations, and the broker's own counts.
 
 Consumers and channels record into the default registry as they work. Queue depths and broker
-counters live in the broker, so ``export_channel_stats`` reads them (one call per channel) and
-sets gauges; call it before generating a scrape, e.g. in a ``/metrics`` endpoint.
+counters live in the broker, so ``export_channel_stats`` reads them (the list of channels, then
+one call per channel, or per shard of a sharded one) and sets gauges; call it before generating
+a scrape, e.g. in a ``/metrics`` endpoint.
 """
 
 from __future__ import annotations
