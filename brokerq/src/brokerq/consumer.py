@@ -229,10 +229,15 @@ class Consumer(Generic[T]):
         run at once. A task per message cost a quarter of a no-op message's time.
         """
         spare = self._spare
+        runners = self._runners
+        if len(runners) >= self.max_parallel:
+            # A runner that has just returned leaves the set only in a later step of the loop
+            # (its done callback): counted now, it would keep these messages waiting for ever.
+            runners.difference_update([task for task in runners if task.done()])
         if (
             (spare is None or spare.done())
             and self._queued
-            and len(self._runners) < self.max_parallel
+            and len(runners) < self.max_parallel
             and not self._no_more_runners
         ):
             self._spare = task = asyncio.create_task(self._run())
