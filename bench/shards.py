@@ -68,7 +68,7 @@ async def _run(
 ) -> Run:
     for probe in probes:
         probe.flushall()
-    queue = BrokerQueue(RedisAdapter(url, cluster=True))
+    queue = BrokerQueue(RedisAdapter(url))
     ch = queue.channel(name, Reservation, shards=shards, partition_key=_event_id)
     total = args.messages
     handled = 0

@@ -51,7 +51,7 @@ async def queue(request: pytest.FixtureRequest, redis_server) -> AsyncIterator[B
     elif request.param == "redis":
         adapter = RedisAdapter(redis_server.url)
     else:
-        adapter = RedisAdapter(request.getfixturevalue("cluster").url, cluster=True)
+        adapter = RedisAdapter(request.getfixturevalue("cluster").url)
     q = BrokerQueue(adapter)
     yield q
     await q.close()
@@ -235,7 +235,7 @@ async def _counts(ch, **expected: int) -> bool:
 
 
 async def test_shards_lie_on_different_primaries(cluster: RedisCluster, name: str):
-    queue = BrokerQueue(RedisAdapter(cluster.url, cluster=True))
+    queue = BrokerQueue(RedisAdapter(cluster.url))
     ch = queue.channel(name, int, shards=3)
     await ch.produce_many(list(range(30)))
     nodes = [aioredis.Redis(port=node.port) for node in cluster.nodes]

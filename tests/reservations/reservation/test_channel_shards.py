@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from redis.asyncio.cluster import RedisCluster as ClusterClient
 
+from brokerq.server import RedisCluster
 from brokerq.shards import partition, shard_names
 from reservations.channels import QUEUE_NAME
 from reservations.settings import Settings
@@ -17,20 +19,37 @@ from ..helpers import ADMIN_TOKEN, create_event, create_user, processed
 SHARDS = 3
 
 
-@pytest.fixture
-async def sharded_api(database_url: str, redis_url: str, clean: None) -> AsyncIterator[Api]:
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    with RedisCluster(tmp_path_factory.mktemp("cluster")) as running:
+        yield running
+
+
+@pytest.fixture(params=["redis", "cluster"])
+async def sharded_api(
+    request: pytest.FixtureRequest, database_url: str, redis_url: str, clean: None
+) -> AsyncIterator[tuple[Api, RedisCluster | None]]:
+    """The API with the reservation channel over 3 shards: on one redis-server, or on a
+    3-primary Redis Cluster (then also yielded)."""
+    cluster: RedisCluster | None = None
+    if request.param == "cluster":
+        cluster = request.getfixturevalue("cluster")
+        client = ClusterClient.from_url(cluster.nodes[0].url)
+        await client.flushall(target_nodes=ClusterClient.PRIMARIES)
+        await client.aclose()
+        redis_url = cluster.url
     settings = Settings(
         _env_file=None, ENVIRONMENT="test", DATABASE_URL=database_url, REDIS_URL=redis_url,
         ADMIN_TOKEN=ADMIN_TOKEN, RESERVATION_CHANNEL_SHARDS=SHARDS,
     )  # fmt: skip
     async with running_api(settings) as api:
-        yield api
+        yield api, cluster
 
 
 async def test_each_events_requests_go_to_its_shard_and_are_all_processed(
-    sharded_api: Api,
+    sharded_api: tuple[Api, RedisCluster | None],
 ) -> None:
-    api = sharded_api
+    api, cluster = sharded_api
     events: list[int] = []
     while len(events) < 3 or len({partition(e, SHARDS) for e in events}) < 2:
         events.append(await create_event(api.client, f"sharded {len(events)}", 2))
@@ -43,11 +62,20 @@ async def test_each_events_requests_go_to_its_shard_and_are_all_processed(
             jobs[event].append(r.json()["id"])
 
     queue = api.resources.queue
-    stored = {name: await queue.adapter.stats(name) for name in shard_names(QUEUE_NAME, SHARDS)}
+    names = shard_names(QUEUE_NAME, SHARDS)
+    stored = [await queue.adapter.stats(name) for name in names]
     expected = [0] * SHARDS
     for event in events:
         expected[partition(event, SHARDS)] += len(users)
-    assert [stats.waiting for stats in stored.values()] == expected
+    assert [stats.waiting for stats in stored] == expected
+    if cluster is not None:
+        client = ClusterClient.from_url(cluster.nodes[0].url)
+        try:
+            await client.initialize()  # the slot map
+            holders = {client.get_node_from_key(f"bq:{{{name}}}:msg").name for name in names}
+        finally:
+            await client.aclose()
+        assert len(holders) == SHARDS  # one primary each
 
     async with consuming(api.resources, max_parallel=8):
         for event in events:
