@@ -109,7 +109,7 @@ async def open_resources(
             session_factory=create_session_factory(engine),
             redis=redis,
             queue=queue,
-            channel=reservation_channel(queue),
+            channel=reservation_channel(queue, shards=settings.reservation_channel_shards),
             gate=AdmissionGate(redis, replicated=replicated),
             holds=hold_channel(queue),
         )
