@@ -154,7 +154,8 @@ class RedisServer:
             self.kill()  # never leave a server behind that nobody will stop
             raise
 
-    def _ping(self) -> bool:
+    def ping(self) -> bool:
+        """Whether the server answers PING now (AUTH first if it has a password)."""
         try:
             with contextlib.ExitStack() as stack:
                 s = stack.enter_context(socket.create_connection(("127.0.0.1", self.port), 1))
@@ -179,7 +180,7 @@ class RedisServer:
                 log = self.dir / "redis.log"
                 tail = log.read_text()[-2000:] if log.exists() else ""
                 raise BrokerError(f"redis-server exited with {self.process.returncode}: {tail}")
-            if self._ping():
+            if self.ping():
                 return
             time.sleep(0.02)
         raise BrokerError(f"redis-server on port {self.port} not ready in {_READY_TIMEOUT_S}s")
@@ -413,7 +414,7 @@ class RedisCluster:
 
     def _answering(self) -> RedisServer:
         for node in self.nodes:
-            if node.process is not None and node._ping():
+            if node.process is not None and node.ping():
                 return node
         raise BrokerError("no node of the cluster answers")
 
