@@ -57,7 +57,7 @@ def _api(database_url: str, cluster: RedisCluster, replicas_ack: int) -> Any:
     settings = Settings(
         _env_file=None, ENVIRONMENT="test", DATABASE_URL=database_url, REDIS_URL=cluster.url,
         ADMIN_TOKEN=ADMIN_TOKEN, REDIS_REPLICAS_ACK=replicas_ack,
-        REDIS_REPLICAS_ACK_TIMEOUT_MS=100, REDIS_SOCKET_TIMEOUT=3,
+        REDIS_REPLICAS_ACK_TIMEOUT_MS=1000, REDIS_SOCKET_TIMEOUT=3,
     )  # fmt: skip
     return running_api(settings)
 
