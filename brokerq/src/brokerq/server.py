@@ -278,7 +278,8 @@ class RedisCluster:
     ``replicas`` (0 or 1) replica for each primary.
 
     ``node_timeout_ms`` is ``cluster-node-timeout``: how long a node may be unreachable before
-    the others count it failed and its replica takes over, short for tests. Replicas take over
+    the others count it failed and its replica takes over, short for tests. ``appendonly`` and
+    ``appendfsync``: each node's persistence, as ``RedisServer``'s. Replicas take over
     however stale their data (``cluster-replica-validity-factor 0``), and sync without waiting
     (diskless, no delay). ``primary_for``, ``replica_of`` and ``wait_failover`` (sync and async)
     let tests kill a primary and wait for its replica to serve its slots; a killed node started
@@ -293,6 +294,8 @@ class RedisCluster:
         *,
         replicas: int = 0,
         node_timeout_ms: int = 2000,
+        appendonly: bool = False,
+        appendfsync: str = "everysec",
     ) -> None:
         if replicas not in (0, 1):
             raise ValueError("replicas is 0 or 1")
@@ -305,12 +308,14 @@ class RedisCluster:
             "--repl-diskless-sync-delay", "0",
         )  # fmt: skip
         root = Path(dir)
+        persistence: dict[str, Any] = {"appendonly": appendonly, "appendfsync": appendfsync}
         self.primaries = [
-            RedisServer(root / f"node{i}", cluster=True, extra_args=args) for i in range(size)
+            RedisServer(root / f"node{i}", cluster=True, extra_args=args, **persistence)
+            for i in range(size)
         ]
         """The nodes started as primaries (a failover may have made some of them replicas)."""
         self.replicas = [
-            RedisServer(root / f"replica{i}", cluster=True, extra_args=args)
+            RedisServer(root / f"replica{i}", cluster=True, extra_args=args, **persistence)
             for i in range(size * replicas)
         ]
         """The nodes started as replicas, ``replicas[i]`` of ``primaries[i]``."""

@@ -21,7 +21,7 @@ from reservations.reservation.gate import (
 )
 from reservations.reservation.settle.batch import Incoming, process_batch
 from reservations.reservation.settle.reconcile import reconcile_events
-from reservations.reservation.settle.recovery import requeue_unfinished
+from reservations.reservation.settle.recovery import clear_final_held, requeue_unfinished
 from reservations.worker import consuming
 
 from ..conftest import Api
@@ -196,3 +196,23 @@ def test_the_settle_rate_falls_while_nothing_is_settled_and_expires() -> None:
     assert settle_rate(settled=200, span_s=10, at_ms=at, from_ms=None, now_ms=at + 61_000) is None
     # One batch over a few milliseconds is not taken for thousands per second.
     assert settle_rate(settled=50, span_s=0.005, at_ms=at, from_ms=None, now_ms=at) == 50
+
+
+async def test_clearing_up_after_a_held_request_keeps_its_seat(api: Api, tmp_path: Path) -> None:
+    """A worker that committed a hold and died before clearing up leaves the request unfinished
+    in the gate; the maintenance pass finishes it there but leaves the seat to the hold."""
+    users = await _users(api, 2)
+    event_id = await create_event(api.client, "Held", 1, holdSeconds=60)
+    job = await _request(api, event_id, users[0])
+    unreachable = AdmissionGate(open_commands(f"unix://{tmp_path / 'no-redis.sock'}"))
+    with pytest.raises(RedisConnectionError):
+        await _settle(api, [job], gate=unreachable)
+    assert (await _outcome(api, job))["status"] == "HELD"
+
+    res = api.resources
+    assert await clear_final_held(res.gate, res.session_factory) == 1
+    assert await res.gate.pending(event_id, job) is None
+    assert await res.gate.holders(event_id) == {users[0]: job}
+    late = await _request(api, event_id, users[1])
+    markers = await res.gate.pending(event_id, late)
+    assert markers is not None and markers.admission.value == "SOLD_OUT"
