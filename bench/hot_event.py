@@ -21,13 +21,13 @@ from pathlib import Path
 
 import redis
 
-from brokerq.redis import Connection
+from brokerq.redis import open_commands
 from brokerq.server import RedisServer
 from reservations.reservation.gate import AdmissionGate, EventSnapshot, remember_user
 
 
 async def _drive(url: str, requests: int, concurrency: int, tickets: int) -> dict[str, float]:
-    conn = Connection(url)
+    conn = open_commands(url)
     gate = AdmissionGate(conn)
     await gate.seed(1, EventSnapshot(tickets, {}, 0, 0))
     for start in range(0, requests, 5000):

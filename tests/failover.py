@@ -1,4 +1,5 @@
-"""A Redis failover set for tests: a primary, its replica and three Sentinels on local ports."""
+"""Redis failover for tests: a primary, its replica and three Sentinels on local ports; a Redis
+Cluster with a replica per primary."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from brokerq.server import RedisSentinel, RedisServer
+from brokerq.server import RedisCluster, RedisSentinel, RedisServer
 
 
 class FailoverSet:
@@ -88,6 +89,31 @@ async def sentinels_ready(failover: FailoverSet) -> None:
         while not await known():
             assert time.monotonic() < deadline, "the Sentinels did not learn the set in 30 s"
             await asyncio.sleep(0.05)  # nothing signals it: Sentinel learns by its own polling
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+def whole_cluster(cluster: RedisCluster) -> RedisCluster:
+    """The cluster with all its nodes running and in sync: a node an earlier test killed is
+    started again and rejoins as a replica of the node that took its place."""
+    for node in cluster.nodes:
+        if node.process is None:
+            node.start_sync()
+    cluster.wait_ready_sync()
+    return cluster
+
+
+async def caught_up(primary: RedisServer, replica: RedisServer) -> None:
+    """Until the replica has every write of its primary so far (WAIT would only speak for the
+    writes of its own connection)."""
+    clients = [aioredis.Redis(port=primary.port), aioredis.Redis(port=replica.port)]
+    try:
+        target = (await clients[0].info("replication"))["master_repl_offset"]
+        deadline = time.monotonic() + 30
+        while int((await clients[1].info("replication"))["slave_repl_offset"]) < target:
+            assert time.monotonic() < deadline, "the replica did not catch up in 30 s"
+            await asyncio.sleep(0.02)  # nothing signals it
     finally:
         for client in clients:
             await client.aclose()

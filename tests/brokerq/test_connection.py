@@ -22,7 +22,8 @@ from brokerq import (
     RedisTimeoutError,
     ServerError,
 )
-from brokerq.redis import Connection, RedisAdapter, connect
+from brokerq.redis import Connection, RedisAdapter, connect, is_cluster_url, open_commands
+from brokerq.redis.url import cluster_of
 from brokerq.server import RedisServer
 
 from .conftest import User, until
@@ -298,3 +299,30 @@ def test_invalid_urls_and_options_are_refused_up_front(url, options, says) -> No
         Connection(url, **options)
     assert isinstance(info.value, ValueError)
     assert "secret" not in str(info.value)
+
+
+def test_a_cluster_url_is_taken_apart_into_seed_nodes() -> None:
+    seeds = cluster_of("rediss+cluster://u:pw@10.0.0.1:7000,[::1]:7001,node3/?socket_timeout=2")
+    assert seeds.nodes == (("10.0.0.1", 7000), ("::1", 7001), ("node3", 6379))
+    assert seeds.url == "rediss://u:pw@10.0.0.1:7000/0?socket_timeout=2"
+    assert is_cluster_url("redis+cluster://h:1/") and not is_cluster_url("redis://h:1/0")
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("redis+cluster://127.0.0.1:7000/3", "one database"),
+        ("redis+cluster://127.0.0.1:port/", "port number"),
+        ("redis+cluster://127.0.0.1:0/", "port from 1"),
+    ],
+)
+def test_invalid_cluster_urls_are_refused(url: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        cluster_of(url)
+    with pytest.raises(ConfigError, match=says):
+        open_commands(url)
+
+
+def test_a_cluster_url_is_not_one_connection() -> None:
+    with pytest.raises(ConfigError, match="Redis Cluster"):
+        Connection("redis+cluster://127.0.0.1:7000/")

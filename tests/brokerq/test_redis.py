@@ -224,7 +224,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 
 
 async def test_works_on_a_redis_cluster(cluster: RedisCluster) -> None:
-    queue = BrokerQueue(RedisAdapter(cluster.url, cluster=True))
+    queue = BrokerQueue(RedisAdapter(cluster.url))
     names = [f"cluster/{i}" for i in range(6)]  # spread over the three nodes' slots
     channels = [
         queue.channel(n, int, process=Processing.EXACTLY_ONCE, max_attempts=1) for n in names

@@ -40,22 +40,25 @@ async def _count(url: str, channel: str) -> int:
 async def test_a_produce_waits_for_its_replica(pair: tuple[RedisServer, RedisServer]) -> None:
     primary, replica = pair
     await linked(replica)
-    queue = _queue(primary.url, replicas_ack=1, replicas_ack_timeout="300ms")
+    # A confirmation may take long on a loaded machine; a stopped replica never confirms.
+    patient = _queue(primary.url, replicas_ack=1, replicas_ack_timeout="10s")
+    hasty = _queue(primary.url, replicas_ack=1, replicas_ack_timeout="300ms")
     try:
-        channel = queue.channel("acked", bytes)
-        await channel.produce(b"replicated")
+        await patient.channel("acked", bytes).produce(b"replicated")
         assert replica.process is not None
         os.kill(replica.process.pid, signal.SIGSTOP)
         try:
             with pytest.raises(ReplicationError) as caught:
-                await channel.produce(b"not confirmed")
+                await hasty.channel("acked", bytes).produce(b"not confirmed")
             assert (caught.value.acknowledged, caught.value.wanted) == (0, 1)
         finally:
             os.kill(replica.process.pid, signal.SIGCONT)
+        channel = patient.channel("acked", bytes)
         await channel.produce(b"replicated again")
         assert (await channel.stats()).waiting == 3  # the primary has all three
     finally:
-        await queue.close()
+        await patient.close()
+        await hasty.close()
 
 
 @pytest.mark.parametrize("replicas_ack", [0, 1])
@@ -67,13 +70,18 @@ async def test_a_failover_takes_back_only_unconfirmed_produces(
     ``replicas_ack`` those produces were acknowledged and vanish; with it, none is acknowledged."""
     primary, replica = pair
     await linked(replica)
-    queue = _queue(primary.url, replicas_ack=replicas_ack, replicas_ack_timeout="50ms")
     acknowledged = 0
+    # On the replica before the failover, however slow a loaded machine makes it.
+    patient = _queue(primary.url, replicas_ack=1, replicas_ack_timeout="10s")
+    try:
+        for i in range(20):
+            await patient.channel("failover", bytes).produce(b"before %d" % i)
+            acknowledged += 1
+    finally:
+        await patient.close()
+    queue = _queue(primary.url, replicas_ack=replicas_ack, replicas_ack_timeout="50ms")
     try:
         channel = queue.channel("failover", bytes)
-        for i in range(20):
-            await channel.produce(b"before %d" % i)
-            acknowledged += 1
         promoted = aioredis.Redis.from_url(replica.url)
         try:
             await promoted.execute_command("REPLICAOF", "NO", "ONE")
@@ -93,8 +101,16 @@ async def test_a_failover_takes_back_only_unconfirmed_produces(
     assert vanished == (20 if replicas_ack == 0 else 0)
 
 
-def test_replicas_ack_needs_a_single_server() -> None:
-    with pytest.raises(ConfigError, match="replicas_ack"):
-        RedisAdapter("redis://127.0.0.1:1/0", cluster=True, replicas_ack=1)
+def test_replicas_ack_needs_brokerqs_own_connection() -> None:
+    # WAIT must run on the connection that wrote: a redis-py client's pool cannot promise it.
+    client = aioredis.Redis(port=1)
+    with pytest.raises(ConfigError, match="replicas_ack needs a Redis URL"):
+        RedisAdapter(client=client, replicas_ack=1)
     with pytest.raises(ConfigError, match="replicas_ack"):
         RedisAdapter("redis://127.0.0.1:1/0", replicas_ack=-1)
+    # Redis Cluster: brokerq's own connection to the node of each channel, with the options
+    # a connection has (the cluster client's own are its alone).
+    RedisAdapter("redis://127.0.0.1:1/0", cluster=True, replicas_ack=1)
+    RedisAdapter("redis+cluster://a:1,b:2/?socket_timeout=5", replicas_ack=1, reinitialize_steps=5)
+    with pytest.raises(ConfigError, match="socket_timeout"):
+        RedisAdapter("redis+cluster://a:1/?socket_timeout=-1", replicas_ack=1)

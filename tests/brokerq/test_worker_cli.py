@@ -11,6 +11,7 @@ from brokerq import BrokerQueue, ConsumerState, Worker
 from brokerq.cli import app
 from brokerq.memory import MemoryAdapter
 from brokerq.redis import RedisAdapter
+from brokerq.shards import shard_names
 
 
 async def test_worker_runs_its_consumers_until_stopped() -> None:
@@ -53,6 +54,30 @@ def test_stats_command_prints_every_channel(redis_server) -> None:
     assert result.exit_code == 0, result.output
     [row] = [line for line in result.output.splitlines() if name in line]
     assert row.split("│")[2].strip() == "3"  # waiting
+
+
+def test_stats_command_adds_up_a_sharded_channel_or_shows_its_shards(redis_server) -> None:
+    name = f"cli-sharded-{time.monotonic_ns()}"
+
+    async def fill() -> None:
+        queue = BrokerQueue(RedisAdapter(redis_server.url))
+        await queue.channel(name, int, shards=3).produce_many(list(range(7)))  # 3, 2, 2
+        await queue.close()
+
+    asyncio.run(fill())
+    env = {"COLUMNS": "250"}
+    result = CliRunner().invoke(app, ["stats", "--url", redis_server.url], env=env)
+    assert result.exit_code == 0, result.output
+    [row] = [line for line in result.output.splitlines() if name in line]
+    assert row.split("│")[1].strip() == name
+    assert row.split("│")[2].strip() == "7"  # waiting, over the three shards
+    options = ["stats", "--url", redis_server.url, "--shards", "--channel", name]
+    result = CliRunner().invoke(app, options, env=env)
+    assert result.exit_code == 0, result.output
+    rows = [line.split("│") for line in result.output.splitlines() if name in line]
+    assert sorted((r[1].strip(), r[2].strip()) for r in rows) == sorted(
+        zip(shard_names(name, 3), ["3", "2", "2"], strict=True)
+    )
 
 
 def test_worker_command_rejects_a_bad_target() -> None:

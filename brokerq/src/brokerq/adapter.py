@@ -31,6 +31,8 @@ class Outgoing:
     whose ``accepts_options`` is true."""
     headers: bytes | None = None
     """The message's headers as a JSON object (e.g. a W3C ``traceparent``), or None."""
+    shard: int = 0
+    """On a sharded channel, the shard the channel chose for the message; engines ignore it."""
 
     @property
     def plain(self) -> bool:
@@ -89,6 +91,11 @@ class Exchange:
     """Settled ids this consumer no longer held: its lease had expired and another took over."""
     wait_hint_ms: int
     """Milliseconds until a delayed message is due or a lease expires; -1 when neither."""
+    unsent: Settlement | None = None
+    """On a sharded channel: the part of the settlement not sent, for the consumer to send with
+    a later exchange: that of shards this fetch did not reach, or that failed (``error``)."""
+    error: Exception | None = None
+    """Why some shards did not answer; the deliveries and ``lost`` are those of the others."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -21,10 +21,12 @@ from .options import (
     PRIORITY_MIN,
     ChannelOptions,
     Duration,
+    PartitionKey,
     Processing,
     dedup_window_ms,
     duration_ms,
 )
+from .shards import ShardedAdapter, partition
 
 __all__ = ["Channel"]
 
@@ -49,7 +51,14 @@ class Channel(Generic[T]):
         self.type = type_
         self.options = options
         self.codec = codec_for(type_)
-        self._adapter: Adapter = queue.adapter
+        self.adapter: Adapter = queue.adapter
+        """What the channel and its consumers store to and take from: the queue's adapter, or
+        for a sharded channel a ``ShardedAdapter`` over it."""
+        if options.shards > 1:
+            self.adapter = ShardedAdapter(queue, name, options.shards)
+        self._adapter = self.adapter
+        self._next_shard = 0
+        """The shard of the next message that has no key to choose one (round robin)."""
         self._produced = PRODUCED.labels(name)
         self._deduplicated = DEDUPLICATED.labels(name)
         self._pending: list[tuple[Outgoing, asyncio.Future[ProduceResult]]] = []
@@ -144,6 +153,7 @@ class Channel(Generic[T]):
         self,
         message: T,
         *,
+        key: PartitionKey | None = None,
         hash: str | bytes | None = None,
         delay: Duration | None = None,
         priority: int | None = None,
@@ -158,6 +168,8 @@ class Channel(Generic[T]):
         Options given here replace the channel's for this message. ``options`` are the
         engine's own per-message options (BullMQ job options on ``BullMQAdapter``).
         ``headers`` travel with the message to ``Message.headers`` (e.g. a trace context).
+        ``key`` is the partition key on a sharded channel (else the channel's
+        ``partition_key`` of the message): messages with the same key keep their order.
         """
         self._check_open()
         if (
@@ -174,6 +186,8 @@ class Channel(Generic[T]):
             item = self._outgoing(
                 message, hash, delay, priority, process, deduplication_interval, options, headers
             )
+        if key is not None or self.options.shards > 1:
+            self._route(item, message, key)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ProduceResult] = loop.create_future()
         self._pending.append((item, future))
@@ -182,9 +196,30 @@ class Channel(Generic[T]):
             loop.call_soon(self._flush)
         return await future
 
+    def _route(self, item: Outgoing, message: T, key: PartitionKey | None) -> None:
+        """Choose the message's shard: by its key, else by its exactly-once key (so that a
+        duplicate meets its original), else the next shard in turn."""
+        shards = self.options.shards
+        if key is None and shards > 1 and self.options.partition_key is not None:
+            key = self.options.partition_key(message)
+        if key is not None:
+            try:
+                item.shard = partition(key, shards)
+            except ChannelError as exc:
+                raise ChannelError(str(exc), channel=self.name) from None
+        elif item.dedup_key is not None:
+            item.shard = partition(item.dedup_key, shards)
+        else:
+            item.shard = self._next_shard
+            self._next_shard = (self._next_shard + 1) % shards
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         pending, self._pending = self._pending, []
+        if self.options.shards > 1:
+            task = asyncio.ensure_future(self._store_shards(pending))
+            self.queue.track(task)
+            return
         size = MAX_BATCH
         if len(pending) >= 2 * SPLIT_MIN:
             # Two round trips instead of one: Redis runs the first half while this process packs
@@ -200,18 +235,54 @@ class Channel(Generic[T]):
         try:
             results = await self._adapter.produce(self.name, [item for item, _ in batch])
         except BaseException as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            self._answer(batch, exc)
             if not isinstance(exc, Exception):
                 raise
             return
+        self._answer(batch, results)
+
+    async def _store_shards(
+        self, pending: list[tuple[Outgoing, asyncio.Future[ProduceResult]]]
+    ) -> None:
+        """A tick's produces, a call per shard, all at once and answered together.
+
+        Answered shard by shard, the producers would go on in different ticks, and their next
+        produces would travel in ever smaller batches. A shard that fails fails only its own.
+        """
+        by_shard: dict[int, list[tuple[Outgoing, asyncio.Future[ProduceResult]]]] = {}
+        for entry in pending:
+            by_shard.setdefault(entry[0].shard, []).append(entry)
+        batches = [
+            entries[start : start + MAX_BATCH]
+            for entries in by_shard.values()
+            for start in range(0, len(entries), MAX_BATCH)
+        ]
+        outcomes = await asyncio.gather(
+            *(self._adapter.produce(self.name, [item for item, _ in b]) for b in batches),
+            return_exceptions=True,
+        )
+        for batch, outcome in zip(batches, outcomes, strict=True):
+            self._answer(batch, outcome)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                raise outcome
+
+    def _answer(
+        self,
+        batch: list[tuple[Outgoing, asyncio.Future[ProduceResult]]],
+        outcome: list[tuple[str, bool]] | BaseException,
+    ) -> None:
+        if isinstance(outcome, BaseException):
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(outcome)
+            return
         duplicates = 0
-        for (_, future), (id_, duplicate) in zip(batch, results, strict=True):
+        for (_, future), (id_, duplicate) in zip(batch, outcome, strict=True):
             duplicates += duplicate
             if not future.done():
                 future.set_result(ProduceResult(id_, duplicate))
-        self._count(len(results), duplicates)
+        self._count(len(outcome), duplicates)
 
     def _count(self, total: int, duplicates: int) -> None:
         if total > duplicates:
@@ -223,6 +294,7 @@ class Channel(Generic[T]):
         self,
         messages: Iterable[T],
         *,
+        key: PartitionKey | Callable[[T], PartitionKey] | None = None,
         delay: Duration | None = None,
         priority: int | None = None,
         process: Processing | None = None,
@@ -233,15 +305,18 @@ class Channel(Generic[T]):
         """Store many messages in order, in as few round trips as possible.
 
         Every message is validated before anything is written; exactly-once dedup uses each
-        message's own content hash.
+        message's own content hash. ``key`` is one partition key for every message, or a
+        function giving each message's (see ``produce``); the order given holds per shard.
         """
         self._check_open()
-        items = [
-            self._outgoing(
+        items = []
+        for m in messages:
+            item = self._outgoing(
                 m, None, delay, priority, process, deduplication_interval, options, headers
             )
-            for m in messages
-        ]
+            if key is not None or self.options.shards > 1:
+                self._route(item, m, key(m) if callable(key) else key)
+            items.append(item)
         results: list[ProduceResult] = []
         for start in range(0, len(items), MAX_BATCH):
             stored = await self._adapter.produce(self.name, items[start : start + MAX_BATCH])

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from .messages import ChannelStats
 from .queue import BrokerQueue
+from .shards import base_name
 from .worker import Worker
 
 app = typer.Typer(help="brokerq: a typed broker queue on Redis.", no_args_is_help=True)
@@ -69,6 +70,9 @@ def stats(
     ] = "redis://127.0.0.1:6379/0",
     cluster: Annotated[bool, typer.Option(help="the URL is a Redis Cluster node")] = False,
     channel: Annotated[list[str] | None, typer.Option(help="channels (default: all)")] = None,
+    shards: Annotated[
+        bool, typer.Option(help="a row per shard of a sharded channel, not one per channel")
+    ] = False,
 ) -> None:
     """Print a table of channels and their message counts."""
     from .redis import RedisAdapter
@@ -76,7 +80,10 @@ def stats(
     async def main() -> list[ChannelStats]:
         queue = BrokerQueue(RedisAdapter(url, cluster=cluster))
         try:
-            names = channel or await queue.channels()
+            if not shards:
+                return await queue.channel_stats(channel)
+            stored = await queue.adapter.channels()
+            names = [s for s in stored if channel is None or base_name(s) in channel]
             return [await queue.adapter.stats(name) for name in names]
         finally:
             await queue.close()

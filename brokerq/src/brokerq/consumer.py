@@ -28,7 +28,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from .adapter import Delivery, Settlement
+from .adapter import Delivery, Exchange, Settlement
 from .codec import DECODE_ERRORS
 from .errors import ConsumerError
 from .handles import ChannelHandle
@@ -91,7 +91,7 @@ class Consumer(Generic[T]):
         self.processed = 0
         self.failed = 0
         self.lost = 0
-        self._adapter = channel.queue.adapter
+        self._adapter = channel.adapter
         self._handler: Any = handler
         self._envelope = _wants_envelope(handler) if envelope is None else envelope
         # A blocking handler on the event loop would starve lease renewal; give it a thread.
@@ -180,6 +180,7 @@ class Consumer(Generic[T]):
                 continue
             failures = 0
             self._note_lost(ex.lost)
+            self._keep_unsent(ex)
             if self._stop.is_set():
                 self._settle.releases.extend(d.id for d in ex.deliveries)
                 break
@@ -228,10 +229,15 @@ class Consumer(Generic[T]):
         run at once. A task per message cost a quarter of a no-op message's time.
         """
         spare = self._spare
+        runners = self._runners
+        if len(runners) >= self.max_parallel:
+            # A runner that has just returned leaves the set only in a later step of the loop
+            # (its done callback): counted now, it would keep these messages waiting for ever.
+            runners.difference_update([task for task in runners if task.done()])
         if (
             (spare is None or spare.done())
             and self._queued
-            and len(self._runners) < self.max_parallel
+            and len(runners) < self.max_parallel
             and not self._no_more_runners
         ):
             self._spare = task = asyncio.create_task(self._run())
@@ -344,6 +350,17 @@ class Consumer(Generic[T]):
                 self.channel.name, self.id, ids,
             )  # fmt: skip
 
+    def _keep_unsent(self, ex: Exchange, *, warn: bool = True) -> bool:
+        """Keep what a sharded channel's exchange did not send, to send it with the next one;
+        True when a shard failed."""
+        if ex.unsent:
+            self._settle.extend(ex.unsent)
+        if ex.error is None:
+            return False
+        if warn:
+            log.warning("channel %s: a shard failed: %r", self.channel.name, ex.error)
+        return True
+
     # -- settling outside the fetch loop ------------------------------------------------------
 
     def _flush_soon(self) -> None:
@@ -374,6 +391,8 @@ class Consumer(Generic[T]):
                 await asyncio.sleep(0.2)
                 continue
             self._note_lost(ex.lost)
+            if self._keep_unsent(ex, warn=warn):
+                await asyncio.sleep(0.2)
 
     async def _renew(self) -> None:
         ch = self.channel

@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
     import asyncio
+    from collections.abc import Iterable
 
     from .adapter import Adapter
     from .codec import Codec
+    from .messages import ChannelStats
     from .options import ChannelOptions
 
 __all__ = ["ChannelHandle", "Closeable", "QueueHandle"]
@@ -41,6 +43,8 @@ class QueueHandle(Protocol):
 
     async def channels(self) -> list[str]: ...
 
+    async def channel_stats(self, names: Iterable[str] | None = None) -> list[ChannelStats]: ...
+
 
 class ChannelHandle(Protocol[T]):
     """A ``Channel`` as its consumers use it."""
@@ -53,6 +57,12 @@ class ChannelHandle(Protocol[T]):
 
     @property
     def options(self) -> ChannelOptions: ...
+
+    @property
+    def adapter(self) -> Adapter:
+        """What the consumers take messages from (the queue's adapter, or the channel's shards
+        over it)."""
+        ...
 
     @property
     def queue(self) -> QueueHandle: ...

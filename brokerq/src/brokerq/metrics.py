@@ -1,8 +1,9 @@
 """Prometheus metrics: per-process counters and handler durations, and the broker's own counts.
 
 Consumers and channels record into the default registry as they work. Queue depths and broker
-counters live in the broker, so ``export_channel_stats`` reads them (one call per channel) and
-sets gauges; call it before generating a scrape, e.g. in a ``/metrics`` endpoint.
+counters live in the broker, so ``export_channel_stats`` reads them (the list of channels, then
+one call per channel, or per shard of a sharded one) and sets gauges; call it before generating
+a scrape, e.g. in a ``/metrics`` endpoint.
 """
 
 from __future__ import annotations
@@ -153,10 +154,10 @@ _EVENTS = ("produced", "processed", "retried", "redelivered", "dead_lettered")
 
 
 async def export_channel_stats(queue: QueueHandle, channels: Iterable[str] | None = None) -> None:
-    """Read every channel's counts from the broker into the gauges above."""
-    names = list(channels) if channels is not None else await queue.channels()
-    for name in names:
-        stats = await queue.adapter.stats(name)
+    """Read every channel's counts from the broker into the gauges above (a sharded channel's
+    added up over its shards)."""
+    for stats in await queue.channel_stats(channels):
+        name = stats.channel
         for state in _STATES:
             CHANNEL_MESSAGES.labels(name, state).set(getattr(stats, state))
         for event in _EVENTS:

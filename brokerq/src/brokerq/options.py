@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from .errors import ChannelError
 
@@ -18,6 +19,7 @@ __all__ = [
     "ChannelOptions",
     "ChannelOptionsDict",
     "Duration",
+    "PartitionKey",
     "Processing",
     "check_channel_name",
     "dedup_window_ms",
@@ -27,10 +29,14 @@ __all__ = [
 Duration = str | int | float | timedelta
 """``"250ms"``, ``"1s"``, ``"5m"``, ``"2h"``, ``"1d"``, a number of seconds, or a ``timedelta``."""
 
+PartitionKey = str | bytes | int
+"""What picks a message's shard on a sharded channel (``brokerq.shards.partition``)."""
+
 PRIORITY_MIN = -1000
 PRIORITY_MAX = 1000
 DEFAULT_DEDUP_MS = 5 * 60 * 1000
 MIN_LEASE_MS = 100
+MAX_SHARDS = 128
 
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
@@ -57,6 +63,8 @@ class ChannelOptionsDict(TypedDict, total=False):
     max_attempts: int
     retry_backoff: Duration
     max_retry_backoff: Duration
+    shards: int
+    partition_key: Callable[[Any], PartitionKey] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +87,13 @@ class ChannelOptions:
     """The first retry's delay; each further retry doubles it, with equal jitter."""
     max_retry_backoff: Duration = "5m"
     """The longest retry delay."""
+    shards: int = 1
+    """Over how many shards the channel is spread, each its own set of keys (on Redis Cluster,
+    its own hash tag and so a primary of its own); 1 keeps the channel in one (see
+    ``brokerq.shards``). Producers and consumers must declare the same number."""
+    partition_key: Callable[[Any], PartitionKey] | None = None
+    """The partition key of a message produced without ``key=``, e.g. ``lambda m: m.event_id``:
+    messages with the same key go to the same shard, in order. Not called with one shard."""
 
     dedup_ms: int = field(init=False, repr=False)
     """The deduplication window; 0 for at-least-once."""
@@ -93,6 +108,13 @@ class ChannelOptions:
         attempts = self.max_attempts
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
             raise ChannelError(f"max_attempts must be an int >= 1, got {attempts!r}")
+        shards = self.shards
+        if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= MAX_SHARDS:
+            raise ChannelError(f"shards must be an int from 1 to {MAX_SHARDS}, got {shards!r}")
+        if self.partition_key is not None and not callable(self.partition_key):
+            raise ChannelError(
+                f"partition_key must be a function of the message, got {self.partition_key!r}"
+            )
         # Frozen: the derived values are set once, here, through object.__setattr__.
         derived = {
             "dedup_ms": dedup_window_ms(self.process, self.deduplication_interval),

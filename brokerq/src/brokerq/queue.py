@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, Unpack, overload
 
 from .channel import Channel
 from .errors import ChannelError
 from .handles import Closeable
 from .options import ChannelOptions, ChannelOptionsDict, check_channel_name
+from .shards import add_stats, base_name, is_shard_name
 
 if TYPE_CHECKING:
     from .adapter import Adapter
+    from .messages import ChannelStats
 
 __all__ = ["BrokerQueue", "Closeable"]
 
@@ -44,11 +47,15 @@ class BrokerQueue:
     def channel(self, name: str, type_: Any, **options: Unpack[ChannelOptionsDict]) -> Channel[Any]:
         """Declare a channel: a name and the type of its messages, plus its options (the fields
         of ``ChannelOptions``: ``process``, ``deduplication_interval``, ``lease``,
-        ``max_attempts``, ``retry_backoff``, ``max_retry_backoff``).
+        ``max_attempts``, ``retry_backoff``, ``max_retry_backoff``, ``shards``,
+        ``partition_key``).
 
-        Declare it once in a module that producers and workers both import.
+        Declare it once in a module that producers and workers both import. A name may not end
+        in ``#<digits>`` (or ``#<digits>.<digits>``): that is how shards are named.
         """
         check_channel_name(name)
+        if is_shard_name(name):
+            raise ChannelError("a name ending in '#<digits>' is a shard's", channel=name)
         try:
             checked = ChannelOptions(**options)
         except ChannelError as exc:
@@ -56,8 +63,22 @@ class BrokerQueue:
         return Channel(self, name, type_, checked)
 
     async def channels(self) -> list[str]:
-        """Names of the channels the broker holds messages or counters for."""
-        return await self.adapter.channels()
+        """Names of the channels the broker holds messages or counters for; a sharded channel
+        once, by its name."""
+        return sorted({base_name(name) for name in await self.adapter.channels()})
+
+    async def channel_stats(self, names: Iterable[str] | None = None) -> list[ChannelStats]:
+        """The counts of every channel (or of those named), each channel's shards added up:
+        every shard the broker holds for it, whatever shard count it is declared with now."""
+        stored: dict[str, list[str]] = {}
+        for name in await self.adapter.channels():
+            stored.setdefault(base_name(name), []).append(name)
+        wanted = sorted(stored) if names is None else list(names)
+        found = []
+        for name in wanted:
+            parts = [await self.adapter.stats(s) for s in stored.get(name, [name])]
+            found.append(parts[0] if len(parts) == 1 else add_stats(name, parts))
+        return found
 
     # -- what close waits for ------------------------------------------------------------------
 

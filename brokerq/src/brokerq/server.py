@@ -16,8 +16,11 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from .errors import BrokerError
 
@@ -151,7 +154,8 @@ class RedisServer:
             self.kill()  # never leave a server behind that nobody will stop
             raise
 
-    def _ping(self) -> bool:
+    def ping(self) -> bool:
+        """Whether the server answers PING now (AUTH first if it has a password)."""
         try:
             with contextlib.ExitStack() as stack:
                 s = stack.enter_context(socket.create_connection(("127.0.0.1", self.port), 1))
@@ -176,7 +180,7 @@ class RedisServer:
                 log = self.dir / "redis.log"
                 tail = log.read_text()[-2000:] if log.exists() else ""
                 raise BrokerError(f"redis-server exited with {self.process.returncode}: {tail}")
-            if self._ping():
+            if self.ping():
                 return
             time.sleep(0.02)
         raise BrokerError(f"redis-server on port {self.port} not ready in {_READY_TIMEOUT_S}s")
@@ -270,19 +274,58 @@ class RedisSentinel(RedisServer):
 
 
 class RedisCluster:
-    """A Redis Cluster of ``size`` primaries on local ports, slots split evenly, no replicas."""
+    """A Redis Cluster on local ports: ``size`` primaries with the slots split evenly, and
+    ``replicas`` (0 or 1) replica for each primary.
 
-    def __init__(self, dir: str | os.PathLike[str], size: int = 3) -> None:
-        self.nodes = [
-            RedisServer(
-                Path(dir) / f"node{i}", cluster=True, extra_args=("--cluster-node-timeout", "2000")
-            )
+    ``node_timeout_ms`` is ``cluster-node-timeout``: how long a node may be unreachable before
+    the others count it failed and its replica takes over, short for tests. ``appendonly`` and
+    ``appendfsync``: each node's persistence, as ``RedisServer``'s. Replicas take over
+    however stale their data (``cluster-replica-validity-factor 0``), and sync without waiting
+    (diskless, no delay). ``primary_for``, ``replica_of`` and ``wait_failover`` (sync and async)
+    let tests kill a primary and wait for its replica to serve its slots; a killed node started
+    again (``node.start_sync()``, same port and data directory) rejoins as a replica of the node
+    that took its place, and ``wait_ready_sync`` waits until it is in sync.
+    """
+
+    def __init__(
+        self,
+        dir: str | os.PathLike[str],
+        size: int = 3,
+        *,
+        replicas: int = 0,
+        node_timeout_ms: int = 2000,
+        appendonly: bool = False,
+        appendfsync: str = "everysec",
+    ) -> None:
+        if replicas not in (0, 1):
+            raise ValueError("replicas is 0 or 1")
+        args = (
+            "--cluster-node-timeout", str(node_timeout_ms),
+            "--cluster-replica-validity-factor", "0",
+            # A replica stays with its primary: the tests know which replica takes over.
+            "--cluster-allow-replica-migration", "no",
+            "--repl-diskless-sync", "yes",
+            "--repl-diskless-sync-delay", "0",
+        )  # fmt: skip
+        root = Path(dir)
+        persistence: dict[str, Any] = {"appendonly": appendonly, "appendfsync": appendfsync}
+        self.primaries = [
+            RedisServer(root / f"node{i}", cluster=True, extra_args=args, **persistence)
             for i in range(size)
         ]
+        """The nodes started as primaries (a failover may have made some of them replicas)."""
+        self.replicas = [
+            RedisServer(root / f"replica{i}", cluster=True, extra_args=args, **persistence)
+            for i in range(size * replicas)
+        ]
+        """The nodes started as replicas, ``replicas[i]`` of ``primaries[i]``."""
+        self.nodes = [*self.primaries, *self.replicas]
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.nodes[0].port}"
+        """``redis+cluster://`` with every node as a seed."""
+        seeds = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+        return f"redis+cluster://{seeds}/"
 
     def start_sync(self) -> None:
         try:
@@ -292,32 +335,99 @@ class RedisCluster:
             raise
 
     def _form(self) -> None:
-        import redis
-
+        taken: set[int] = set()
         for node in self.nodes:
-            node.start_sync()
-        slots_per_node = 16384 // len(self.nodes)
-        clients = [redis.Redis(port=n.port) for n in self.nodes]
-        try:
-            for i, client in enumerate(clients):
+            _start_node(node, taken)
+        slots_per_node = 16384 // len(self.primaries)
+        with _clients(self.nodes) as clients:
+            for i, client in enumerate(clients[: len(self.primaries)]):
                 first = i * slots_per_node
-                last = 16383 if i == len(self.nodes) - 1 else first + slots_per_node - 1
-                client.execute_command("CLUSTER ADDSLOTS", *range(first, last + 1))  # type: ignore[no-untyped-call]
+                last = 16383 if i == len(self.primaries) - 1 else first + slots_per_node - 1
+                client.execute_command("CLUSTER ADDSLOTS", *range(first, last + 1))
             for node in self.nodes[1:]:
-                clients[0].execute_command("CLUSTER MEET", "127.0.0.1", node.port)  # type: ignore[no-untyped-call]
-            deadline = time.monotonic() + _READY_TIMEOUT_S
-            while not all(_cluster_ok(c, len(self.nodes)) for c in clients):
-                if time.monotonic() > deadline:
-                    raise BrokerError("Redis Cluster did not reach state ok")
-                time.sleep(0.05)
-        finally:
-            for client in clients:
-                client.close()
+                clients[0].execute_command("CLUSTER MEET", "127.0.0.1", node.port)
+            if self.replicas:
+                # A replica can follow its primary once it has heard of it.
+                _until(lambda: all(_known(c, len(self.nodes)) for c in clients), "the nodes met")
+                for primary, replica in zip(
+                    clients[: len(self.primaries)], clients[len(self.primaries) :], strict=False
+                ):
+                    replica.execute_command("CLUSTER", "REPLICATE", _node_id(primary))
+        self.wait_ready_sync()
+
+    def wait_ready_sync(self, timeout: float = _READY_TIMEOUT_S) -> None:
+        """Until every running node sees the cluster ok with all the nodes, each slot's primary
+        with a running replica in sync (also after a node restarts and after a takeover, once
+        the old primary has become a replica), and every node sees the same roles."""
+        running = [n for n in self.nodes if n.process is not None]
+        with _clients(running) as clients:
+
+            def ready() -> bool:
+                return (
+                    all(_cluster_ok(c, len(self.nodes)) for c in clients)
+                    and all(_linked(c) for c in clients)
+                    and _settled_roles(clients, len(self.primaries))
+                )
+
+            _until(ready, "the Redis Cluster became ready", timeout)
 
     def stop_sync(self) -> None:
         for node in self.nodes:
             with contextlib.suppress(Exception):
                 node.stop_sync()
+
+    # -- for failover tests ----------------------------------------------------------------------
+
+    def primary_for(self, key: str) -> RedisServer:
+        """The node serving ``key``'s slot now, as the first node that answers sees it."""
+        with _clients([self._answering()]) as [client]:
+            slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
+            for first, last, serving, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                if first <= slot <= last:
+                    return self._by_port(int(serving[1]))
+        raise BrokerError(f"no node serves slot {slot}")
+
+    def replica_of(self, primary: RedisServer) -> RedisServer:
+        """The replica of ``primary`` (asked of a node that answers: ``primary`` may be dead)."""
+        with _clients([self._answering()]) as [client]:
+            lines = _nodes(client)
+        [primary_id] = [line.id for line in lines if line.port == primary.port]
+        found = [line.port for line in lines if line.primary_id == primary_id]
+        if not found:
+            raise BrokerError(f"the node on port {primary.port} has no replica")
+        return self._by_port(found[0])
+
+    def wait_failover_sync(self, replica: RedisServer, within_s: float = 30.0) -> None:
+        """Until ``replica`` is a primary (it took over its primary's slots) and every other
+        running node knows it and sees the cluster ok again."""
+
+        def done() -> bool:
+            with _clients([n for n in self.nodes if n.process is not None]) as clients:
+                for client in clients:
+                    lines = _nodes(client)
+                    if not any(n.port == replica.port and n.is_primary for n in lines):
+                        return False
+                    if not _cluster_ok(client, len(self.nodes)):
+                        return False
+                return True
+
+        _until(done, f"the node on port {replica.port} took over", within_s)
+
+    async def wait_failover(self, replica: RedisServer, within_s: float = 30.0) -> None:
+        """``wait_failover_sync`` off the event loop (other tasks keep running meanwhile)."""
+        await asyncio.to_thread(self.wait_failover_sync, replica, within_s)
+
+    def _answering(self) -> RedisServer:
+        for node in self.nodes:
+            if node.process is not None and node.ping():
+                return node
+        raise BrokerError("no node of the cluster answers")
+
+    def _by_port(self, port: int) -> RedisServer:
+        for node in self.nodes:
+            if node.port == port:
+                return node
+        raise BrokerError(f"no node of this cluster on port {port}")
 
     def __enter__(self) -> RedisCluster:
         self.start_sync()
@@ -332,6 +442,35 @@ class RedisCluster:
         self.stop_sync()
 
 
+def _start_node(node: RedisServer, taken: set[int]) -> None:
+    """Start a cluster node on a port free with its bus port (``port + 10000``), clear of the
+    other nodes' ports; again on another one if something took it in the meantime."""
+    for attempt in range(5):
+        node.port = _cluster_port(taken)
+        try:
+            node.start_sync()
+        except BrokerError as exc:
+            if "Address already in use" not in str(exc) or attempt == 4:
+                raise
+            continue
+        taken.update((node.port, node.port + 10000))
+        return
+
+
+def _cluster_port(taken: set[int]) -> int:
+    for _ in range(100):
+        port = free_port()
+        if {port, port + 10000} & taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise BrokerError("no free pair of ports for a cluster node")
+
+
 def _cluster_ok(client: object, size: int) -> bool:
     info = client.execute_command("CLUSTER INFO")  # type: ignore[attr-defined]
     if isinstance(info, bytes | str):  # redis-py parses the reply into a dict in most versions
@@ -340,3 +479,91 @@ def _cluster_ok(client: object, size: int) -> bool:
     return bool(
         info.get("cluster_state") == "ok" and str(info.get("cluster_known_nodes")) == str(size)
     )
+
+
+@contextlib.contextmanager
+def _clients(nodes: list[RedisServer]) -> Iterator[list[Any]]:
+    """redis-py clients of ``nodes``, quick to give up on a node that does not answer."""
+    import redis
+
+    clients = [redis.Redis(port=n.port, socket_timeout=2, socket_connect_timeout=2) for n in nodes]
+    try:
+        yield clients
+    finally:
+        for client in clients:
+            client.close()
+
+
+def _until(condition: Callable[[], bool], what: str, timeout: float = _READY_TIMEOUT_S) -> None:
+    """Poll ``condition`` (nodes learn from each other by gossip: nothing signals it); an error
+    from a node still starting, failing or taking over counts as not yet."""
+    import redis
+
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while True:
+        try:
+            if condition():
+                return
+        except (redis.RedisError, OSError) as exc:
+            last = exc
+        if time.monotonic() > deadline:
+            detail = f" (last error: {last})" if last else ""
+            raise BrokerError(f"not done within {timeout:g}s: {what}{detail}")
+        time.sleep(0.05)
+
+
+@dataclass(frozen=True)
+class _NodeLine:
+    """One line of ``CLUSTER NODES``: a node as another node sees it."""
+
+    id: str
+    port: int
+    flags: frozenset[str]
+    primary_id: str | None
+
+    @property
+    def is_primary(self) -> bool:
+        return "master" in self.flags and not self.flags & {"fail", "fail?"}
+
+
+def _nodes(client: Any) -> list[_NodeLine]:
+    text = client.execute_command("CLUSTER", "NODES").decode()
+    lines = []
+    for line in text.splitlines():
+        fields = line.split(" ")
+        address = fields[1].split("@", 1)[0]
+        lines.append(
+            _NodeLine(
+                id=fields[0],
+                port=int(address.rsplit(":", 1)[1]),
+                flags=frozenset(fields[2].split(",")),
+                primary_id=None if fields[3] == "-" else fields[3],
+            )
+        )
+    return lines
+
+
+def _node_id(client: Any) -> str:
+    return str(client.execute_command("CLUSTER", "MYID").decode())
+
+
+def _known(client: Any, size: int) -> bool:
+    return len(_nodes(client)) == size
+
+
+def _linked(client: Any) -> bool:
+    """A primary, or a replica in sync with its primary."""
+    info = client.info("replication")
+    return bool(info["role"] == "master" or info.get("master_link_status") == "up")
+
+
+def _settled_roles(clients: list[Any], primaries: int) -> bool:
+    """Every running node but one per slot range is a replica, and every node sees each
+    replica following the primary the replica itself follows (a primary only votes for a
+    replica it knows as its failed primary's)."""
+    views = [_nodes(c) for c in clients]
+    truth = {line.id: line.primary_id for view in views for line in view if "myself" in line.flags}
+    if sum(primary_id is not None for primary_id in truth.values()) != len(clients) - primaries:
+        return False  # a primary that lost its slots has not turned into a replica yet
+    return all(truth.get(line.id, line.primary_id) == line.primary_id for v in views for line in v)

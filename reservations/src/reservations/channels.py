@@ -100,7 +100,8 @@ def queue_adapter(
     )
 
 
-def reservation_channel(queue: BrokerQueue) -> Channel[ReserveEvent]:
+def reservation_channel(queue: BrokerQueue, *, shards: int = 1) -> Channel[ReserveEvent]:
+    """``shards``: ``RESERVATION_CHANNEL_SHARDS``; every producer and worker passes the same."""
     from brokerq import Processing
 
     return queue.channel(
@@ -112,7 +113,15 @@ def reservation_channel(queue: BrokerQueue) -> Channel[ReserveEvent]:
         max_attempts=RESERVATION_MAX_ATTEMPTS,
         retry_backoff="200ms",
         max_retry_backoff="30s",
+        shards=shards,
+        # Every produce of an event's requests (accepted, or queued again by recovery) goes to
+        # the event's shard: they keep the order of one channel.
+        partition_key=_event_id,
     )
+
+
+def _event_id(message: ReserveEvent) -> int:
+    return message.eventId
 
 
 def hold_channel(queue: BrokerQueue) -> Channel[HoldExpiry]:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from brokerq.redis import Connection
+from brokerq.redis import Commands
 
 from .middleware.rate_limit import Limiter, RateLimiter, SharedRateLimiter
 from .settings import Settings
@@ -32,7 +32,7 @@ class Resources:
     settings: Settings
     engine: AsyncEngine
     session_factory: async_sessionmaker[AsyncSession]
-    redis: Connection
+    redis: Commands
     queue: BrokerQueue
     channel: Channel[ReserveEvent]
     gate: AdmissionGate
@@ -69,6 +69,7 @@ async def open_resources(
 ) -> AsyncIterator[Resources]:
     """What the API and the workers share: database engine, Redis, the queue and its channel."""
     from brokerq import BrokerQueue
+    from brokerq.redis import acknowledged_by, is_cluster_url, open_commands
 
     from .channels import hold_channel, queue_adapter, reservation_channel
     from .db import create_engine, create_session_factory
@@ -79,9 +80,19 @@ async def open_resources(
         raise RuntimeError("DATABASE_URL is not set")
     engine = create_engine(database_url, pool_size=pool_size or settings.db_pool_size)
     redis_url = settings.effective_redis_url
-    # brokerq's pipelined connection: every request's gate calls share it, many in flight; a
-    # reply that does not come fails its call after the timeout instead of holding it for ever.
-    redis = Connection(redis_url, socket_timeout=settings.redis_socket_timeout_s)
+    # brokerq's pipelined connection (or redis-py's cluster client on Redis Cluster): every
+    # request's gate calls share it, many in flight; a reply that does not come fails its call
+    # after the timeout instead of holding it for ever.
+    redis = open_commands(redis_url, socket_timeout=settings.redis_socket_timeout_s)
+    replicated = None
+    if settings.redis_replicas_ack and is_cluster_url(redis_url):
+        # On one server the queue's WAIT, after the admission, covers it too (replication is
+        # in write order); on a Cluster the event's primary is another node: its own WAIT.
+        replicated = acknowledged_by(
+            redis, url=redis_url, password=None,
+            options={"socket_timeout": settings.redis_socket_timeout_s},
+            wanted=settings.redis_replicas_ack, timeout_ms=settings.redis_replicas_ack_timeout_ms,
+        )  # fmt: skip
     queue = BrokerQueue(
         queue_adapter(
             settings.queue_engine,
@@ -98,8 +109,8 @@ async def open_resources(
             session_factory=create_session_factory(engine),
             redis=redis,
             queue=queue,
-            channel=reservation_channel(queue),
-            gate=AdmissionGate(redis),
+            channel=reservation_channel(queue, shards=settings.reservation_channel_shards),
+            gate=AdmissionGate(redis, replicated=replicated),
             holds=hold_channel(queue),
         )
         yield resources
@@ -107,5 +118,7 @@ async def open_resources(
         if resources is not None and resources.limiter is not None:
             await resources.limiter.close()
         await queue.close()
+        if replicated is not None:
+            await replicated.close()
         await redis.close()
         await engine.dispose()

@@ -193,6 +193,16 @@ class Settings(BaseSettings):
         description="'bullmq' keeps the reservation queue in BullMQ's layout, shared with the "
         "seed's NestJS services",
     )
+    reservation_channel_shards: int = Field(
+        default=1,
+        validation_alias="RESERVATION_CHANNEL_SHARDS",
+        ge=1,
+        le=128,
+        description="shards of the reservation channel (brokerq's shards=), partitioned by event "
+        "id so that each event's requests keep their order; on Redis Cluster each shard can be "
+        "on a primary of its own. The API and every worker must use the same number; change it "
+        "only with the channel drained. Not with QUEUE_ENGINE=bullmq",
+    )
 
     @model_validator(mode="after")
     def _rate_limit_parses(self) -> Settings:
@@ -201,6 +211,9 @@ class Settings(BaseSettings):
         self.trusted_proxies()
         if self.redis_replicas_ack and self.queue_engine == "bullmq":
             raise ValueError("REDIS_REPLICAS_ACK works with QUEUE_ENGINE=redis only")
+        if self.reservation_channel_shards > 1 and self.queue_engine == "bullmq":
+            # BullMQ's workers (the seed's services) know one queue, not shards of it.
+            raise ValueError("RESERVATION_CHANNEL_SHARDS works with QUEUE_ENGINE=redis only")
         return self
 
     def trusted_proxies(self) -> list[str]:

@@ -122,7 +122,9 @@ class ReservationProcessor:
         """Tell recovery the queue has these requests: it must not queue copies of them while
         they fail and wait for their retries."""
         until_ms = time.time_ns() // 1_000_000 + DELIVERED_HOLD_MS
-        await self.gate.hold_unfinished([m.data.requestId for m in batch], until_ms)
+        await self.gate.hold_unfinished(
+            [(m.data.requestId, m.data.eventId) for m in batch], until_ms
+        )
 
     async def _write(self, batch: list[Message[ReserveEvent]]) -> dict[str, Exception]:
         try:

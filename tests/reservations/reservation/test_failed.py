@@ -199,7 +199,7 @@ async def test_a_request_is_failed_on_its_last_attempt_only(
     event_id = await create_event(api.client, "Refused", 5)
     await refusal.start("reservations", user_id)
     job = await request(api, event_id, user_id)
-    marker = await api.resources.gate.pending(job)
+    marker = await api.resources.gate.pending(event_id, job)
     assert marker is not None
     data = ReserveEvent(
         userId=user_id, eventId=event_id, requestId=job, admission=marker.admission,

@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from brokerq import RedisConnectionError
 from brokerq.server import RedisServer
 from reservations.app import create_app
+from reservations.reservation.gate import event_keys
 from reservations.reservation.settle.reconcile import FULL_CHECK_PASSES
 from reservations.resources import Resources
 from reservations.settings import Settings
@@ -84,7 +85,7 @@ class Service:
 
     async def admitted(self, event_id: int) -> dict[int, str]:
         """The gate's seats of the event: user id -> the request holding the seat."""
-        raw = await self.resources.redis.call("HGETALL", f"rsv:event:{event_id}:admitted")
+        raw = await self.resources.redis.call("HGETALL", event_keys(event_id).admitted)
         return {int(raw[i]): raw[i + 1].decode() for i in range(0, len(raw), 2)}
 
     async def maintain_until_rebuilt(self, event_id: int) -> None:
@@ -212,8 +213,8 @@ async def test_the_gate_is_corrected_in_both_directions(
     # Drift both ways at once: a reserved user forgotten, a seat held by nobody's request.
     redis = Redis.from_url(own_redis.url)
     try:
-        await redis.hdel(f"rsv:event:{event_id}:admitted", str(users[0]))
-        await redis.hset(f"rsv:event:{event_id}:admitted", "999999", "a-request-nobody-sent")
+        await redis.hdel(event_keys(event_id).admitted, str(users[0]))
+        await redis.hset(event_keys(event_id).admitted, "999999", "a-request-nobody-sent")
     finally:
         await redis.aclose()
     await eventually(

@@ -210,7 +210,7 @@ async def test_a_hold_whose_timer_was_lost_is_ended_by_the_backstop(
     user_id = await create_user(api.client, 1)
     res = api.resources
     job_id = (await _request(api, event_id, user_id))["id"]
-    marker = await res.gate.pending(job_id)
+    marker = await res.gate.pending(event_id, job_id)
     assert marker is not None
     from reservations.channels import ReserveEvent
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from brokerq import RedisConnectionError
-from brokerq.redis import Connection
+from brokerq.redis import open_commands
 from reservations.channels import ReserveEvent
 from reservations.reservation.gate import (
     AdmissionGate,
@@ -21,7 +21,7 @@ from reservations.reservation.gate import (
 )
 from reservations.reservation.settle.batch import Incoming, process_batch
 from reservations.reservation.settle.reconcile import reconcile_events
-from reservations.reservation.settle.recovery import requeue_unfinished
+from reservations.reservation.settle.recovery import clear_final_held, requeue_unfinished
 from reservations.worker import consuming
 
 from ..conftest import Api
@@ -55,7 +55,11 @@ async def _positions(api: Api, job_ids: list[str]) -> list[int | None]:
 async def _settle(api: Api, job_ids: list[str], gate: AdmissionGate | None = None) -> None:
     """Write the outcomes of these queued requests as a worker would, from their markers."""
     res = api.resources
-    markers = await res.gate.pending_many(job_ids)
+    ids = await res.request_ids()
+    issued = [ids.verify(job_id) for job_id in job_ids]
+    markers = await res.gate.pending_many(
+        (job_id, i.event_id) for job_id, i in zip(job_ids, issued, strict=True) if i is not None
+    )
     batch = []
     for job_id in job_ids:
         p = markers[job_id]
@@ -123,17 +127,19 @@ async def test_undo_gives_up_the_place_in_line(api: Api) -> None:
     users = await _users(api, 3)
     event_id = await create_event(api.client, "Concert", 5)
     gate = api.resources.gate
+    signer = await api.resources.request_ids()
+    ids = [signer.new(event_id=event_id, user_id=u, accepted_at_ms=1) for u in users]
     for user_id in users:
         await remember_user(gate.redis, user_id)
     for n, user_id in enumerate(users):
         result = await gate.admit(
-            event_id=event_id, user_id=user_id, request_id=f"r{n}", accepted_at_ms=1
+            event_id=event_id, user_id=user_id, request_id=ids[n], accepted_at_ms=1
         )
         assert result.seq == n + 1
-    assert await _positions(api, ["r0", "r1", "r2"]) == [1, 2, 3]
-    await gate.undo(event_id=event_id, user_id=users[1], request_id="r1")
-    assert await _positions(api, ["r0", "r2"]) == [1, 2]
-    assert (await api.client.get("/reservation/requests/r1")).status_code == 404
+    assert await _positions(api, ids) == [1, 2, 3]
+    await gate.undo(event_id=event_id, user_id=users[1], request_id=ids[1])
+    assert await _positions(api, [ids[0], ids[2]]) == [1, 2]
+    assert await gate.pending(event_id, ids[1]) is None
 
 
 async def test_recovery_clears_the_place_of_a_request_its_worker_left_behind(
@@ -145,7 +151,7 @@ async def test_recovery_clears_the_place_of_a_request_its_worker_left_behind(
     event_id = await create_event(api.client, "Concert", 5)
     jobs = [await _request(api, event_id, user_id) for user_id in users]
     # The commit succeeds, then Redis is out of reach before the gate hears of it.
-    unreachable = AdmissionGate(Connection(f"unix://{tmp_path / 'no-redis.sock'}"))
+    unreachable = AdmissionGate(open_commands(f"unix://{tmp_path / 'no-redis.sock'}"))
     with pytest.raises(RedisConnectionError):
         await _settle(api, jobs[:1], gate=unreachable)
     assert (await _outcome(api, jobs[0]))["status"] == "RESERVED"
@@ -164,7 +170,8 @@ async def test_places_left_by_markers_gone_are_pruned(api: Api) -> None:
     event_id = await create_event(api.client, "Concert", 5)
     jobs = [await _request(api, event_id, user_id) for user_id in users]
     res = api.resources
-    await res.redis.call("DEL", f"rsv:req:{jobs[0]}")  # as Redis evicts a key with a TTL
+    # As Redis evicts a key with a TTL:
+    await res.redis.call("DEL", event_keys(event_id).marker(jobs[0]))
     assert await _positions(api, jobs[1:]) == [2, 3]
     report = await reconcile_events(res.gate, res.session_factory)
     assert report.pruned == 1
@@ -189,3 +196,23 @@ def test_the_settle_rate_falls_while_nothing_is_settled_and_expires() -> None:
     assert settle_rate(settled=200, span_s=10, at_ms=at, from_ms=None, now_ms=at + 61_000) is None
     # One batch over a few milliseconds is not taken for thousands per second.
     assert settle_rate(settled=50, span_s=0.005, at_ms=at, from_ms=None, now_ms=at) == 50
+
+
+async def test_clearing_up_after_a_held_request_keeps_its_seat(api: Api, tmp_path: Path) -> None:
+    """A worker that committed a hold and died before clearing up leaves the request unfinished
+    in the gate; the maintenance pass finishes it there but leaves the seat to the hold."""
+    users = await _users(api, 2)
+    event_id = await create_event(api.client, "Held", 1, holdSeconds=60)
+    job = await _request(api, event_id, users[0])
+    unreachable = AdmissionGate(open_commands(f"unix://{tmp_path / 'no-redis.sock'}"))
+    with pytest.raises(RedisConnectionError):
+        await _settle(api, [job], gate=unreachable)
+    assert (await _outcome(api, job))["status"] == "HELD"
+
+    res = api.resources
+    assert await clear_final_held(res.gate, res.session_factory) == 1
+    assert await res.gate.pending(event_id, job) is None
+    assert await res.gate.holders(event_id) == {users[0]: job}
+    late = await _request(api, event_id, users[1])
+    markers = await res.gate.pending(event_id, late)
+    assert markers is not None and markers.admission.value == "SOLD_OUT"

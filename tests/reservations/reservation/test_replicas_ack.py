@@ -33,7 +33,9 @@ async def acked_api(
     await linked(replica)
     settings = Settings(
         _env_file=None, ENVIRONMENT="test", DATABASE_URL=database_url, REDIS_URL=primary.url,
-        ADMIN_TOKEN=ADMIN_TOKEN, REDIS_REPLICAS_ACK=1, REDIS_REPLICAS_ACK_TIMEOUT_MS=200,
+        ADMIN_TOKEN=ADMIN_TOKEN, REDIS_REPLICAS_ACK=1,
+        # Patient: a replica on a busy machine may take a while; a stopped one never answers.
+        REDIS_REPLICAS_ACK_TIMEOUT_MS=2000,
     )  # fmt: skip
     async with running_api(settings) as api:
         yield api

@@ -281,7 +281,7 @@ async def test_a_later_arrival_written_first_does_not_take_an_earlier_ones_seat(
     job_b, job_c = jobs
 
     async def write(job_id: str, user_id: int) -> None:
-        marker = await res.gate.pending(job_id)
+        marker = await res.gate.pending(event_id, job_id)
         assert marker is not None
         message = ReserveEvent(
             userId=user_id, eventId=event_id, requestId=job_id, admission=marker.admission,

@@ -266,19 +266,20 @@ async def test_request_admitted_by_an_api_that_died_before_queueing_is_recovered
     r = await api.client.delete(f"/reservation/{first['reservationId']}", headers=ADMIN)
     assert r.status_code == 200
     res = api.resources
+    orphan_id = (await res.request_ids()).new(event_id=event_id, user_id=users[1], accepted_at_ms=1)
     orphan = await res.gate.admit(
-        event_id=event_id, user_id=users[1], request_id="orphan-1", accepted_at_ms=1
+        event_id=event_id, user_id=users[1], request_id=orphan_id, accepted_at_ms=1
     )
     assert orphan.verdict == Admission.ADMITTED.value
     # The seat is held by the orphan: the cancelled user cannot have it back.
     late = await _final(api, await _request(api, event_id, users[0]))
     assert late["reason"] == "SOLD_OUT"
-    pending = (await api.client.get("/reservation/requests/orphan-1")).json()
+    pending = (await api.client.get(f"/reservation/requests/{orphan_id}")).json()
     assert pending["status"] == "PENDING"
 
     requeued = await requeue_unfinished(res.gate, res.channel, res.session_factory, older_than_ms=0)
     assert requeued == 1
-    outcome = await _final(api, "orphan-1")
+    outcome = await _final(api, orphan_id)
     assert outcome["status"] == "RESERVED"
     counts = await outcomes(api.client, event_id)
     assert counts["pending"] == 0

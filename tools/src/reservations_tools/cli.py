@@ -161,7 +161,14 @@ def status(
     redis_url = _redis_url(settings)
     try:
         report = asyncio.run(
-            collect_status(redis_url, database_url, event or [], limit, settings.queue_engine)
+            collect_status(
+                redis_url,
+                database_url,
+                event or [],
+                limit,
+                settings.queue_engine,
+                settings.reservation_channel_shards,
+            )
         )
     except Exception as exc:
         raise _fail(f"cannot read the status: {exc}") from exc

@@ -11,13 +11,13 @@ from rich.table import Table
 __all__ = ["collect_status", "render_status"]
 
 
-async def _channel_stats(redis_url: str, queue_engine: str) -> list[dict[str, Any]]:
+async def _channel_stats(redis_url: str, queue_engine: str, shards: int) -> list[dict[str, Any]]:
     from brokerq import BrokerQueue
     from reservations.channels import queue_adapter, reservation_channel
 
     queue = BrokerQueue(queue_adapter(queue_engine, redis_url))
     try:
-        stats = await reservation_channel(queue).stats()
+        stats = await reservation_channel(queue, shards=shards).stats()
     finally:
         await queue.close()
     return [
@@ -42,14 +42,14 @@ async def _events(
 ) -> list[dict[str, Any]]:
     from sqlalchemy import select
 
-    from brokerq.redis import Connection
+    from brokerq.redis import open_commands
     from reservations.db import create_engine, create_session_factory
     from reservations.event.models import Event
     from reservations.reservation.gate import AdmissionGate
     from reservations.reservation.service import ReservationService
 
     engine = create_engine(database_url, pool_size=1)
-    redis = Connection(redis_url, socket_timeout=10)
+    redis = open_commands(redis_url, socket_timeout=10)
     try:
         query = select(Event.id, Event.name, Event.max_tickets, Event.reserved)
         if event_ids:
@@ -83,11 +83,12 @@ async def collect_status(
     event_ids: list[int],
     limit: int,
     queue_engine: str = "redis",
+    shards: int = 1,
 ) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (also what ``status --json`` prints)."""
     report: dict[str, Any] = {"channels": [], "events": [], "errors": []}
     try:
-        report["channels"] = await _channel_stats(redis_url, queue_engine)
+        report["channels"] = await _channel_stats(redis_url, queue_engine, shards)
     except Exception as exc:
         report["errors"].append(f"queue: {exc}")
     if database_url is None:

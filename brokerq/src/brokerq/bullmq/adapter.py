@@ -164,6 +164,12 @@ class BullMQAdapter:
     that carry no such option, like the Node ``Worker`` options of those names.
     ``stalled_interval_ms`` (default: the channel's lease) and ``max_stalled_count`` (default
     1) are the Node ``Worker`` options. ``worker_name`` is recorded as the job's processedBy.
+
+    Redis Cluster (a ``redis+cluster://`` URL, ``cluster=True`` or a redis-py ``RedisCluster``
+    client): every key of a queue must share one slot, so, as BullMQ advises, the key prefix
+    holds a hash tag: ``prefix="{bull}"``, the default there (Node's queues then take
+    ``prefix: '{bull}'``); a prefix without one is refused with a ``ConfigError``. All queues of
+    one prefix live on one node: give groups of queues prefixes of their own to spread them.
     """
 
     accepts_options = True
@@ -173,7 +179,8 @@ class BullMQAdapter:
         url: str | None = None,
         *,
         client: Any = None,
-        prefix: str = "bull",
+        cluster: bool = False,
+        prefix: str | None = None,
         job_name: str = "default",
         job_names: Mapping[str, str] | None = None,
         job_options: Mapping[str, Any] | None = None,
@@ -186,8 +193,17 @@ class BullMQAdapter:
         password: str | None = None,
         **options: Any,
     ) -> None:
-        # One Redis server (BullMQ's keys of a queue are not in one Cluster slot).
-        self._redis = commands_for(url, client=client, password=password, options=options)
+        self._redis = commands_for(
+            url, client=client, cluster=cluster, password=password, options=options
+        )
+        if prefix is None:
+            prefix = "{bull}" if self._redis.is_cluster else "bull"
+        elif self._redis.is_cluster and not _hash_tag(prefix):
+            raise ConfigError(
+                f"on Redis Cluster every key of a BullMQ queue must share one slot: the prefix "
+                f"{prefix!r} holds no hash tag; use one such as '{{bull}}' (BullMQ's advice for "
+                "Cluster, and the default there)"
+            )
         self.prefix = prefix
         self.job_name = job_name
         self.job_names = dict(job_names or {})
@@ -216,8 +232,10 @@ class BullMQAdapter:
         """Run script calls together, in flight at once."""
         if not calls:
             return []
-        if not self._loaded:
+        if not self._loaded and not self._redis.is_cluster:
             # Cached up front, so that many calls at once do not each send their script whole.
+            # (A cluster's nodes each learn a script from its first EVAL instead: SCRIPT LOAD
+            # has no key to take it to a node.)
             await self._redis.call_many(("SCRIPT", "LOAD", s.text) for s in scripts.SCRIPTS)
             self._loaded = True
         if len(calls) == 1:
@@ -285,7 +303,9 @@ class BullMQAdapter:
         if not batch.ops:
             return []
         args = [batch.base, batch.now, len(batch.blobs), *batch.blobs, *batch.ops]
-        result: list[Any] = await BATCH.run(self._redis, (), args)
+        # The script builds its keys from the queue's prefix; one of them, as a key, takes the
+        # call to the queue's node on Redis Cluster (the script itself ignores it).
+        result: list[Any] = await BATCH.run(self._redis, (batch.base + "meta",), args)
         return result
 
     # -- consuming -----------------------------------------------------------------------------
@@ -464,7 +484,9 @@ class BullMQAdapter:
              ("ZCARD", k.delayed), ("ZCARD", k.failed), ("HGET", k.metrics_completed, "count"),
              ("HGET", k.metrics_failed, "count"), ("GET", k.id), ("LINDEX", k.wait, -1),
              ("ZRANGE", k.prioritized, 0, 0), ("HMGET", k.stats, "retried", "redelivered")],
-            transaction=True,
+            # One snapshot on a single server. redis-py 8.1's cluster transactions leave a
+            # connection its close cannot shut: on Cluster the counts are read back to back.
+            transaction=not self._redis.is_cluster,
         )  # fmt: skip
         wait, prio, paused, active, delayed, failed, done, dead, produced = replies[:9]
         head, phead, own = replies[9:]
@@ -629,6 +651,14 @@ def _backoff_ms(backoff: Any, attempts_made: int) -> int:
 
 def _min_hint(hint: int, value: int) -> int:
     return value if hint < 0 else min(hint, value)
+
+
+def _hash_tag(key: str) -> str:
+    """The part of ``key`` Redis Cluster hashes when it is not the whole key: between the first
+    ``{`` and the next ``}``, if not empty."""
+    start = key.find("{")
+    end = key.find("}", start + 1) if start >= 0 else -1
+    return key[start + 1 : end] if end > start + 1 else ""
 
 
 def _glob_escape(text: str) -> str:

@@ -7,14 +7,14 @@ from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from ..adapter import Delivery, Exchange, Outgoing, RawDeadLetter, Settlement
-from ..errors import ConfigError, ReplicationError
+from ..errors import ConfigError
 from ..messages import ChannelStats
 from ..options import Duration, duration_ms
 from . import scripts
-from .commands import ServerCommands, commands_for
-from .connection import Connection
+from .commands import commands_for
 from .keys import ChannelKeys, channel_of
 from .lua import Script
+from .replication import Acknowledged, acknowledged_by
 
 __all__ = ["RedisAdapter"]
 
@@ -41,8 +41,9 @@ class RedisAdapter:
 
     ``RedisAdapter("redis://:password@host:6379/0")``, ``"rediss://..."`` for TLS, with the
     options of ``brokerq.redis.Connection`` (``socket_timeout``, ``ssl_ca_certs``, ...) as
-    keyword arguments or in the URL's query; ``cluster=True`` for Redis Cluster (through
-    redis-py's cluster client, options passed on to it), or ``RedisAdapter(client=...)`` with a
+    keyword arguments or in the URL's query; ``"redis+cluster://host:port[,host:port...]/"``
+    (or ``cluster=True`` with a plain URL of one node) for Redis Cluster (through redis-py's
+    cluster client, options passed on to it), or ``RedisAdapter(client=...)`` with a
     ``redis.asyncio`` client of your own (it must not decode responses). Nothing connects until
     the first command.
 
@@ -55,7 +56,10 @@ class RedisAdapter:
     message; if fewer confirm in time it raises ``ReplicationError`` (the primary has the
     messages: they may still be delivered). One ``WAIT`` covers every message of a produce call
     (the messages produced in one event-loop tick), on a connection of its own, so that the
-    other commands never queue behind it. Single server (and its replicas) only.
+    other commands never queue behind it: to the server, or on Redis Cluster to the primary
+    that holds the channel's slot (found in the cluster client's slot map, which follows a
+    failover). ``WAIT`` must run on the connection that wrote: not available with a client of
+    your own.
     """
 
     def __init__(
@@ -75,17 +79,16 @@ class RedisAdapter:
         self._keys: dict[str, ChannelKeys] = {}
         if replicas_ack < 0:
             raise ConfigError("replicas_ack must be 0 (off) or a number of replicas")
-        if replicas_ack and not isinstance(self._redis, ServerCommands):
-            raise ConfigError(
-                "replicas_ack needs brokerq's own connection to a single server: not available "
-                "with cluster=True or a client of your own"
-            )
-        self._replicas_ack = replicas_ack
-        self._replicas_ack_ms = duration_ms(replicas_ack_timeout, what="replicas_ack_timeout")
-        if replicas_ack and self._replicas_ack_ms <= 0:
-            # WAIT with 0 would block for ever.
-            raise ConfigError("replicas_ack_timeout must be above 0")
-        self._acked: Connection | None = None
+        timeout_ms = duration_ms(replicas_ack_timeout, what="replicas_ack_timeout")
+        self._acked: Acknowledged | None = None
+        if replicas_ack:
+            if timeout_ms <= 0:
+                # WAIT with 0 would block for ever.
+                raise ConfigError("replicas_ack_timeout must be above 0")
+            self._acked = acknowledged_by(
+                self._redis, url=url, password=password, options=options,
+                wanted=replicas_ack, timeout_ms=timeout_ms,
+            )  # fmt: skip
 
     def _k(self, channel: str) -> ChannelKeys:
         keys = self._keys.get(channel)
@@ -114,8 +117,8 @@ class RedisAdapter:
                 args += (item.payload, item.priority, item.delay_ms, item.dedup_ms)
                 args.append(item.headers or b"")
                 args.append("" if item.dedup_key is None else field(item.dedup_key))
-        if self._replicas_ack:
-            reply = await self._produce_acked(keys, args)
+        if self._acked is not None:
+            reply = await self._acked.run(scripts.PRODUCE, keys, args)
         else:
             reply = await self._run(scripts.PRODUCE, keys, args)
         return [
@@ -123,25 +126,6 @@ class RedisAdapter:
             for text in reply.decode().split(" ")
             if text
         ]
-
-    async def _produce_acked(self, keys: Sequence[str], args: Sequence[Any]) -> bytes:
-        if self._acked is None:
-            assert isinstance(self._redis, ServerCommands)
-            self._acked = self._redis.new_connection()
-        reply: bytes = await scripts.PRODUCE.run(self._acked, keys, args)
-        # WAIT counts the replicas that have this connection's last write, which comes after
-        # every message above (and every write before it, on any connection).
-        acknowledged = int(
-            await self._acked.call("WAIT", self._replicas_ack, self._replicas_ack_ms)
-        )
-        if acknowledged < self._replicas_ack:
-            raise ReplicationError(
-                f"{acknowledged} of {self._replicas_ack} replicas confirmed the produce within "
-                f"{self._replicas_ack_ms} ms: the primary has it, but a failover could lose it",
-                acknowledged=acknowledged,
-                wanted=self._replicas_ack,
-            )
-        return reply
 
     async def exchange(
         self,

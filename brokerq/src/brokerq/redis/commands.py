@@ -13,11 +13,17 @@ from typing import Any, Protocol
 
 from ..errors import ConfigError
 from .connection import Connection
+from .url import is_cluster_url
 
-__all__ = ["Commands", "ServerCommands", "commands_for"]
+__all__ = ["Commands", "ServerCommands", "commands_for", "open_commands"]
 
 
 class Commands(Protocol):
+    @property
+    def is_cluster(self) -> bool:
+        """Redis Cluster: each command goes to the node of its keys, which must share a slot."""
+        ...
+
     async def call(self, *args: Any) -> Any:
         """One command that answers at once; its reply as hiredis gives it."""
         ...
@@ -41,6 +47,8 @@ class Commands(Protocol):
 
 class ServerCommands:
     """Commands to one Redis server over brokerq's own connections."""
+
+    is_cluster = False
 
     def __init__(self, url: str, password: str | None, options: dict[str, Any]) -> None:
         self._url = url
@@ -97,7 +105,7 @@ def commands_for(
     """The commands of an adapter made with a URL, or with a redis-py client of the user's."""
     if (url is None) == (client is None):
         raise ConfigError("give either a Redis URL or a client")
-    if client is not None or cluster:
+    if client is not None or cluster or (url is not None and is_cluster_url(url)):
         from .redispy import RedisPyCommands
 
         if client is not None:
@@ -108,3 +116,14 @@ def commands_for(
         return RedisPyCommands.cluster(url, password=password, **options)
     assert url is not None
     return ServerCommands(url, password, options)
+
+
+def open_commands(url: str, *, password: str | None = None, **options: Any) -> Commands:
+    """Commands to the Redis a URL names, for a service that shares brokerq's Redis.
+
+    ``redis://``, ``rediss://``, ``unix://`` and ``redis+sentinel://`` go through brokerq's
+    pipelined ``Connection`` (many calls in flight on one socket); ``redis+cluster://`` through
+    redis-py's cluster client, which sends each command to the node holding its keys (a script's
+    keys must share one slot). Nothing connects until the first command.
+    """
+    return commands_for(url, password=password, options=options)

@@ -2,7 +2,9 @@
 
 ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` for TLS, ``unix:///path``,
 ``redis+sentinel://[[user]:password@]host:port[,host:port...]/<master name>[/db]`` (or
-``rediss+sentinel://``) for the primary that Redis Sentinel names; the options
+``rediss+sentinel://``) for the primary that Redis Sentinel names,
+``redis+cluster://[[user]:password@]host:port[,host:port...]/`` (or ``rediss+cluster://``) for
+Redis Cluster, from any of its nodes (see ``cluster_of``); the options
 (``socket_timeout``, ``ssl_ca_certs``, ...) in the URL's query or as keyword arguments, with
 redis-py's names and meanings. Anything else is refused with a ``ConfigError`` that says
 what is wrong, never with the password in it.
@@ -18,7 +20,17 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import ConfigError
 
-__all__ = ["DEFAULT_CONNECT_TIMEOUT_S", "DEFAULT_TIMEOUT_S", "DEFAULT_URL", "Target", "target_of"]
+__all__ = [
+    "CONNECTION_OPTIONS",
+    "DEFAULT_CONNECT_TIMEOUT_S",
+    "DEFAULT_TIMEOUT_S",
+    "DEFAULT_URL",
+    "ClusterSeeds",
+    "Target",
+    "cluster_of",
+    "is_cluster_url",
+    "target_of",
+]
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 # As brokerq's redis-py clients had them: a dead server fails a call instead of hanging it.
@@ -90,7 +102,10 @@ _OPTIONS: dict[str, Any] = {
     "sentinel_username": str,
     "sentinel_password": str,
 }
+CONNECTION_OPTIONS = frozenset(_OPTIONS)
+"""The names of the options a ``Connection`` takes."""
 _SENTINEL_SCHEMES = {"redis+sentinel": "redis", "rediss+sentinel": "rediss"}
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +146,13 @@ def target_of(url: str, password: str | None, options: dict[str, Any]) -> Target
     scheme = parts.scheme
     if scheme in _SENTINEL_SCHEMES:
         return _sentinel_target(url, password, options)
+    if scheme in _CLUSTER_SCHEMES:
+        raise ConfigError(f"a {scheme}:// URL is for Redis Cluster's client, not one connection")
     if scheme not in ("redis", "rediss", "unix"):
         # The scheme only: the rest of the URL may hold a password.
         raise ConfigError(
-            "a Redis URL starts with redis://, rediss://, unix:// or redis+sentinel://, not "
+            "a Redis URL starts with redis://, rediss://, unix://, redis+sentinel:// or "
+            "redis+cluster://, not "
             f"{parts.scheme + ':'!r}"
         )
     given: dict[str, Any] = {}
@@ -207,18 +225,7 @@ def _sentinel_target(url: str, password: str | None, options: dict[str, Any]) ->
         )
     if len(names) > 2:
         raise ConfigError("a redis+sentinel:// URL's path is /<master name>[/<db>]")
-    sentinels: list[tuple[str, int]] = []
-    for address in hosts.split(","):
-        host, colon, port = address.strip().rpartition(":")
-        if not colon:
-            host, port = address.strip(), "26379"
-        try:
-            number = int(port)
-        except ValueError:
-            raise ConfigError("a Sentinel address is host:port, with a port number") from None
-        if not host or not 0 < number < 65536:
-            raise ConfigError("a Sentinel address is host:port, with a port from 1 to 65535")
-        sentinels.append((host.strip("[]"), number))
+    sentinels = _addresses(hosts, 26379, "a Sentinel address")
     # The primary's own part, as a plain URL: credentials, database and options.
     db = f"/{names[1]}" if len(names) == 2 else ""
     plain = f"{_SENTINEL_SCHEMES[scheme]}://{userinfo + at}sentinel{db}"
@@ -283,3 +290,57 @@ def _tls_context(options: dict[str, Any]) -> ssl.SSLContext:
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         raise ConfigError(f"the TLS files of the Redis options cannot be loaded: {exc}") from exc
     return context
+
+
+def is_cluster_url(url: str) -> bool:
+    """True for a ``redis+cluster://`` or ``rediss+cluster://`` URL."""
+    return isinstance(url, str) and urlsplit(url).scheme in _CLUSTER_SCHEMES
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSeeds:
+    """A Redis Cluster URL taken apart: the first node as a plain URL (credentials, TLS and
+    options, as redis-py's ``RedisCluster.from_url`` takes it) and every node given."""
+
+    url: str
+    nodes: tuple[tuple[str, int], ...]
+
+
+def cluster_of(url: str) -> ClusterSeeds:
+    """``redis+cluster://[[user]:password@]host:port[,host:port...]/[?options]``: any nodes of
+    the cluster (the client learns the rest from them); ``rediss+cluster://`` for TLS. A cluster
+    has no databases: a path other than ``/`` or ``/0`` is refused."""
+    scheme, _, rest = url.partition("://")
+    if scheme not in _CLUSTER_SCHEMES:
+        raise ConfigError("a Redis Cluster URL starts with redis+cluster:// or rediss+cluster://")
+    netloc, _, tail = rest.partition("/")
+    path, _, query = tail.partition("?")
+    if "?" in netloc:
+        netloc, _, query = netloc.partition("?")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if path.strip("/") not in ("", "0"):
+        raise ConfigError("Redis Cluster has one database: its URL's path is / or /0")
+    nodes = _addresses(hosts, 6379, "a Redis Cluster node")
+    first_host, first_port = nodes[0]
+    shown = f"[{first_host}]" if ":" in first_host else first_host
+    plain = f"{_CLUSTER_SCHEMES[scheme]}://{userinfo + at}{shown}:{first_port}/0"
+    if query:
+        plain += f"?{query}"
+    return ClusterSeeds(plain, tuple(nodes))
+
+
+def _addresses(hosts: str, default_port: int, what: str) -> list[tuple[str, int]]:
+    """``host:port[,host:port...]`` (IPv6 hosts in brackets) as (host, port) pairs."""
+    found: list[tuple[str, int]] = []
+    for address in hosts.split(","):
+        host, colon, port = address.strip().rpartition(":")
+        if not colon:
+            host, port = address.strip(), str(default_port)
+        try:
+            number = int(port)
+        except ValueError:
+            raise ConfigError(f"{what} is host:port, with a port number") from None
+        if not host or not 0 < number < 65536:
+            raise ConfigError(f"{what} is host:port, with a port from 1 to 65535")
+        found.append((host.strip("[]"), number))
+    return found

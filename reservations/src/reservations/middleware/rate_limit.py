@@ -152,9 +152,17 @@ class SharedRateLimiter:
 
 def _storage(redis_url: str) -> Any:
     """``limits``' asynchronous Redis storage, through redis-py, for a service Redis URL."""
-    from limits.aio.storage import RedisSentinelStorage, RedisStorage
+    from limits.aio.storage import RedisClusterStorage, RedisSentinelStorage, RedisStorage
 
     scheme, sep, rest = redis_url.partition("://")
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        # Each client's window is one key: one slot, wherever it lands.
+        return RedisClusterStorage(
+            f"async+redis+cluster://{rest.split('?')[0].rstrip('/')}",
+            implementation="redispy",
+            key_prefix=_NAMESPACE,
+            ssl=scheme == "rediss+cluster",
+        )
     if scheme in ("redis+sentinel", "rediss+sentinel"):
         if scheme == "rediss+sentinel":
             raise ValueError("a shared rate limit over Sentinel with TLS is not supported")

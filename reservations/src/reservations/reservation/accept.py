@@ -23,7 +23,7 @@ from reservations.observability.tracing import produce_span
 from reservations.outage import outage_of
 from reservations.user.service import UserService
 
-from .gate import AdmissionGate, GateResult, Verdict, event_snapshot, remember_user
+from .gate import AdmissionGate, GateResult, Verdict, event_snapshot
 from .request_ids import RequestIds
 
 if TYPE_CHECKING:
@@ -65,6 +65,16 @@ async def accept(
             result = await _admit(
                 session, gate, event_id, user_id, request_id, accepted_at_ms, quantity
             )
+    except ReplicationError as exc:
+        # Admitted on the event's primary, not confirmed by its replicas (REDIS_REPLICAS_ACK on
+        # a Cluster): never queued, so not accepted. The undo goes the same way: a failover now
+        # loses both, or neither.
+        log.warning("admission_not_replicated", request_id=request_id, replicas=exc.acknowledged)
+        await _undo(gate, event_id, user_id, request_id)
+        raise Unavailable(
+            "Redis's replicas did not confirm the admission in time; the request was not "
+            "accepted, try again"
+        ) from exc
     except Exception as exc:
         server = outage_of(exc)
         if server is None:
@@ -89,10 +99,7 @@ async def accept(
     except Exception as exc:
         # Not queued means not accepted: hand the place back so no ticket is held for nobody.
         log.error("reservation_queue_failed", request_id=request_id, error=type(exc).__name__)
-        try:
-            await gate.undo(event_id=event_id, user_id=user_id, request_id=request_id)
-        except Exception as undo_exc:
-            log.error("admission_undo_failed", request_id=request_id, error=type(undo_exc).__name__)
+        await _undo(gate, event_id, user_id, request_id)
         raise Unavailable(
             "the reservation queue is unavailable; the request was not accepted"
         ) from exc
@@ -100,6 +107,14 @@ async def accept(
         request_id=request_id, message_id=produced.id, event_id=event_id, user_id=user_id,
         accepted_at_ms=accepted_at_ms, admission=admission, seq=result.seq, quantity=quantity,
     )  # fmt: skip
+
+
+async def _undo(gate: AdmissionGate, event_id: int, user_id: int, request_id: str) -> None:
+    """Hand the place back: no ticket is held for a request that was not accepted."""
+    try:
+        await gate.undo(event_id=event_id, user_id=user_id, request_id=request_id)
+    except Exception as exc:
+        log.error("admission_undo_failed", request_id=request_id, error=type(exc).__name__)
 
 
 async def _admit(
@@ -120,7 +135,7 @@ async def _admit(
         if result.verdict is Verdict.NO_USER:
             if not await UserService(session).exists(user_id):
                 raise NotFound(f"user {user_id} does not exist")
-            await remember_user(gate.redis, user_id)
+            await gate.users.remember(user_id)
         elif result.verdict is Verdict.NO_EVENT:
             if not await gate.seed_once(event_id, lambda: event_snapshot(session, event_id)):
                 raise NotFound(f"event {event_id} does not exist")

@@ -85,9 +85,11 @@ class ReservationService:
             # PostgreSQL text cannot hold NUL, so no request has such an id; asking the database
             # would fail with a 500.
             raise NotFound(f"no reservation request with job id {request_id!r}")
+        # Only ids this service issued name an event, where their markers are.
+        issued = None if self.request_ids is None else self.request_ids.verify(request_id)
         # The pending marker first: a worker removes it only after committing the outcome, so
         # reading in this order never misses a request in between.
-        pending = await self.gate.pending(request_id)
+        pending = None if issued is None else await self.gate.pending(issued.event_id, request_id)
         # Its place before PostgreSQL too: a request that leaves the line meanwhile is final there.
         place = None if pending is None else await self.gate.place(pending.event_id, request_id)
         row = await self.repository.request(request_id)
@@ -101,7 +103,6 @@ class ReservationService:
                 estimated_wait_seconds=None if wait_s is None else round(wait_s, 3),
             )  # fmt: skip
         if row is None:
-            issued = None if self.request_ids is None else self.request_ids.verify(request_id)
             if issued is None:
                 raise NotFound(f"no reservation request with job id {request_id!r}")
             await self._check_not_deleted(request_id, issued.event_id)

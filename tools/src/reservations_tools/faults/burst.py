@@ -16,9 +16,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from brokerq import BrokerQueue, ChannelStats
-from brokerq.redis import RedisAdapter
+from brokerq import BrokerError, BrokerQueue, ChannelStats
+from brokerq.redis import RedisAdapter, open_commands
 from reservations.channels import QUEUE_NAME
+from reservations.reservation.gate import event_keys
 from reservations_tools.loadtest.http import Connection, HttpError, Pool
 from reservations_tools.loadtest.setup import Check, create_event
 
@@ -45,6 +46,11 @@ class BurstResult:
     """Accepted requests Redis lost, as the service counts them."""
     lost_seen: int = 0
     """Accepted requests whose status URLs answered 410 (lost) when asked."""
+    unconfirmed: int = 0
+    """POSTs answered 503 NOT_REPLICATED: queued on Redis's primary, not confirmed by a replica
+    (``REDIS_REPLICAS_ACK``); the client sent them again, like any 503."""
+    unconfirmed_lost: int = 0
+    """Of those, the ones whose status URLs answered 410 (lost) when asked."""
     fault_at_s: float | None = None
     all_final_s: float | None = None
     seconds: float = 0.0
@@ -80,6 +86,8 @@ class FaultContext:
     admin_token: str | None
     cancelled: int = 0
     """Reservations the fault cancelled (their tickets must be sold again)."""
+    note: str = ""
+    """What the fault has to say in the report."""
 
 
 async def run_burst(
@@ -96,13 +104,15 @@ async def run_burst(
     seed: int = 7,
     admin_token: str | None = None,
     poll_every_job: bool = False,
+    lossless: bool = False,
 ) -> BurstResult:
     """Fire ``requests`` POSTs (distinct users first, the rest repeats) and run ``fault`` once
     ``fault_after`` of them were sent; then wait for every accepted request to be final or
     reported lost, for the gate to agree with PostgreSQL, and sell every ticket left.
 
     ``poll_every_job``: ask the status URL of every accepted request (not a sample), to count
-    the lost ones as their clients see them."""
+    the lost ones as their clients see them. ``lossless``: none of them may be lost (the
+    service waits for a replica before it answers 202)."""
     rng = random.Random(seed)
     distinct = users[: min(len(users), requests)]
     sequence = distinct + rng.choices(distinct, k=requests - len(distinct))
@@ -115,6 +125,7 @@ async def run_burst(
     context = FaultContext(base_url, event_id, admin_token)
     result = BurstResult(requests=requests, tickets=tickets)
     jobs: set[str] = set()
+    unconfirmed: set[str] = set()
     next_i = 0
     fault_task: asyncio.Future[None] | None = None
     started = time.perf_counter()
@@ -135,6 +146,8 @@ async def run_burst(
             if resp is not None and 400 <= resp.status < 500:
                 result.refused += 1
                 return
+            if resp is not None and resp.status == 503 and b"NOT_REPLICATED" in resp.body:
+                unconfirmed.add(str(resp.json()["jobId"]))
             # No answer, or a 5xx while a dependency is down: the request was not accepted.
             result.retried += 1
             if time.monotonic() > deadline:
@@ -175,6 +188,12 @@ async def run_burst(
         answers = await asyncio.gather(*(_job_status(pool, job) for job in checked))
         not_final = sum(1 for status in answers if status not in ("RESERVED", "REJECTED", "LOST"))
         result.lost_seen = sum(1 for status in answers if status == "LOST")
+        result.unconfirmed = len(unconfirmed)
+        if poll_every_job:
+            # The requests answered 503 NOT_REPLICATED were queued too: the service counts
+            # those lost with the others.
+            maybe = await asyncio.gather(*(_job_status(pool, job) for job in sorted(unconfirmed)))
+            result.unconfirmed_lost = sum(1 for status in maybe if status == "LOST")
         if poll_every_job:
             # Every lost request has been asked about: the service's count is now exact.
             outcomes = await _get_json(pool, f"/event/{event_id}/outcomes")
@@ -225,11 +244,24 @@ async def run_burst(
         Check("gate agrees with PostgreSQL", agrees, gate_detail),
         Check(
             "lost requests counted",
-            not poll_every_job or result.lost == result.lost_seen,
-            f"the service counts {result.lost:,}, clients found {result.lost_seen:,}",
+            not poll_every_job or result.lost == result.lost_seen + result.unconfirmed_lost,
+            f"the service counts {result.lost:,}, clients found {result.lost_seen:,} of the "
+            f"accepted and {result.unconfirmed_lost:,} of those answered 503 NOT_REPLICATED",
+        ),
+        Check(
+            "no accepted request lost",
+            not lossless or (poll_every_job and result.lost_seen == 0),
+            f"{result.lost_seen:,} of {len(jobs):,} answered 202 lost",
         ),
         Check("no request refused", result.refused == 0, f"{result.refused} refused"),
     ]
+    notes = [context.note] if context.note else []
+    if result.unconfirmed:
+        notes.append(
+            f"{result.unconfirmed:,} POSTs answered 503 NOT_REPLICATED and sent again"
+            + (f", {result.unconfirmed_lost:,} of them lost" if poll_every_job else "")
+        )
+    result.note = "; ".join(notes)
     return result
 
 
@@ -239,7 +271,7 @@ async def drained(redis_url: Callable[[], str]) -> ChannelStats:
     A killed worker's last messages may be final in the database but unacknowledged: they stay
     in flight until their lease runs out, are delivered again and acknowledged without effect.
     So "nothing stuck" means the queue drains, within a few leases."""
-    queue = BrokerQueue(RedisAdapter(redis_url()))
+    queue = BrokerQueue(RedisAdapter(redis_url(), socket_timeout=5))
     try:
         channel = queue.channel(QUEUE_NAME, dict)
         deadline = time.monotonic() + _DRAIN_TIMEOUT_S
@@ -289,20 +321,19 @@ async def gate_agrees(
 ) -> tuple[bool, str]:
     """Wait (a few maintenance passes at most) for the gate's seats to be the live
     reservations' users."""
-    import redis.asyncio as aioredis
-
     want = set(live)
     deadline = time.monotonic() + _GATE_TIMEOUT_S
     seats: set[int] = set()
     while True:
-        client = aioredis.Redis.from_url(redis_url(), socket_timeout=5)
+        # brokerq's commands: one server, the Sentinels' primary or the event's cluster node.
+        client = open_commands(redis_url(), socket_timeout=5)
         try:
-            raw = await client.hkeys(f"rsv:event:{event_id}:admitted")
+            raw = await client.call("HKEYS", event_keys(event_id).admitted)
             seats = {int(user) for user in raw}
-        except (OSError, aioredis.RedisError):
+        except (OSError, BrokerError):
             pass
         finally:
-            await client.aclose()
+            await client.close()
         if seats == want:
             return True, f"{len(seats):,} seats, as PostgreSQL has them"
         if time.monotonic() > deadline:

@@ -43,6 +43,7 @@ async def run_scenarios(
             users = await create_users(pool, f"fault-{uuid.uuid4().hex[:8]}", int(requests * 0.9))
         for scenario in scenarios:
             console.print(f"[bold]{scenario.name}[/]: {scenario.fault}")
+            await deployment.use_redis(scenario.topology, replicas_ack=scenario.replicas_ack)
             await deployment.set_appendfsync(scenario.appendfsync)
             fault = scenario.run
             if scenario.holds:
@@ -51,7 +52,7 @@ async def run_scenarios(
                         scenario,
                         await run_holds_burst(
                             deployment.base_url,
-                            lambda: deployment.redis.url,
+                            lambda: deployment.redis_url,
                             users,
                             tickets=tickets,
                             hold_seconds=hold_seconds,
@@ -64,13 +65,16 @@ async def run_scenarios(
                 continue
             result = await run_burst(
                 deployment.base_url,
-                lambda: deployment.redis.url,
+                lambda: deployment.redis_url,
                 users,
                 requests=requests,
                 tickets=tickets,
                 fault=None if fault is None else functools.partial(fault, deployment),
                 admin_token=deployment.admin_token,
-                poll_every_job=scenario.loses_data,
+                # With replicas acknowledging, every accepted request is asked about: none may be
+                # lost; without, the lost ones are counted.
+                poll_every_job=scenario.loses_data or scenario.replicas_ack > 0,
+                lossless=scenario.replicas_ack > 0,
             )
             results.append((scenario, result))
             console.print(table([(scenario, result)]))

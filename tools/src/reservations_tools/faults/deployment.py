@@ -1,7 +1,9 @@
 """A whole deployment under the harness's control: PostgreSQL, Redis, the API, the workers.
 
 Unlike ``reservations-tools up``, which keeps things running, this owns every process so that a
-scenario can kill, stop and restart each one on cue.
+scenario can kill, stop and restart each one on cue. Redis is one server, a Redis Cluster (three
+primaries, a replica each) or a Sentinel set (a primary, its replica, three Sentinels), every data
+node with its append-only file.
 """
 
 from __future__ import annotations
@@ -15,16 +17,24 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 import httpx
 
-from brokerq.server import RedisServer, free_port
+from brokerq.server import RedisCluster, RedisServer, free_port
 from reservations.db import migrate
 from reservations_tools.servers.postgres import PostgresServer
 
-__all__ = ["Deployment"]
+from .sentinel import SentinelSet
+
+__all__ = ["Deployment", "Topology"]
 
 _READY_TIMEOUT_S = 60.0
+# How long a cluster node may be unreachable before its replica takes over: short, and long
+# enough that a busy two-core machine does not fail a live node over.
+CLUSTER_NODE_TIMEOUT_MS = 3000
+
+Topology = Literal["single", "cluster", "sentinel"]
 
 
 class Deployment:
@@ -35,6 +45,8 @@ class Deployment:
         workers: int = 3,
         appendfsync: str = "always",
         worker_concurrency: int | None = None,
+        topology: Topology = "single",
+        replicas_ack: int = 0,
     ) -> None:
         self.data_dir = data_dir
         self.logs = data_dir / "logs"
@@ -44,6 +56,11 @@ class Deployment:
         self.admin_token = secrets.token_urlsafe(24)
         self.postgres = PostgresServer(data_dir / "postgres")
         self.redis = RedisServer(data_dir / "redis", appendonly=True, appendfsync=appendfsync)
+        self.topology: Topology = topology
+        self.replicas_ack = replicas_ack
+        self.cluster: RedisCluster | None = None
+        self.sentinel: SentinelSet | None = None
+        self._sets = 0
         self.api: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes] | None] = [None] * workers
 
@@ -51,12 +68,29 @@ class Deployment:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def redis_url(self) -> str:
+        if self.cluster is not None:
+            return self.cluster.url
+        if self.sentinel is not None:
+            return self.sentinel.url
+        return self.redis.url
+
+    def data_nodes(self) -> list[RedisServer]:
+        """The Redis servers that hold data (not the Sentinels)."""
+        if self.cluster is not None:
+            return list(self.cluster.nodes)
+        if self.sentinel is not None:
+            return list(self.sentinel.nodes)
+        return [self.redis]
+
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
             ENVIRONMENT="test",
             DATABASE_URL=self.postgres.url,
-            REDIS_URL=self.redis.url,
+            REDIS_URL=self.redis_url,
+            REDIS_REPLICAS_ACK=str(self.replicas_ack),
             SERVICE_PORT=str(self.port),
             LOG_FORMAT="json",
             LOG_LEVEL="INFO",
@@ -83,11 +117,52 @@ class Deployment:
 
     async def start(self) -> None:
         await asyncio.to_thread(self.postgres.start)
-        await self.redis.start()
+        await self._start_redis_set()
         await asyncio.to_thread(migrate, self.postgres.url)
+        await self._start_processes()
+
+    async def _start_processes(self) -> None:
         await self.start_api()
         for i in range(self.worker_count):
             await self.start_worker(i)
+
+    async def _start_redis_set(self) -> None:
+        """Start Redis as ``topology`` says; a cluster or Sentinel set fresh, in directories of
+        its own."""
+        self._sets += 1
+        where = self.data_dir / f"redis-{self.topology}-{self._sets}"
+        if self.topology == "cluster":
+            self.cluster = RedisCluster(
+                where, replicas=1, node_timeout_ms=CLUSTER_NODE_TIMEOUT_MS,
+                appendonly=True, appendfsync=self.redis.appendfsync,
+            )  # fmt: skip
+            await asyncio.to_thread(self.cluster.start_sync)
+        elif self.topology == "sentinel":
+            self.sentinel = SentinelSet(where, appendfsync=self.redis.appendfsync)
+            await self.sentinel.start()
+        else:
+            await self.redis.start()
+
+    async def _stop_redis_set(self) -> None:
+        if self.cluster is not None:
+            await asyncio.to_thread(self.cluster.stop_sync)
+        if self.sentinel is not None:
+            await self.sentinel.stop()
+        await self.redis.stop()
+        self.cluster = self.sentinel = None
+
+    async def use_redis(self, topology: Topology, *, replicas_ack: int = 0) -> None:
+        """Run on another Redis (a fresh one: the gate is rebuilt from PostgreSQL) or with
+        another ``REDIS_REPLICAS_ACK``: the API and the workers restart with it."""
+        if (topology, replicas_ack) == (self.topology, self.replicas_ack):
+            return
+        await self._stop_processes()
+        if topology != self.topology:
+            await self._stop_redis_set()
+            self.topology = topology
+            await self._start_redis_set()
+        self.replicas_ack = replicas_ack
+        await self._start_processes()
 
     async def start_api(self) -> None:
         self.api = self._spawn("api", "api", "--port", str(self.port))
@@ -163,15 +238,35 @@ class Deployment:
         self.redis.process.send_signal(signal.SIGCONT)
 
     async def set_appendfsync(self, policy: str) -> None:
-        """Change the fsync policy of the running Redis (and of its restarts)."""
+        """Change the fsync policy of the running Redis servers (and of their restarts)."""
         import redis.asyncio as aioredis
 
-        client = aioredis.Redis.from_url(self.redis.url)
+        for node in self.data_nodes():
+            if node.process is not None:
+                client = aioredis.Redis(port=node.port)
+                try:
+                    await client.config_set("appendfsync", policy)
+                finally:
+                    await client.aclose()
+            node.appendfsync = policy
+        self.redis.appendfsync = policy
+
+    async def cut_off(self, replica: RedisServer, primary: RedisServer) -> None:
+        """SIGSTOP ``replica`` and close its link to ``primary``, as a partition would: the
+        primary goes on taking writes its replica does not get until it is resumed."""
+        import redis.asyncio as aioredis
+
+        assert replica.process is not None
+        replica.process.send_signal(signal.SIGSTOP)
+        client = aioredis.Redis(port=primary.port, socket_timeout=5)
         try:
-            await client.config_set("appendfsync", policy)
+            await client.execute_command("CLIENT", "KILL", "TYPE", "replica")
         finally:
             await client.aclose()
-        self.redis.appendfsync = policy
+
+    def resume(self, node: RedisServer) -> None:
+        if node.process is not None:
+            node.process.send_signal(signal.SIGCONT)
 
     async def stop_postgres(self) -> None:
         await asyncio.to_thread(self.postgres.stop)
@@ -188,6 +283,11 @@ class Deployment:
     # -- stopping ------------------------------------------------------------------------------
 
     async def stop(self) -> None:
+        await self._stop_processes()
+        await self._stop_redis_set()
+        await asyncio.to_thread(self.postgres.stop)
+
+    async def _stop_processes(self) -> None:
         procs = [p for p in [self.api, *self.workers] if p is not None and p.poll() is None]
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -197,8 +297,8 @@ class Deployment:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        await self.redis.stop()
-        await asyncio.to_thread(self.postgres.stop)
+        self.api = None
+        self.workers = [None] * self.worker_count
 
     def tail(self, path: Path, size: int = 3000) -> str:
         try:

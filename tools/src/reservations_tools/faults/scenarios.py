@@ -6,10 +6,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from brokerq.server import RedisServer
+from reservations.channels import QUEUE_NAME
+from reservations.reservation.gate import event_keys
 from reservations_tools.loadtest.http import Pool, bearer
 
 from .burst import FaultContext
-from .deployment import Deployment
+from .deployment import Deployment, Topology
 
 __all__ = ["SCENARIOS", "Scenario"]
 
@@ -25,6 +28,11 @@ class Scenario:
     holds: bool = False
     """The event is sold with holds and a waitlist (``holds.py``), the fault hits as the first
     holds end."""
+    topology: Topology = "single"
+    """Redis as one server, a Redis Cluster or a Sentinel set."""
+    replicas_ack: int = 0
+    """``REDIS_REPLICAS_ACK``: a 202 only once this many replicas hold the request; then none
+    of the accepted requests may be lost, and the harness asks about every one."""
 
 
 # Reservations cancelled by the cancellation faults, while Redis cannot confirm their release.
@@ -108,6 +116,102 @@ async def _kill_api(d: Deployment, ctx: FaultContext) -> None:
     await d.start_api()
 
 
+# How long a primary's replica is cut off before the primary is killed: the writes of that
+# second are what a takeover can take back (on one machine a replica is otherwise a few
+# microseconds behind, and a kill alone would lose next to nothing, by luck rather than design).
+_CUT_OFF_S = 1.0
+
+
+async def _behind_then_killed(d: Deployment, primary: RedisServer, replica: RedisServer) -> None:
+    """Cut ``replica`` off ``primary``, let the primary take writes alone, SIGKILL it and let
+    the replica go on: it takes over without what it missed."""
+    await d.cut_off(replica, primary)
+    try:
+        await asyncio.sleep(_CUT_OFF_S)  # the fault itself: a second the replica misses
+        primary.kill()
+    finally:
+        d.resume(replica)
+
+
+async def _kill_cluster_primary(d: Deployment, ctx: FaultContext, key: str) -> None:
+    cluster = d.cluster
+    assert cluster is not None, "a cluster scenario runs on a Redis Cluster"
+    primary = await asyncio.to_thread(cluster.primary_for, key)
+    replica = await asyncio.to_thread(cluster.replica_of, primary)
+    gate = await asyncio.to_thread(cluster.primary_for, event_keys(ctx.event_id).state)
+    queue = await asyncio.to_thread(cluster.primary_for, _QUEUE_TAG)
+    ctx.note = "the gate and the queue on " + (
+        "the same primary" if gate is queue else "different primaries"
+    )
+    await _behind_then_killed(d, primary, replica)
+    await cluster.wait_failover(replica)
+    await primary.start()
+    await asyncio.to_thread(cluster.wait_ready_sync, 60)  # back as the replica of its replica
+
+
+async def _kill_gate_primary(d: Deployment, ctx: FaultContext) -> None:
+    await _kill_cluster_primary(d, ctx, event_keys(ctx.event_id).state)
+
+
+async def _kill_queue_primary(d: Deployment, ctx: FaultContext) -> None:
+    await _kill_cluster_primary(d, ctx, _QUEUE_TAG)
+
+
+async def _kill_sentinel_primary(d: Deployment, ctx: FaultContext) -> None:
+    failover = d.sentinel
+    assert failover is not None, "a Sentinel scenario runs on a Sentinel set"
+    primary = await failover.primary()
+    replica = failover.other(primary)
+    await _behind_then_killed(d, primary, replica)
+    await failover.wait_failover(replica)
+    await primary.start()
+    await failover.wait_ready()  # the Sentinels made it the replica of its replica
+
+
+# Every key of the reservation channel has this hash tag: one slot.
+_QUEUE_TAG = f"{{{QUEUE_NAME}}}"
+_CUT_AND_KILL = f"its replica cut off for {_CUT_OFF_S:g} s, then SIGKILL"
+_REJOINS = "the replica takes over; the killed node restarted, it rejoins as replica"
+
+
+def _failovers() -> list[Scenario]:
+    """Each failover with ``REDIS_REPLICAS_ACK=1`` (nothing accepted may be lost) and without
+    (``-noack``: what the takeover took back is lost, and counted)."""
+    kinds: list[tuple[str, str, Callable[[Deployment, FaultContext], Awaitable[None]], Topology]]
+    kinds = [
+        (
+            "cluster-gate-primary-killed",
+            f"Redis Cluster: {_CUT_AND_KILL} the primary of the event's gate slot; {_REJOINS}",
+            _kill_gate_primary,
+            "cluster",
+        ),
+        (
+            "cluster-queue-primary-killed",
+            f"Redis Cluster: {_CUT_AND_KILL} the primary of the reservation queue's slot; "
+            + _REJOINS,
+            _kill_queue_primary,
+            "cluster",
+        ),
+        (
+            "sentinel-primary-killed",
+            f"Sentinel: {_CUT_AND_KILL} the primary; {_REJOINS}",
+            _kill_sentinel_primary,
+            "sentinel",
+        ),
+    ]
+    scenarios = []
+    for name, fault, run, topology in kinds:
+        scenarios.append(
+            Scenario(name, f"{fault} (REDIS_REPLICAS_ACK=1)", run, topology=topology,
+                     replicas_ack=1)
+        )  # fmt: skip
+        scenarios.append(
+            Scenario(f"{name}-noack", f"{fault} (no replica acknowledgement)", run,
+                     topology=topology, loses_data=True)
+        )  # fmt: skip
+    return scenarios
+
+
 SCENARIOS = [
     Scenario("baseline", "none", None),
     Scenario("worker-killed", "SIGKILL one worker, restart it", _kill_one_worker),
@@ -164,4 +268,5 @@ SCENARIOS = [
         appendfsync="everysec",
         holds=True,
     ),
+    *_failovers(),
 ]

@@ -64,7 +64,8 @@ class Analysis:
     # were not found lost with Redis's data)
     passed_over: int  # requests closed out of the line that arrived before a promoted one
     first_closed_seq: int  # the earliest arrival closed out of the line
-    bad_seqs: int  # arrival numbers seen twice, outside 1..accepted, or seats of unknown number
+    bad_seqs: int  # arrival numbers seen twice or below 1, or seats of unknown number
+    bad_seqs_detail: str  # the three counts of ``bad_seqs``
     idle_seat_s: float | None  # seat-seconds left free while requests waited (None: not judged)
     double: int  # users holding two live reservations
     confirmed: int  # confirmations answered 200
@@ -188,17 +189,17 @@ def analyse(r: HoldsResult) -> Analysis:
     first_closed = next(q for q in itertools.count(1) if q not in seated_seqs)
     # A request lost with Redis's data gave its number back with the gate's counter.
     known = [c.seq for c in r.clients if c.seq >= 0 and c.status != "LOST"]
-    accepted = max(r.accepted, _int(r.outcomes, "accepted"))
-    bad_seqs = (
-        len(known)
-        - len(set(known))
-        + sum(1 for q in known if not 1 <= q <= accepted)
-        + sum(
-            1
-            for s in seats
-            if s.client is not None and s.seq < 0 and not _first_attempt_seated(r, s.client)
-        )
+    seq_twice = len(known) - len(set(known))
+    # Numbers are unique, not dense: an attempt undone because Redis failed before it was
+    # queued keeps its number, and after Redis lost writes its checkpoint had seen the gate
+    # numbers on from past a gap (``LOSS_SEQ_GAP``). So above ``accepted`` is no fault.
+    seq_outside = sum(1 for q in known if q < 1)
+    seq_unknown = sum(
+        1
+        for s in seats
+        if s.client is not None and s.seq < 0 and not _first_attempt_seated(r, s.client)
     )
+    bad_seqs = seq_twice + seq_outside + seq_unknown
 
     idle: float | None = None
     closed_at = micros(r.event.get("closedAt"))
@@ -240,6 +241,8 @@ def analyse(r: HoldsResult) -> Analysis:
         passed_over=passed_over,
         first_closed_seq=first_closed,
         bad_seqs=bad_seqs,
+        bad_seqs_detail=f"{seq_twice} twice, {seq_outside} below 1, "
+        f"{seq_unknown} seats of unknown number",
         idle_seat_s=idle,
         double=sum(n - 1 for n in live_users.values() if n > 1),
         confirmed=sum(1 for c in r.clients if c.confirm == 200),
@@ -361,7 +364,8 @@ def holds_checks(r: HoldsResult, a: Analysis | None = None) -> list[Check]:
             "the requests closed out all came after every promoted one",
             a.passed_over == 0 and a.bad_seqs == 0,
             f"last promoted seq {last}, first closed out {a.first_closed_seq}; "
-            f"{a.passed_over} passed over; {a.bad_seqs} arrival numbers amiss",
+            f"{a.passed_over} passed over; {a.bad_seqs} arrival numbers amiss "
+            f"({a.bad_seqs_detail})",
         )
     )
     if a.idle_seat_s is not None:

@@ -5,8 +5,8 @@ PostgreSQL knows to build it, ``users.py`` the cache of users that exist.
 """
 
 from .gate import (
+    EVENTS_KEY,
     LOSS_SEQ_GAP,
-    UNFINISHED_KEY,
     AdmissionGate,
     EventKeys,
     EventSnapshot,
@@ -16,20 +16,22 @@ from .gate import (
     Place,
     Verdict,
     event_keys,
+    request_of,
     settle_rate,
 )
 from .snapshot import event_snapshot, opening_sale
-from .users import KEY_PREFIX, remember_user, user_key
+from .users import KEY_PREFIX, KnownUsers, remember_user, user_key
 
 __all__ = [
+    "EVENTS_KEY",
     "KEY_PREFIX",
     "LOSS_SEQ_GAP",
-    "UNFINISHED_KEY",
     "AdmissionGate",
     "EventKeys",
     "EventSnapshot",
     "GateCounters",
     "GateResult",
+    "KnownUsers",
     "PendingRequest",
     "Place",
     "Verdict",
@@ -37,6 +39,7 @@ __all__ = [
     "event_snapshot",
     "opening_sale",
     "remember_user",
+    "request_of",
     "settle_rate",
     "user_key",
 ]

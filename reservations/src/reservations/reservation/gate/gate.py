@@ -14,22 +14,27 @@ happens between the two (see ``reconcile.py``): a missing event is re-seeded fro
 seat freed in PostgreSQL is handed back through an outbox until Redis confirms, and a periodic
 pass corrects the admitted users of an event in either direction, one compare-and-set per user.
 
-Keys, all under ``rsv:``:
-- ``event:<id>``           hash: cap, taken (seats held), mpu (most seats one request may
-                           ask), wl (1: the event has a waitlist), seq (last sequence
-                           number), accepted (requests answered 202),
-                           pending (accepted and not yet final), and the event's settle rate
-                           (rate_n, rate_s, rate_at, rate_from: see ``finish.lua`` and
-                           ``settle_rate``)
-- ``event:<id>:admitted``  hash: user id -> request id holding their seats, ``<id>*<n>`` for n
-                           seats (the holder makes every release a compare-and-delete)
-- ``event:<id>:line``      sorted set: the event's requests accepted and not yet final, scored by
-                           seq (a request's rank is its place in line); added with the marker,
-                           removed with it
-- ``user:<id>``            the user exists (see ``reservations.reservation.gate``)
-- ``req:<request id>``     a request that is queued and not yet final (expires as a safety net)
-- ``unfinished``           sorted set: request ids accepted and not yet final, scored by when the
-                           workers' recovery may look at them (see ``recovery.py``)
+Keys, all under ``rsv:``. An event's keys share the hash tag ``{<id>}``: on Redis Cluster they
+live in one slot, so each script is one atomic call on one node, and events spread over the
+primaries.
+- ``event:{<id>}``               hash: cap, taken (seats held), mpu (most seats one request may
+                                 ask), wl (1: the event has a waitlist), seq (last sequence
+                                 number), accepted (requests answered 202), pending (accepted and
+                                 not yet final), reg (the event is in the registry, see below),
+                                 and the event's settle rate (rate_n, rate_s, rate_at, rate_from:
+                                 see ``finish.lua`` and ``settle_rate``)
+- ``event:{<id>}:admitted``      hash: user id -> request id holding their seats, ``<id>*<n>`` for
+                                 n seats (the holder makes every release a compare-and-delete)
+- ``event:{<id>}:line``          sorted set: the event's requests accepted and not yet final,
+                                 scored by seq (a request's rank is its place in line); added with
+                                 the marker, removed with it
+- ``event:{<id>}:unfinished``    sorted set: the same requests, scored by when the workers'
+                                 recovery may look at them (see ``recovery.py``)
+- ``event:{<id>}:req:<request id>``  a request that is queued and not yet final (expires as a
+                                 safety net)
+- ``events``                     sorted set: the registry of events that may have unfinished
+                                 requests, for recovery (``admit.lua``, ``retire.lua``)
+- ``user:<id>``                  the user exists (see ``users.py``)
 """
 
 from __future__ import annotations
@@ -41,16 +46,17 @@ import math
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
 
-from brokerq.redis import Connection, Script
+from brokerq.redis import Acknowledged, Commands, Script
 from reservations.channels import Admission
 
-from .users import KEY_PREFIX, user_key
+from .users import KEY_PREFIX, KnownUsers
 
 __all__ = [
+    "EVENTS_KEY",
     "AdmissionGate",
     "EventKeys",
     "GateCounters",
@@ -59,6 +65,7 @@ __all__ = [
     "Place",
     "Verdict",
     "event_keys",
+    "request_of",
     "settle_rate",
 ]
 
@@ -159,20 +166,29 @@ class EventKeys(NamedTuple):
     state: str
     admitted: str
     line: str
+    unfinished: str
+
+    def marker(self, request_id: str) -> str:
+        return f"{self.state}:req:{request_id}"
 
 
 def event_keys(event_id: int) -> EventKeys:
-    """Every key derived from an event id comes from here, so that they can be kept together
-    (a Redis Cluster hash tag) in one place."""
-    base = f"{KEY_PREFIX}event:{event_id}"
-    return EventKeys(base, f"{base}:admitted", f"{base}:line")
+    """Every key derived from an event id comes from here: they share the hash tag ``{<id>}``,
+    one Redis Cluster slot."""
+    base = f"{KEY_PREFIX}event:{{{event_id}}}"
+    return EventKeys(base, f"{base}:admitted", f"{base}:line", f"{base}:unfinished")
 
 
-def _pending_key(request_id: str) -> str:
-    return f"{KEY_PREFIX}req:{request_id}"
+def _marker_key(event_id: int, request_id: str) -> str:
+    return event_keys(event_id).marker(request_id)
 
 
-UNFINISHED_KEY = f"{KEY_PREFIX}unfinished"
+EVENTS_KEY = f"{KEY_PREFIX}events"
+
+
+def request_of(holder: str) -> str:
+    """The request id in a seat holder (``<request id>`` or ``<request id>*<n>``)."""
+    return holder.partition("*")[0]
 
 
 def _text(value: bytes | str) -> str:
@@ -190,14 +206,21 @@ _RESTORE = _script("restore")
 _FINISH = _script("finish")
 _SEED = _script("seed")
 _CATCH_UP = _script("catch_up")
+_RETIRE = _script("retire")
+_UNREGISTER = _script("unregister")
 
 
 class AdmissionGate:
-    """The gate on one Redis, through brokerq's pipelined connection: every API request's
-    admission shares it, many in flight at once."""
+    """The gate on Redis (one server, Sentinel's primary or a Cluster), through brokerq's
+    ``Commands``: every API request's admission shares them, many in flight at once."""
 
-    def __init__(self, redis: Connection) -> None:
+    def __init__(self, redis: Commands, *, replicated: Acknowledged | None = None) -> None:
+        """``replicated``: admissions run through it, answered only once replicas hold them
+        (``brokerq.redis.acknowledged_by``), for Redis Cluster, where the event's primary is
+        not the queue's and the queue's ``WAIT`` does not speak for it."""
         self.redis = redis
+        self.users = KnownUsers(redis)
+        self._replicated = replicated
         self._seeding: dict[int, asyncio.Future[bool]] = {}
 
     async def admit(
@@ -209,24 +232,31 @@ class AdmissionGate:
         accepted_at_ms: int,
         quantity: int = 1,
     ) -> GateResult:
+        # A user's key is in another slot than the event's: asked first, not in the script (a
+        # user once known stays known, see ``users.py``).
+        if not await self.users.exists(user_id):
+            return GateResult(Verdict.NO_USER, 0)
         event = event_keys(event_id)
-        keys = [
-            event.state,
-            event.admitted,
-            user_key(user_id),
-            _pending_key(request_id),
-            UNFINISHED_KEY,
-            event.line,
-        ]
-        args: list[str | int] = [
-            user_id, request_id, accepted_at_ms, event_id, PENDING_TTL_S, quantity
-        ]  # fmt: skip
-        verdict, seq = await _ADMIT.run(self.redis, keys, args)
-        return GateResult(Verdict(_text(verdict)), int(seq))
+        keys = [event.state, event.admitted, event.marker(request_id), event.unfinished, event.line]
+        registration = 0
+        while True:
+            args: list[str | int] = [
+                user_id, request_id, accepted_at_ms, event_id, PENDING_TTL_S, quantity,
+                registration,
+            ]  # fmt: skip
+            if self._replicated is None:
+                verdict, seq = await _ADMIT.run(self.redis, keys, args)
+            else:
+                verdict, seq = await self._replicated.run(_ADMIT, keys, args)
+            if verdict not in (b"UNREGISTERED", "UNREGISTERED") or registration:
+                return GateResult(Verdict(_text(verdict)), int(seq))
+            # The event's first request since recovery last found it idle: into the registry
+            # first, so that recovery can find the request once it is unfinished.
+            registration = int(float(await self.redis.call("ZINCRBY", EVENTS_KEY, 1, event_id)))
 
     async def undo(self, *, event_id: int, user_id: int, request_id: str) -> None:
         event = event_keys(event_id)
-        keys = [event.state, event.admitted, _pending_key(request_id), UNFINISHED_KEY, event.line]
+        keys = [event.state, event.admitted, event.marker(request_id), event.unfinished, event.line]
         await _UNDO.run(self.redis, keys, [user_id, request_id])
 
     async def release(self, *, event_id: int, user_id: int, request_id: str | None = None) -> bool:
@@ -257,7 +287,7 @@ class AdmissionGate:
         """``holders`` of several events, in one round trip."""
         replies = await self.redis.call_many(("HGETALL", event_keys(e).admitted) for e in event_ids)
         return {
-            event_id: {int(raw[i]): _text(raw[i + 1]) for i in range(0, len(raw), 2)}
+            event_id: {int(user): _text(holder) for user, holder in _fields(raw)}
             for event_id, raw in zip(event_ids, replies, strict=True)
         }
 
@@ -312,7 +342,10 @@ class AdmissionGate:
         return bool(await _CATCH_UP.run(self.redis, [event_keys(event_id).state], args))
 
     async def forget_event(self, event_id: int) -> None:
-        await self.redis.call("DEL", *event_keys(event_id))
+        """Drop the event's gate state (its counters, seats and line); its unfinished requests
+        stay for recovery."""
+        event = event_keys(event_id)
+        await self.redis.call("DEL", event.state, event.admitted, event.line)
 
     async def counters(self, event_id: int) -> GateCounters | None:
         return (await self.counters_many([event_id]))[event_id]
@@ -344,30 +377,30 @@ class AdmissionGate:
             )
         return found
 
-    async def pending(self, request_id: str) -> PendingRequest | None:
-        raw = await self.redis.call("GET", _pending_key(request_id))
+    async def pending(self, event_id: int, request_id: str) -> PendingRequest | None:
+        raw = await self.redis.call("GET", _marker_key(event_id, request_id))
         return None if raw is None else _parse_marker(request_id, _text(raw))
 
-    async def pending_many(self, request_ids: Sequence[str]) -> dict[str, PendingRequest]:
+    async def pending_many(self, requests: Iterable[tuple[str, int]]) -> dict[str, PendingRequest]:
+        """The markers of (request id, event id) pairs that have one, by request id."""
+        pairs = list(requests)
         found: dict[str, PendingRequest] = {}
-        for start in range(0, len(request_ids), _MGET_CHUNK):
-            chunk = request_ids[start : start + _MGET_CHUNK]
-            raw = await self.redis.call("MGET", *[_pending_key(r) for r in chunk])
-            for request_id, value in zip(chunk, raw, strict=True):
+        for start in range(0, len(pairs), _MGET_CHUNK):
+            chunk = pairs[start : start + _MGET_CHUNK]
+            # One GET each: markers of different events are in different Cluster slots.
+            raw = await self.redis.call_many(("GET", _marker_key(e, r)) for r, e in chunk)
+            for (request_id, _), value in zip(chunk, raw, strict=True):
                 if value is not None:
                     found[request_id] = _parse_marker(request_id, _text(value))
         return found
 
     async def finished(self, requests: Iterable[tuple[str, int]]) -> None:
         """(request id, event id) pairs whose outcomes are final in PostgreSQL."""
-        by_event: dict[int, list[str]] = defaultdict(list)
-        for request_id, event_id in requests:
-            by_event[event_id].append(request_id)
-        for event_id, ids in by_event.items():
+        for event_id, ids in _by_event(requests).items():
             for start in range(0, len(ids), _FINISH_CHUNK):
                 chunk = ids[start : start + _FINISH_CHUNK]
                 event = event_keys(event_id)
-                keys = [event.state, event.line, UNFINISHED_KEY, *map(_pending_key, chunk)]
+                keys = [event.state, event.line, event.unfinished, *map(event.marker, chunk)]
                 await _FINISH.run(self.redis, keys, [RATE_TIME_CONSTANT_S, *chunk])
 
     async def place(self, event_id: int, request_id: str) -> Place | None:
@@ -400,9 +433,9 @@ class AdmissionGate:
         raw = await self.redis.call(
             "ZRANGE", event_keys(event_id).line, 0, len(excluding), "WITHSCORES"
         )
-        for i in range(0, len(raw), 2):
-            if _text(raw[i]) not in excluding:
-                return int(float(raw[i + 1]))
+        for member, score in _scored(raw):
+            if member not in excluding:
+                return int(score)
         return None
 
     async def prune_lines(self, event_ids: Sequence[int]) -> int:
@@ -422,7 +455,9 @@ class AdmissionGate:
                 ("ZRANGE", line, 0, PRUNE_HEAD - 1) for line in lines
             )
         ]
-        live = await self.pending_many([r for head in heads for r in head])
+        live = await self.pending_many(
+            (r, event_id) for event_id, head in zip(event_ids, heads, strict=True) for r in head
+        )
         gone = [
             (line, [r for r in head if r not in live])
             for line, head in zip(lines, heads, strict=True)
@@ -430,26 +465,64 @@ class AdmissionGate:
         commands = [("ZREM", line, *ids) for line, ids in gone if ids]
         return sum(int(n) for n in await self.redis.call_many(commands)) if commands else 0
 
-    async def forget_unfinished(self, request_ids: Sequence[str]) -> None:
-        """Stop watching requests whose markers are gone (nothing is left to rebuild them)."""
-        if request_ids:
-            await self.redis.call("ZREM", UNFINISHED_KEY, *request_ids)
+    async def forget_unfinished(self, requests: Iterable[tuple[str, int]]) -> None:
+        """Stop watching (request id, event id) pairs whose markers are gone (nothing is left
+        to rebuild them)."""
+        commands = [
+            ("ZREM", event_keys(event_id).unfinished, *ids)
+            for event_id, ids in _by_event(requests).items()
+        ]
+        if commands:
+            await self.redis.call_many(commands)
 
-    async def unfinished_before(self, before_ms: int, *, limit: int) -> list[str]:
-        """Request ids accepted and not final whose recovery time is before ``before_ms``,
-        oldest first."""
-        raw = await self.redis.call(
-            "ZRANGEBYSCORE", UNFINISHED_KEY, "-inf", f"({before_ms}", "LIMIT", 0, limit
-        )
-        return [_text(r) for r in raw]
+    async def unfinished_before(self, before_ms: int, *, limit: int) -> list[tuple[str, int]]:
+        """(request id, event id) of requests accepted and not final whose recovery time is
+        before ``before_ms``, oldest first, from every registered event.
 
-    async def hold_unfinished(self, request_ids: Sequence[str], until_ms: int) -> None:
-        """Keep recovery away from these requests until ``until_ms``: a worker has them (the
-        queue retries them on its own), or recovery just queued them again. Only requests still
-        unfinished are touched."""
-        if request_ids:
-            args = [v for request_id in request_ids for v in (until_ms, request_id)]
-            await self.redis.call("ZADD", UNFINISHED_KEY, "XX", *args)
+        Events with none left unfinished leave the registry on the way (``retire.lua``), so
+        that it holds only events with requests in flight."""
+        raw = await self.redis.call("ZRANGE", EVENTS_KEY, 0, -1)
+        event_ids = [int(_text(e)) for e in raw]
+        if not event_ids:
+            return []
+        replies = await self.redis.call_many(
+            command
+            for event in map(event_keys, event_ids)
+            for command in (
+                ("ZRANGEBYSCORE", event.unfinished, "-inf", f"({before_ms}", "WITHSCORES",
+                 "LIMIT", 0, limit),
+                ("ZCARD", event.unfinished),
+            )
+        )  # fmt: skip
+        found: list[tuple[float, str, int]] = []
+        idle: list[int] = []
+        for i, event_id in enumerate(event_ids):
+            due, count = replies[2 * i], replies[2 * i + 1]
+            found.extend((score, member, event_id) for member, score in _scored(due))
+            if int(count) == 0:
+                idle.append(event_id)
+        for event_id in idle:
+            await self._retire(event_id)
+        found.sort()
+        return [(request_id, event_id) for _, request_id, event_id in found[:limit]]
+
+    async def _retire(self, event_id: int) -> None:
+        event = event_keys(event_id)
+        registration = await _RETIRE.run(self.redis, [event.state, event.unfinished], [])
+        if registration is not None:
+            await _UNREGISTER.run(self.redis, [EVENTS_KEY], [event_id, _text(registration)])
+
+    async def hold_unfinished(self, requests: Iterable[tuple[str, int]], until_ms: int) -> None:
+        """Keep recovery away from these (request id, event id) pairs until ``until_ms``: a
+        worker has them (the queue retries them on its own), or recovery just queued them
+        again. Only requests still unfinished are touched."""
+        commands = [
+            ("ZADD", event_keys(event_id).unfinished, "XX",
+             *[v for request_id in ids for v in (until_ms, request_id)])
+            for event_id, ids in _by_event(requests).items()
+        ]  # fmt: skip
+        if commands:
+            await self.redis.call_many(commands)
 
     async def try_lock(self, name: str, ttl_ms: int) -> bool:
         """A best-effort lock that expires by itself (for periodic jobs, not for correctness)."""
@@ -473,6 +546,29 @@ def settle_rate(
         keep = math.exp(-waited_s / RATE_TIME_CONSTANT_S)
         settled, span_s = settled * keep, span_s * keep + waited_s
     return settled / max(span_s, RATE_MIN_SPAN_S)
+
+
+def _scored(reply: Sequence[Any]) -> list[tuple[str, float]]:
+    """(member, score) pairs of a ``WITHSCORES`` reply: flat from one server, already paired
+    by redis-py's cluster client."""
+    if reply and isinstance(reply[0], list | tuple):
+        return [(_text(pair[0]), float(pair[1])) for pair in reply]
+    return [(_text(reply[i]), float(reply[i + 1])) for i in range(0, len(reply), 2)]
+
+
+def _fields(reply: Any) -> list[tuple[Any, Any]]:
+    """(field, value) pairs of an ``HGETALL`` reply: flat from one server, a dict from
+    redis-py's cluster client."""
+    if isinstance(reply, dict):
+        return list(reply.items())
+    return [(reply[i], reply[i + 1]) for i in range(0, len(reply), 2)]
+
+
+def _by_event(requests: Iterable[tuple[str, int]]) -> dict[int, list[str]]:
+    by_event: dict[int, list[str]] = defaultdict(list)
+    for request_id, event_id in requests:
+        by_event[event_id].append(request_id)
+    return by_event
 
 
 def _parse_marker(request_id: str, text: str) -> PendingRequest:

@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from reservations.event.service import EventService
 from reservations.log import get_logger
 
-from ..gate import AdmissionGate, event_snapshot
+from ..gate import AdmissionGate, event_snapshot, request_of
 from ..repository import ReservationRepository
 
 __all__ = ["ReconcileReport", "apply_releases", "reconcile_events", "reconcile_seats"]
@@ -178,17 +178,19 @@ async def reconcile_seats(
     # Redis first. A marker leaves Redis only after its request's outcome is committed, so a
     # holder without a marker here is final in the PostgreSQL read below, or gone for good.
     seats = await gate.holders_many(event_ids)
-    in_flight = await gate.pending_many(list({h for s in seats.values() for h in s.values()}))
+    in_flight = await gate.pending_many(
+        {(request_of(holder), event_id) for event_id, s in seats.items() for holder in s.values()}
+    )
     async with session_factory() as session:
         # One snapshot: the reserved users and the requests' outcomes must agree with each other.
         await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         repository = ReservationRepository(session)
         reserved = await repository.holders_many(event_ids)
         unreserved = [
-            holder
+            request_of(holder)
             for event_id in event_ids
             for user_id, holder in seats[event_id].items()
-            if user_id not in reserved[event_id] and holder in in_flight
+            if user_id not in reserved[event_id] and request_of(holder) in in_flight
         ]
         final = {row.id for row in await repository.requests(unreserved)} if unreserved else set()
         await session.rollback()
@@ -198,7 +200,8 @@ async def reconcile_seats(
         release = [
             (user_id, holder)
             for user_id, holder in held.items()
-            if user_id not in truth and (holder in final or holder not in in_flight)
+            if user_id not in truth
+            and (request_of(holder) in final or request_of(holder) not in in_flight)
         ]
         restore = {user_id: holder for user_id, holder in truth.items() if user_id not in held}
         if not (release or restore):

@@ -5,9 +5,9 @@ holds whose timers were lost, and delete idempotency keys past their 24 h.
 The API admits a request (one Redis call) and then queues it (another). An API process that dies
 between the two leaves a request that was never answered with 202 but holds a gate place, and
 would stay PENDING for ever. The gate records every accepted request until a worker has written
-its outcome (the ``unfinished`` set); a worker takes those older than any normal delay and queues
-them again. A request that was in fact queued is then delivered twice, which the request id makes
-harmless.
+its outcome (each event's ``unfinished`` set, found through the gate's registry of events); a
+worker takes those older than any normal delay and queues them again. A request that was in fact
+queued is then delivered twice, which the request id makes harmless.
 
 Only requests no worker has seen are queued again: a worker that receives a request holds it
 away from recovery for ``DELIVERED_HOLD_MS``, far longer than the queue keeps retrying it, so a
@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -33,8 +33,8 @@ from reservations.channels import Admission, HoldExpiry, ReserveEvent
 from reservations.idempotency.store import delete_expired
 from reservations.log import get_logger
 
-from ..gate import AdmissionGate
-from ..models import RejectReason, RequestStatus
+from ..gate import AdmissionGate, PendingRequest
+from ..models import RejectReason, RequestStatus, ReservationRequest
 from ..repository import ReservationRepository
 from ..waitlist import fill, granted
 from .failed import Failure, error_class, record_failures
@@ -48,6 +48,7 @@ __all__ = [
     "DELIVERED_HOLD_MS",
     "RECOVERY_GRACE_MS",
     "DeadLetterReport",
+    "clear_final_held",
     "maintenance_loop",
     "maintenance_pass",
     "requeue_unfinished",
@@ -84,38 +85,28 @@ async def requeue_unfinished(
     worker holds; returns how many were queued. Ones already final only have their leftovers
     cleared."""
     now_ms = _now_ms()
-    ids = await gate.unfinished_before(now_ms - older_than_ms, limit=_BATCH)
-    if not ids:
+    unfinished = await gate.unfinished_before(now_ms - older_than_ms, limit=_BATCH)
+    if not unfinished:
         return 0
-    markers = await gate.pending_many(ids)
+    markers = await gate.pending_many(unfinished)
+    ids = [request_id for request_id, _ in unfinished]
     async with session_factory() as session:
         final = {row.id: row for row in await ReservationRepository(session).requests(ids)}
-    cleared: list[tuple[str, int]] = []
-    gone: list[str] = []
+    await _clear_final(gate, unfinished, markers, final)
+    gone: list[tuple[str, int]] = []
     again = []
-    for request_id in ids:
+    for request_id, event_id in unfinished:
         pending = markers.get(request_id)
-        row = final.get(request_id)
-        if row is not None:
-            # Final, but the worker died before clearing up after its commit.
-            if (
-                pending is not None
-                and pending.admission is Admission.ADMITTED
-                and row.status != RequestStatus.RESERVED
-            ):
-                await gate.release(
-                    event_id=row.event_id, user_id=row.user_id, request_id=request_id
-                )
-            cleared.append((request_id, row.event_id))
-        elif pending is None:
-            gone.append(request_id)  # the marker expired; nothing is left to rebuild it from
+        if request_id in final:
+            continue
+        if pending is None:
+            gone.append((request_id, event_id))  # the marker expired: nothing to rebuild it
         else:
             again.append(pending)
-    await gate.finished(cleared)
     await gate.forget_unfinished(gone)
     if again:
         dead = await _dead_request_ids(channel)
-        held = [p.request_id for p in again if p.request_id in dead]
+        held = [(p.request_id, p.event_id) for p in again if p.request_id in dead]
         again = [p for p in again if p.request_id not in dead]
         # In the dead letters and not final: FAILED could not be written yet, and the dead
         # letters step goes on trying; a copy would only fail again.
@@ -136,13 +127,69 @@ async def requeue_unfinished(
             ]
         )
         # Back of the line: looked at again only if no worker has received the copy by then.
-        await gate.hold_unfinished([p.request_id for p in again], now_ms)
+        await gate.hold_unfinished([(p.request_id, p.event_id) for p in again], now_ms)
         log.warning(
             "unfinished_requests_requeued",
             count=len(again),
             request_ids=[p.request_id for p in again][:20],
         )
     return len(again)
+
+
+async def _clear_final(
+    gate: AdmissionGate,
+    unfinished: list[tuple[str, int]],
+    markers: Mapping[str, PendingRequest],
+    final: Mapping[str, ReservationRequest],
+) -> list[tuple[str, int]]:
+    """Clear up after the requests of ``unfinished`` that are ``final`` (the worker died
+    before it did, after its commit): as the worker would have, hand back the seat of one
+    admitted and then rejected or sent to the line (a HELD or RESERVED one keeps its seat; an
+    ended hold's seat went back when it ended), and finish them in the gate. Returns them."""
+    cleared: list[tuple[str, int]] = []
+    for request_id, _ in unfinished:
+        pending = markers.get(request_id)
+        row = final.get(request_id)
+        if row is None:
+            continue
+        if (
+            pending is not None
+            and pending.admission is Admission.ADMITTED
+            and row.status in (RequestStatus.REJECTED, RequestStatus.WAITING)
+        ):
+            await gate.release(event_id=row.event_id, user_id=row.user_id, request_id=request_id)
+        cleared.append((request_id, row.event_id))
+    await gate.finished(cleared)
+    return cleared
+
+
+async def clear_final_held(
+    gate: AdmissionGate, session_factory: async_sessionmaker[AsyncSession]
+) -> int:
+    """Clear up after requests final in PostgreSQL that the gate still holds for a worker
+    (``DELIVERED_HOLD_MS``), oldest first; returns how many.
+
+    A worker clears up right after its commit, so normally there are none. But a Redis that went
+    back in time (a replica that missed its primary's last writes took over) brings back the
+    markers of requests finished meanwhile, still held away from recovery: without this they
+    would count as pending, and keep their places in line, for ``DELIVERED_HOLD_MS``."""
+    unfinished = await gate.unfinished_before(_now_ms() + DELIVERED_HOLD_MS + 1, limit=_BATCH)
+    if not unfinished:
+        return 0
+    async with session_factory() as session:
+        ids = [request_id for request_id, _ in unfinished]
+        final = {row.id: row for row in await ReservationRepository(session).requests(ids)}
+    if not final:
+        return 0
+    ended = [(request_id, event_id) for request_id, event_id in unfinished if request_id in final]
+    markers = await gate.pending_many(ended)
+    cleared = await _clear_final(gate, ended, markers, final)
+    log.info(
+        "final_requests_cleared",
+        count=len(cleared),
+        request_ids=[request_id for request_id, _ in cleared][:20],
+    )
+    return len(cleared)
 
 
 async def _dead_request_ids(channel: Channel[ReserveEvent]) -> set[str]:
@@ -277,6 +324,7 @@ async def maintenance_pass(
         "recovery",
         lambda: requeue_unfinished(gate, channel, session_factory, older_than_ms=grace_ms),
     )
+    await _step("final requests held", lambda: clear_final_held(gate, session_factory))
 
 
 async def fill_waitlists(

@@ -1,10 +1,23 @@
--- KEYS = event, admitted, user, marker, unfinished, line; ARGV = user id, request id, accepted at
--- (ms), event id, marker TTL (s), quantity.
+-- KEYS = event, admitted, marker, unfinished, line (one event's keys: one Cluster slot); ARGV =
+-- user id, request id, accepted at (ms), event id, marker TTL (s), quantity, registration (0, or
+-- the event's count in the registry of events with unfinished requests, which the caller has
+-- just raised).
 -- A seat holder is "<request id>" for one seat, "<request id>*<n>" for n; ``taken`` counts seats.
-if redis.call('EXISTS', KEYS[3]) == 0 then return {'NO_USER', 0} end
-local state = redis.call('HMGET', KEYS[1], 'cap', 'wl', 'taken', 'mpu')
+local state = redis.call('HMGET', KEYS[1], 'cap', 'wl', 'taken', 'mpu', 'reg')
 local cap = state[1]
 if not cap then return {'NO_EVENT', 0} end
+-- Recovery finds unfinished requests through the registry, a key of another slot. reg is the
+-- event's count there when it was last registered; an event leaves the registry only through
+-- ``retire.lua`` and ``unregister.lua``, which clear reg and then remove the entry only if its
+-- count is still reg: while reg is set here, the event is in the registry.
+local registration = tonumber(ARGV[7])
+if registration > 0 then
+  if not state[5] or registration > tonumber(state[5]) then
+    redis.call('HSET', KEYS[1], 'reg', registration)
+  end
+elseif not state[5] then
+  return {'UNREGISTERED', 0}
+end
 local quantity = tonumber(ARGV[6])
 local taken = tonumber(state[3])
 if not taken then
@@ -33,7 +46,7 @@ else
 end
 local marker = ARGV[4] .. ':' .. ARGV[1] .. ':' .. seq .. ':' .. ARGV[3] .. ':' .. verdict
 if quantity > 1 then marker = marker .. ':' .. quantity end
-redis.call('SET', KEYS[4], marker, 'EX', ARGV[5])
-redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
-redis.call('ZADD', KEYS[6], seq, ARGV[2])
+redis.call('SET', KEYS[3], marker, 'EX', ARGV[5])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[5], seq, ARGV[2])
 return {verdict, seq}
