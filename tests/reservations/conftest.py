@@ -142,3 +142,15 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+async def one_client_over(apis: list[Api], event_id: int, users: list[int]) -> list[int]:
+    """The answers to one client (one peer address) sending a reservation for each of
+    ``users``, the i-th to ``apis[i]``, as to API processes behind a balancer."""
+    peer = ("203.0.113.9", 40000)
+    answers = []
+    for api, user_id in zip(apis, users, strict=True):
+        transport = httpx.ASGITransport(app=api.app, client=peer)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            answers.append((await client.post(f"/reservation/{event_id}/{user_id}")).status_code)
+    return answers

@@ -14,7 +14,7 @@ from reservations.middleware.rate_limit import RateLimit, RateLimiter, parse_rat
 from reservations.resources import Resources
 from reservations.settings import Settings
 
-from ..conftest import Api, running_api
+from ..conftest import Api, one_client_over, running_api
 from ..helpers import create_event, create_user
 
 
@@ -136,12 +136,5 @@ async def test_the_shared_limit_holds_across_api_processes(settings: Settings) -
     async with running_api(limited) as one, running_api(limited) as two:
         event_id = await create_event(one.client, "Shared limit", 100)
         users = [await create_user(one.client, n) for n in range(5)]
-        peer = ("203.0.113.9", 40000)
-        answers = []
-        for i, api in enumerate((one, two, one, two)):
-            transport = httpx.ASGITransport(app=api.app, client=peer)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-                answers.append(
-                    (await client.post(f"/reservation/{event_id}/{users[i]}")).status_code
-                )
+        answers = await one_client_over([one, two, one, two], event_id, users[:4])
         assert answers == [202, 202, 202, 429]

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
-import httpx
 import pytest
 from redis.asyncio.cluster import RedisCluster as ClusterClient
 
@@ -19,7 +18,7 @@ from reservations.reservation.settle.recovery import maintenance_pass, requeue_u
 from reservations.settings import Settings
 from reservations.worker import consuming
 
-from ..conftest import Api, running_api
+from ..conftest import Api, one_client_over, running_api
 from ..helpers import (
     ADMIN_TOKEN,
     create_event,
@@ -149,14 +148,7 @@ async def test_the_rate_limit_is_shared_by_api_processes_on_the_cluster(
     async with running_api(settings) as one, running_api(settings) as two:
         event_id = await create_event(one.client, "limited", 100)
         users = [await create_user(one.client, n) for n in range(4)]
-        peer = ("203.0.113.9", 40000)
-        answers = []
-        for i, api in enumerate((one, two, one, two)):
-            transport = httpx.ASGITransport(app=api.app, client=peer)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-                answers.append(
-                    (await client.post(f"/reservation/{event_id}/{users[i]}")).status_code
-                )
+        answers = await one_client_over([one, two, one, two], event_id, users[:4])
     assert answers == [202, 202, 202, 429]
 
 
