@@ -1,6 +1,10 @@
 """Real servers for the whole suite: tests start their own redis-server unless one is configured.
 
 ``TEST_REDIS_URL`` points the suite at an existing Redis instead (its database is flushed).
+
+``scripts/test`` runs the suite on two pytest-xdist workers, a file at a time to each
+(``--dist loadfile``): a file's module fixtures (a deployment, a cluster) are built once, and
+every worker starts its own servers.
 """
 
 from __future__ import annotations
@@ -12,6 +16,29 @@ from pathlib import Path
 import pytest
 
 from brokerq.server import RedisServer
+
+# The files that take minutes, longest first: they are handed out to the workers first, so that
+# none of them is left to run alone at the end while the other worker idles.
+LONGEST_FIRST = (
+    "tests/tools/test_faults.py",
+    "tests/tools/test_cli_loadtest.py",
+    "tests/tools/test_faults_failover.py",
+    "tests/reservations/reservation/test_cluster_failover.py",
+    "tests/brokerq/test_cluster_failover.py",
+    "tests/reservations/test_processes_on_cluster.py",
+    "tests/reservations/reservation/test_cluster.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = config.rootpath
+
+    def rank(item: pytest.Item) -> int:
+        path = item.path.relative_to(root).as_posix()
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    # A stable sort: the order within a file, and among the other files, is kept.
+    items.sort(key=rank)
 
 
 class ExternalRedis:

@@ -8,6 +8,7 @@ skipped, saying why, when ``node`` or ``npm`` is not on PATH.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import shutil
 import subprocess
@@ -72,15 +73,18 @@ def node_modules() -> Path:
             "Node.js (node and npm) not found on PATH: the Node BullMQ interop tests need it"
         )
     installed = NODE_DIR / "node_modules" / "bullmq" / "package.json"
-    if not installed.exists():
-        r = _npm("ci")
-        if r.returncode != 0 and "EUSAGE" in r.stderr:
-            # The lock lists optional per-platform packages (msgpackr-extract) a registry
-            # mirror may not carry; npm ci then refuses the whole lock. `npm install --no-save`
-            # installs the same locked versions and leaves package-lock.json untouched.
-            r = _npm("install", "--no-save")
-        if r.returncode != 0:
-            pytest.fail(f"npm ci in tests/brokerq/bullmq/node failed: {r.stderr[-2000:]}")
+    # The suite's workers are separate processes: one installs, the others wait for it.
+    with open(NODE_DIR / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not installed.exists():
+            r = _npm("ci")
+            if r.returncode != 0 and "EUSAGE" in r.stderr:
+                # The lock lists optional per-platform packages (msgpackr-extract) a registry
+                # mirror may not carry; npm ci then refuses the whole lock. `npm install
+                # --no-save` installs the same locked versions, package-lock.json untouched.
+                r = _npm("install", "--no-save")
+            if r.returncode != 0:
+                pytest.fail(f"npm ci in tests/brokerq/bullmq/node failed: {r.stderr[-2000:]}")
     pinned = json.loads((NODE_DIR / "package.json").read_text())["dependencies"]["bullmq"]
     assert json.loads(installed.read_text())["version"] == pinned, "installed bullmq is not pinned"
     return NODE_DIR / "node_modules"
