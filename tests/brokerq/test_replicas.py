@@ -4,6 +4,7 @@ already acknowledged; these tests make that failover happen and count what it ta
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from brokerq import BrokerQueue, ConfigError, ReplicationError
-from brokerq.redis import RedisAdapter
+from brokerq.redis import RedisAdapter, Script, acknowledged_by, connect, open_commands
 from brokerq.server import RedisServer
 
 from ..failover import linked, started_pair
@@ -99,6 +100,40 @@ async def test_a_failover_takes_back_only_unconfirmed_produces(
     vanished = acknowledged - survived
     assert survived == 20, "everything replicated before the failover is on the new primary"
     assert vanished == (20 if replicas_ack == 0 else 0)
+
+
+async def _wait_calls(url: str) -> int:
+    async with await connect(url) as connection:
+        stats = (await connection.call("INFO", "commandstats")).decode()
+    line = next((x for x in stats.splitlines() if x.startswith("cmdstat_wait:")), "calls=0,")
+    return int(line.split("calls=")[1].split(",")[0])
+
+
+async def test_writes_at_the_same_time_share_their_wait(
+    pair: tuple[RedisServer, RedisServer],
+) -> None:
+    # A WAIT holds its connection until the replica answers: one per write would queue each
+    # write behind the last one's confirmation. One WAIT answers for every write sent before it.
+    primary, replica = pair
+    await linked(replica)
+    commands = open_commands(primary.url)
+    acknowledged = acknowledged_by(
+        commands, url=primary.url, password=None, options={}, wanted=1, timeout_ms=10_000
+    )
+    count = Script("count", "return redis.call('INCR', KEYS[1])")
+    before = await _wait_calls(primary.url)
+    try:
+        replies = await asyncio.gather(*(acknowledged.run(count, ["n"], []) for _ in range(200)))
+        # Each write answered once its replica held it: the replica has all 200.
+        async with await connect(replica.url) as connection:
+            on_replica = int(await connection.call("GET", "n"))
+    finally:
+        await acknowledged.close()
+        await commands.close()
+    assert sorted(replies) == list(range(1, 201))
+    assert on_replica == 200
+    waits = await _wait_calls(primary.url) - before
+    assert 1 <= waits <= 10, f"{waits} WAITs for 200 writes"
 
 
 def test_replicas_ack_needs_brokerqs_own_connection() -> None:

@@ -257,11 +257,19 @@ class Connection:
         self._protocol: _Protocol | None = None
         self._lock: asyncio.Lock | None = None
         self._lock_loop: asyncio.AbstractEventLoop | None = None
+        self._opened = 0
 
     @property
     def server(self) -> str:
         """``host:port`` (or ``unix:path``) of the server, for messages."""
         return self._target.where
+
+    @property
+    def opened(self) -> int:
+        """How many sockets this connection has opened: two commands went over the same socket
+        (``WAIT`` counts only its own socket's writes) only if this did not change between
+        them."""
+        return self._opened
 
     async def call(self, *args: Any) -> Any:
         """Send one command and return its reply."""
@@ -369,6 +377,7 @@ class Connection:
                 with contextlib.suppress(RuntimeError):  # that loop is closed, the socket too
                     protocol.fail(ConnectionLostError, "connection replaced")
             protocol = self._protocol = await _handshake(loop, self._target)
+            self._opened += 1
             return protocol
 
 

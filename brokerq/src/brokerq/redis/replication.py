@@ -4,15 +4,27 @@ Redis's ``WAIT`` counts the replicas that have the last write of the connection 
 the produce script and its ``WAIT`` must share one connection (on another, ``WAIT`` confirms
 nothing). A redis-py client's pool gives no such guarantee: brokerq opens its own connection,
 to the single server, or on Redis Cluster to the primary that holds the channel's slot.
+
+A ``WAIT`` holds its connection until the replicas answer, so one per write would queue every
+write behind the confirmation of the one before. Writes running at the same time share them
+instead (``_Confirmations``): one ``WAIT`` answers for every write sent before it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from ..errors import ClusterError, ConfigError, RedisConnectionError, ReplicationError
+from ..errors import (
+    ClusterError,
+    ConfigError,
+    ConnectionLostError,
+    RedisConnectionError,
+    ReplicationError,
+)
 from .commands import Commands, ServerCommands
 from .connection import Connection
 from .lua import Script
@@ -36,6 +48,96 @@ async def _confirm(connection: Connection, wanted: int, timeout_ms: int) -> None
         )
 
 
+@dataclass(slots=True)
+class _Round:
+    """Writers waiting for the next ``WAIT``; all of them wrote on socket number ``opened``."""
+
+    done: asyncio.Future[None]
+    opened: int
+
+
+def _replaced(server: str) -> ConnectionLostError:
+    return ConnectionLostError(
+        f"the connection to {server} was replaced before its replicas confirmed the produce: "
+        "the primary may have it, but a failover could lose it"
+    )
+
+
+class _Confirmations:
+    """The replicas' confirmation of one connection's writes, one ``WAIT`` for all the writes
+    sent before it: a writer that finishes while a ``WAIT`` is out joins the next one."""
+
+    def __init__(self, connection: Connection, wanted: int, timeout_ms: int) -> None:
+        self._connection = connection
+        self._wanted = wanted
+        self._timeout_ms = timeout_ms
+        self._next: _Round | None = None
+        self._sender: asyncio.Task[None] | None = None
+
+    async def confirmed(self, opened: int) -> None:
+        """Until ``wanted`` replicas hold what was written on the connection's socket number
+        ``opened`` (``Connection.opened`` before the write), or raise."""
+        if self._connection.opened != opened:
+            raise _replaced(self._connection.server)
+        loop = asyncio.get_running_loop()
+        joined = self._next
+        if joined is not None and (joined.opened != opened or joined.done.get_loop() is not loop):
+            # Its writers wrote on a socket since replaced (or in an event loop that is gone).
+            if joined.done.get_loop() is loop and not joined.done.done():
+                joined.done.set_exception(_replaced(self._connection.server))
+            joined = None
+        if joined is None:
+            joined = self._next = _Round(loop.create_future(), opened)
+            # Retrieved here, so that a round nobody waits for any more logs nothing.
+            joined.done.add_done_callback(lambda f: f.cancelled() or f.exception())
+        if self._sender is None or self._sender.done() or self._sender.get_loop() is not loop:
+            self._sender = loop.create_task(self._send())
+        # Shielded: a writer that stops waiting does not take the WAIT from the others.
+        await asyncio.shield(joined.done)
+
+    async def _send(self) -> None:
+        while (joined := self._next) is not None:
+            # Nothing is awaited between taking the round and writing its WAIT (the connection
+            # is open): every writer in it had sent its write before.
+            self._next = None
+            try:
+                if self._connection.opened != joined.opened:
+                    raise _replaced(self._connection.server)
+                await _confirm(self._connection, self._wanted, self._timeout_ms)
+                if self._connection.opened != joined.opened:  # the WAIT went on a new socket
+                    raise _replaced(self._connection.server)
+            except asyncio.CancelledError:
+                joined.done.set_exception(_replaced(self._connection.server))
+                raise
+            except Exception as exc:
+                joined.done.set_exception(exc)
+            else:
+                joined.done.set_result(None)
+
+    async def close(self) -> None:
+        sender, self._sender = self._sender, None
+        if sender is not None and not sender.done():
+            sender.cancel()
+        joined, self._next = self._next, None
+        if joined is not None and not joined.done.done():
+            joined.done.set_exception(_replaced(self._connection.server))
+
+
+async def _run_confirmed(
+    connection: Connection,
+    confirmations: _Confirmations,
+    script: Script,
+    keys: Sequence[Any],
+    args: Sequence[Any],
+) -> Any:
+    await connection.open()
+    opened = connection.opened
+    reply = await script.run(connection, keys, args)
+    # After every message above (and every write before it, on any connection).
+    await confirmations.confirmed(opened)
+    return reply
+
+
 class Acknowledged(Protocol):
     async def run(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """The script's reply, once ``replicas_ack`` replicas hold what it wrote."""
@@ -50,16 +152,13 @@ class ServerAcknowledged:
 
     def __init__(self, commands: ServerCommands, wanted: int, timeout_ms: int) -> None:
         self._connection = commands.new_connection()
-        self._wanted = wanted
-        self._timeout_ms = timeout_ms
+        self._confirmations = _Confirmations(self._connection, wanted, timeout_ms)
 
     async def run(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        reply = await script.run(self._connection, keys, args)
-        # After every message above (and every write before it, on any connection).
-        await _confirm(self._connection, self._wanted, self._timeout_ms)
-        return reply
+        return await _run_confirmed(self._connection, self._confirmations, script, keys, args)
 
     async def close(self) -> None:
+        await self._confirmations.close()
         await self._connection.close()
 
 
@@ -80,26 +179,28 @@ class ClusterAcknowledged:
         given = {name: values[-1] for name, values in parse_qs(parts.query).items()}
         self._options = {k: v for k, v in {**given, **options}.items() if k in CONNECTION_OPTIONS}
         self._url = parts._replace(query="")
-        self._nodes: dict[tuple[str, int], Connection] = {}
+        self._nodes: dict[tuple[str, int], tuple[Connection, _Confirmations]] = {}
         Connection(self._url.geturl(), **self._options)  # refuses wrong options now, not later
         self._wanted = wanted
         self._timeout_ms = timeout_ms
 
-    def _node(self, host: str, port: int) -> Connection:
-        connection = self._nodes.get((host, port))
-        if connection is None:
+    def _node(self, host: str, port: int) -> tuple[Connection, _Confirmations]:
+        node = self._nodes.get((host, port))
+        if node is None:
             userinfo, at, _ = self._url.netloc.rpartition("@")
             shown = f"[{host}]" if ":" in host else host
             url = self._url._replace(netloc=f"{userinfo}{at}{shown}:{port}").geturl()
-            connection = self._nodes[(host, port)] = Connection(url, **self._options)
-        return connection
+            connection = Connection(url, **self._options)
+            confirmations = _Confirmations(connection, self._wanted, self._timeout_ms)
+            node = self._nodes[(host, port)] = (connection, confirmations)
+        return node
 
     async def run(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         host, port = await self._commands.node_for(keys[0])
         for _ in range(MAX_REDIRECTIONS):
-            connection = self._node(host, port)
+            connection, confirmations = self._node(host, port)
             try:
-                reply = await script.run(connection, keys, args)
+                return await _run_confirmed(connection, confirmations, script, keys, args)
             except ClusterError as exc:
                 moved = _moved_to(str(exc))
                 if moved is None:
@@ -111,13 +212,12 @@ class ClusterAcknowledged:
                 # the slot map again, for the next produce.
                 await self._commands.refresh(keys[0])
                 raise
-            await _confirm(connection, self._wanted, self._timeout_ms)
-            return reply
         raise ClusterError(f"the slot of {keys[0]!r} moved {MAX_REDIRECTIONS} times in a row")
 
     async def close(self) -> None:
         nodes, self._nodes = self._nodes, {}
-        for connection in nodes.values():
+        for connection, confirmations in nodes.values():
+            await confirmations.close()
             await connection.close()
 
 
