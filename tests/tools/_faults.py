@@ -11,8 +11,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from reservations_tools.faults.burst import BurstResult
 from reservations_tools.faults.cli import run_scenarios
@@ -23,10 +24,10 @@ REQUESTS = 1000
 HOLD_S = 2
 
 
-@contextmanager
-def data_dir() -> Iterator[Path]:
-    # Not pytest's tmp_path: its parent is private to root, and PostgreSQL runs as an
-    # unprivileged user when the suite runs as root.
+@pytest.fixture(scope="module")
+def faults_dir() -> Iterator[Path]:
+    """A data folder for a module's deployment. Not pytest's tmp_path: its parent is private to
+    root, and PostgreSQL runs as an unprivileged user when the suite runs as root."""
     path = Path(tempfile.mkdtemp(prefix="reservations-faults-"))
     path.chmod(0o755)
     try:

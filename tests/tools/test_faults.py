@@ -8,7 +8,6 @@ docs/reliability.md.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,23 +15,18 @@ import pytest
 from reservations_tools.faults.burst import BurstResult
 from reservations_tools.faults.scenarios import SCENARIOS
 
-from ._faults import data_dir, invariants_hold, run
+from ._faults import faults_dir, invariants_hold, run
 
 ON_ONE_SERVER = [s for s in SCENARIOS if s.topology == "single"]
 # One deployment and the bursts with their faults (ten seconds without PostgreSQL, leases of
 # killed workers running out): minutes, not seconds, on a busy two-core machine.
 pytestmark = pytest.mark.timeout(1200)
+__all__ = ["faults_dir"]  # a fixture, used by name
 
 
 @pytest.fixture(scope="module")
-def where() -> Iterator[Path]:
-    with data_dir() as path:
-        yield path
-
-
-@pytest.fixture(scope="module")
-async def results(where: Path) -> dict[str, BurstResult]:
-    return await run(ON_ONE_SERVER, where)
+async def results(faults_dir: Path) -> dict[str, BurstResult]:
+    return await run(ON_ONE_SERVER, faults_dir)
 
 
 @pytest.mark.parametrize("name", [s.name for s in ON_ONE_SERVER])

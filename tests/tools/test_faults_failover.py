@@ -5,7 +5,6 @@ of their own: two of the six (see ``FAILOVERS``); all six with ``reservations-to
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from reservations_tools.faults.burst import BurstResult
 from reservations_tools.faults.scenarios import SCENARIOS
 
-from ._faults import REQUESTS, data_dir, invariants_hold, run
+from ._faults import REQUESTS, faults_dir, invariants_hold, run
 
 # Two of the six, to keep the suite's time: a Cluster takeover of the event's gate and one on
 # Sentinel without acknowledgement; the service's own failover tests cover the rest
@@ -24,17 +23,12 @@ FAILOVERS = [
     if s.name in ("cluster-gate-primary-killed", "sentinel-primary-killed-noack")
 ]
 pytestmark = pytest.mark.timeout(1200)
+__all__ = ["faults_dir"]  # a fixture, used by name
 
 
 @pytest.fixture(scope="module")
-def where() -> Iterator[Path]:
-    with data_dir() as path:
-        yield path
-
-
-@pytest.fixture(scope="module")
-async def results(where: Path) -> dict[str, BurstResult]:
-    return await run(FAILOVERS, where)
+async def results(faults_dir: Path) -> dict[str, BurstResult]:
+    return await run(FAILOVERS, faults_dir)
 
 
 @pytest.mark.parametrize("name", [s.name for s in FAILOVERS])
