@@ -120,7 +120,7 @@ def main() -> None:
                 print(f"  run {run + 1} {mode}: {rate:,.0f} writes/s, {waits:.3f} WAIT a write")
     load_after = os.getloadavg()
     base = statistics.median(rate for rate, _ in results["no ack"])
-    print(f"\n| mode | writes/s (median) | vs no ack | WAIT calls per write |")
+    print("\n| mode | writes/s (median) | vs no ack | WAIT calls per write |")
     print("| --- | ---: | ---: | ---: |")
     for mode in MODES:
         rate = statistics.median(r for r, _ in results[mode])
