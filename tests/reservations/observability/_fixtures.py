@@ -126,7 +126,10 @@ async def serve(app: FastAPI) -> AsyncIterator[LiveServer]:
         await asyncio.sleep(0.02)
     url = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        # Idle connections dropped after 1 s, before uvicorn's 5 s keep-alive ends: a request
+        # never goes out on a connection the server is closing (a ReadError on a slow machine).
+        limits = httpx.Limits(keepalive_expiry=1.0)
+        async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
             yield LiveServer(app, url, client)
     finally:
         server.should_exit = True
