@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from brokerq.server import RedisServer
+from brokerq.server import RedisCluster, RedisServer
 
 # The files that take minutes, longest first: they are handed out to the workers first, so that
 # none of them is left to run alone at the end while the other worker idles.
@@ -54,3 +54,10 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         return
     with RedisServer(Path(tmp_path_factory.mktemp("redis"))) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A Redis Cluster of 3 primaries, a module's own (its tests may flush it)."""
+    with RedisCluster(tmp_path_factory.mktemp("cluster")) as running:
+        yield running

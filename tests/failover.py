@@ -26,6 +26,11 @@ class FailoverSet:
         return f"redis+sentinel://{hosts}/mymaster"
 
 
+def failover_cluster(path: Path) -> RedisCluster:
+    """3 primaries with a replica each, a node declared failed after 1 s: quick takeovers."""
+    return RedisCluster(path, replicas=1, node_timeout_ms=1000)
+
+
 @contextmanager
 def started_pair(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer]]:
     """A primary and its replica on local ports (the replica still syncing: see ``linked``)."""

@@ -21,15 +21,13 @@ from brokerq import BrokerQueue, RedisError, ReplicationError
 from brokerq.redis import RedisAdapter
 from brokerq.server import RedisCluster
 
-from ..failover import caught_up, whole_cluster
+from ..failover import caught_up, failover_cluster, whole_cluster
 from .conftest import until
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    with RedisCluster(
-        tmp_path_factory.mktemp("cluster"), replicas=1, node_timeout_ms=1000
-    ) as running:
+    with failover_cluster(tmp_path_factory.mktemp("cluster")) as running:
         yield running
 
 

@@ -217,12 +217,6 @@ async def test_password_protected_redis(tmp_path: Path) -> None:
         await admin.aclose()
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory):
-    with RedisCluster(tmp_path_factory.mktemp("cluster")) as running:
-        yield running
-
-
 async def test_works_on_a_redis_cluster(cluster: RedisCluster) -> None:
     queue = BrokerQueue(RedisAdapter(cluster.url))
     names = [f"cluster/{i}" for i in range(6)]  # spread over the three nodes' slots

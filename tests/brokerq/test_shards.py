@@ -38,12 +38,6 @@ def _keys_on(shards: int) -> list[str]:
     return [keys[s] for s in range(shards)]
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory):
-    with RedisCluster(tmp_path_factory.mktemp("shards-cluster"), size=3) as running:
-        yield running
-
-
 @pytest.fixture(params=["memory", "redis", "cluster"])
 async def queue(request: pytest.FixtureRequest, redis_server) -> AsyncIterator[BrokerQueue]:
     if request.param == "memory":

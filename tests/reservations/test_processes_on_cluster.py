@@ -31,12 +31,6 @@ USERS = 60
 LIMIT = 4
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    with RedisCluster(tmp_path_factory.mktemp("cluster")) as running:
-        yield running
-
-
 @pytest.fixture
 def service(
     tmp_path: Path, database_url: str, clean: None, cluster: RedisCluster

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,6 @@ from .conftest import NODE_DIR, ReserveEvent
 for _name in dir(single_server):
     if _name.startswith("test_"):
         globals()[_name] = getattr(single_server, _name)
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    with RedisCluster(tmp_path_factory.mktemp("bullmq-cluster")) as running:
-        yield running
 
 
 @pytest.fixture

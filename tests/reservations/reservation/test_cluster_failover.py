@@ -24,7 +24,7 @@ from reservations.reservation.gate import event_keys
 from reservations.settings import Settings
 from reservations.worker import consuming
 
-from ...failover import caught_up, whole_cluster
+from ...failover import caught_up, failover_cluster, whole_cluster
 from ..conftest import Api, running_api
 from ..helpers import ADMIN_TOKEN, create_event, create_user, eventually, outcomes
 
@@ -33,9 +33,7 @@ SEATS = 5
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    with RedisCluster(
-        tmp_path_factory.mktemp("cluster"), replicas=1, node_timeout_ms=1000
-    ) as running:
+    with failover_cluster(tmp_path_factory.mktemp("cluster")) as running:
         yield running
 
 
