@@ -4,7 +4,6 @@ Cluster (each shard on a primary of its own)."""
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -49,11 +48,6 @@ async def queue(request: pytest.FixtureRequest, redis_server) -> AsyncIterator[B
     q = BrokerQueue(adapter)
     yield q
     await q.close()
-
-
-@pytest.fixture
-def name() -> str:
-    return f"test/{uuid.uuid4().hex[:10]}"
 
 
 def test_the_partition_of_a_key_is_sha256_modulo_the_shard_count() -> None:
